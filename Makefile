@@ -1,0 +1,36 @@
+# adaptbot: `make run` sets up and starts the bot; `make test` sets up and runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup run chat test bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU PyTorch first, pinned: an unpinned torch pulls several GB of CUDA packages
+	$(BIN)/pip install -q torch==2.13.0
+	# llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores); pip caches the wheel
+	$(BIN)/pip install -q -e '.[finetune,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/adaptbot run
+
+chat: $(STAMP)
+	$(BIN)/adaptbot chat
+
+test: $(STAMP)
+	scripts/with-postgres.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+lint: $(STAMP)
+	$(BIN)/ruff check bot agents knowledge finetune tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,69 @@
+"""Model backends: where the words come from (cloud API, local GGUF, fine-tuned GGUF), looked up by name."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+from langchain_core.language_models import BaseChatModel
+
+from agents.errors import UnknownNameError
+
+
+class Backend(ABC):
+    """A named source of a LangChain chat model.
+
+    `native_tools` says whether the model's `bind_tools` produces tool calls natively (cloud APIs) or
+    through constrained decoding (local); either way `create_agent` gets a chat model that supports it.
+    """
+
+    name: str
+    description: Mapping[str, str]  # language code -> one line
+    native_tools: ClassVar[bool] = True
+    shared_worker: ClassVar[bool] = False  # True: one worker serves every chat (turns queue for it)
+
+    @abstractmethod
+    def chat_model(self) -> BaseChatModel:
+        """The chat model to call; created lazily and cached by the backend."""
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release what the backend holds (threads, model weights)."""
+
+
+class ModelRegistry:
+    """Backends by name: fixed ones registered at start-up plus providers scanned on each lookup
+    (fine-tuned models appear without a restart)."""
+
+    def __init__(self) -> None:
+        self._fixed: dict[str, Backend] = {}
+        self._providers: list[Callable[[], Mapping[str, Backend]]] = []
+
+    def register(self, backend: Backend) -> None:
+        self._fixed[backend.name] = backend
+
+    def add_provider(self, provider: Callable[[], Mapping[str, Backend]]) -> None:
+        self._providers.append(provider)
+
+    def all(self) -> dict[str, Backend]:
+        found = dict(self._fixed)
+        for provider in self._providers:
+            for name, backend in provider().items():
+                found.setdefault(name, backend)
+        return found
+
+    def names(self) -> list[str]:
+        return list(self.all())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.all()
+
+    def get(self, name: str) -> Backend:
+        backends = self.all()
+        if name not in backends:
+            raise UnknownNameError("model", name, list(backends))
+        return backends[name]
+
+    async def aclose(self) -> None:
+        for backend in self.all().values():
+            await backend.aclose()

@@ -1,0 +1,236 @@
+"""Level 2a: a tool-calling agent (thought -> action -> observation) on LangChain's `create_agent`.
+
+What the model sees is trimmed inside a `wrap_model_call` middleware, so the stored history stays whole;
+a step limit ends the turn with a short note instead of an error; a tool's own failure (ToolException,
+bad arguments, an unknown tool) goes back to the model as an observation, while any other exception in
+a tool is our bug and is raised.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from langchain.agents import create_agent
+from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse, hook_config
+from langchain.agents.middleware.tool_error import ToolErrorMiddleware
+from langchain.agents.middleware.types import ToolCallRequest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.tools import BaseTool, ToolException
+from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from agents.levels.base import Level, TurnContext
+from agents.messages import to_messages, trim_history
+from agents.types import ReplyEvent, TextDelta, ToolStep, Usage
+
+log = logging.getLogger(__name__)
+
+# Text that a model writes before its tool calls ("Let me calculate...") is a thought, not the answer.
+# Hold back this many characters of each model message before streaming: short preambles followed by a
+# tool call are dropped; a final answer starts streaming after a few tokens' delay.
+HOLD_CHARS = 48
+STEP_LIMIT_NODE = "AgentStepLimit.before_model"
+
+
+class AgentLevel(Level):
+    name = "agent"
+    description = MappingProxyType({
+        "en": "agent: the model calls tools (calculator, web search, knowledge base) step by step",
+        "ru": "агент: модель по шагам вызывает инструменты (калькулятор, поиск в сети, база знаний)",
+    })
+
+    def stream(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+        return _run(ctx)
+
+
+def build_agent(ctx: TurnContext) -> Any:
+    """The compiled agent graph for this turn (cheap: about 2 ms)."""
+    system = "\n\n".join(p.strip() for p in (ctx.prompts.system, ctx.prompts.agent_instructions) if p.strip())
+    middleware: list[AgentMiddleware[Any, Any, Any]] = [
+        AgentStepLimit(ctx.max_steps),
+        TrimToBudget(ctx.token_budget, ctx.tools),
+        ToolErrorMiddleware(_tool_failure),
+    ]
+    return create_agent(ctx.model, list(ctx.tools), system_prompt=system or None, middleware=middleware,
+                        name="adaptbot-agent")
+
+
+async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+    agent = build_agent(ctx)
+    messages = [*to_messages(ctx.history), HumanMessage(ctx.text)]
+    # Each step passes three nodes (limit check, model, tools); the limit middleware stops the loop first,
+    # so hitting LangGraph's own recursion limit would be a bug and is left to raise.
+    config = {"recursion_limit": 3 * (ctx.max_steps + 2) + 10}
+    calls: dict[str, tuple[str, dict[str, Any]]] = {}
+    answer = _AnswerStream()
+    prompt_tokens = completion_tokens = 0
+    usage_seen = False
+    async for mode, chunk in agent.astream({"messages": messages}, config=config,
+                                           stream_mode=["messages", "updates"]):
+        if mode == "messages":
+            message, metadata = chunk
+            if metadata.get("langgraph_node") == "model" and isinstance(message, AIMessage):
+                for text in answer.feed(message):
+                    yield TextDelta(text)
+            continue
+        for node, update in chunk.items():
+            produced = update.get("messages", []) if isinstance(update, dict) else []
+            if not isinstance(produced, list):
+                continue
+            for message in produced:
+                if node == "model" and isinstance(message, AIMessage):
+                    if message.usage_metadata:
+                        usage_seen = True
+                        prompt_tokens += message.usage_metadata.get("input_tokens", 0)
+                        completion_tokens += message.usage_metadata.get("output_tokens", 0)
+                    for call in message.tool_calls:
+                        calls[call["id"] or ""] = (call["name"], call["args"])
+                    for text in answer.finish(message):
+                        yield TextDelta(text)
+                elif node == "tools" and isinstance(message, ToolMessage):
+                    name, args = calls.get(message.tool_call_id, (message.name or "?", {}))
+                    yield ToolStep(tool=name, input=_render_args(args), output=_text(message.content))
+                elif node == STEP_LIMIT_NODE and isinstance(message, AIMessage):
+                    yield TextDelta(_text(message.content))
+    if usage_seen:
+        yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+class _AnswerStream:
+    """Turns one model message's chunks into answer text, holding back what may be a pre-tool-call thought."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self._held = ""
+        self._emitted = ""
+        self._live = False
+        self._tool_calling = False
+
+    def feed(self, chunk: AIMessage) -> list[str]:
+        if getattr(chunk, "tool_call_chunks", None) or chunk.tool_calls:
+            self._tool_calling, self._held = True, ""
+        if self._tool_calling:
+            return []
+        text = _text(chunk.content)
+        if not text:
+            return []
+        if not self._live:
+            self._held += text
+            if len(self._held) < HOLD_CHARS:
+                return []
+            self._live, text, self._held = True, self._held, ""
+        self._emitted += text
+        return [text]
+
+    def finish(self, message: AIMessage) -> list[str]:
+        """The model's message is complete: flush the rest of a final answer, drop a tool-calling one."""
+        rest = ""
+        if not message.tool_calls:
+            final = _text(message.content)
+            # A model that does not stream delivers everything here.
+            rest = final[len(self._emitted):] if final.startswith(self._emitted) else self._held
+        self._reset()
+        return [rest] if rest else []
+
+
+class AgentStepLimit(AgentMiddleware[Any, Any, Any]):
+    """Ends the turn with a short note once the model has used `max_steps` rounds of tool calls."""
+
+    def __init__(self, max_steps: int) -> None:
+        super().__init__()
+        self.max_steps = max_steps
+
+    @property
+    def name(self) -> str:
+        return "AgentStepLimit"
+
+    def _check(self, state: Any) -> dict[str, Any] | None:
+        messages: list[BaseMessage] = state["messages"]
+        start = _last_human(messages)
+        steps = sum(1 for m in messages[start + 1:] if isinstance(m, AIMessage) and m.tool_calls)
+        if steps < self.max_steps:
+            return None
+        log.info("agent turn stopped at the step limit (%d)", self.max_steps)
+        note = (f"I stopped after {self.max_steps} steps (the step limit) before reaching a final answer. "
+                "Ask me to continue, or narrow the question.")
+        return {"jump_to": "end", "messages": [AIMessage(note)]}
+
+    @hook_config(can_jump_to=["end"])
+    def before_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return self._check(state)
+
+    @hook_config(can_jump_to=["end"])
+    async def abefore_model(self, state: Any, runtime: Any) -> dict[str, Any] | None:
+        return self._check(state)
+
+
+class TrimToBudget(AgentMiddleware[Any, Any, Any]):
+    """Trims the history the model is sent to the token budget; the current turn is always sent whole.
+
+    The budget covers system prompt, tool schemas and messages. Only history before the latest user
+    message is dropped (oldest first, starting on a user turn), so a tool call is never separated from
+    its result and the question is never lost.
+    """
+
+    def __init__(self, budget: int, tools: Sequence[BaseTool]) -> None:
+        super().__init__()
+        self.budget = budget
+        self._tool_tokens = sum(len(json.dumps(convert_to_openai_tool(t))) // 4 for t in tools)
+
+    def trim(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        messages = list(request.messages)
+        start = _last_human(messages)
+        if start <= 0:
+            return request
+        history, current = messages[:start], messages[start:]
+        fixed = [request.system_message, *current] if request.system_message else current
+        kept = trim_history(history, self.budget - self._tool_tokens, fixed=fixed)
+        if len(kept) < len(history):
+            log.debug("agent history trimmed from %d to %d messages", len(history), len(kept))
+        return request.override(messages=[*kept, *current])
+
+    def wrap_model_call(self, request: ModelRequest[Any],
+                        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]) -> ModelResponse[Any]:
+        return handler(self.trim(request))
+
+    async def awrap_model_call(
+        self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
+    ) -> ModelResponse[Any]:
+        return await handler(self.trim(request))
+
+
+def _tool_failure(exc: Exception, request: ToolCallRequest) -> str | None:
+    """A tool's own failure (ToolException) is an observation for the model; anything else propagates."""
+    if isinstance(exc, ToolException):
+        name = request.tool_call["name"]
+        return f"Error: {name} failed: {exc}. Fix the input or try another way."
+    return None
+
+
+def _last_human(messages: Sequence[BaseMessage]) -> int:
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            return i
+    return -1
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content blocks
+        return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content
+                       if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text"))
+    return str(content)
+
+
+def _render_args(args: dict[str, Any]) -> str:
+    if len(args) == 1:
+        (value,) = args.values()
+        if isinstance(value, str):
+            return value
+    return json.dumps(args, ensure_ascii=False)

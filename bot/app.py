@@ -1,0 +1,222 @@
+"""Factories: services, bot, dispatcher, and `BotApp`, which runs them (polling or webhook)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiogram import Bot, Dispatcher
+from aiogram.client.default import DefaultBotProperties
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import BotCommand, BotCommandScopeDefault
+from aiogram.utils.token import TokenValidationError, validate_token
+
+from agents.backends import ModelRegistry
+from agents.backends.cloud import CloudBackend
+from agents.errors import UnknownNameError
+from agents.levels import default_levels
+from agents.runtime import Brain
+from bot.config import ConfigError, Settings
+from bot.handlers import build_router
+from bot.i18n import t
+from bot.inbox import Inbox
+from bot.middlewares import AccessMiddleware
+from bot.pump import UpdatePump, poll
+from bot.service import ChatService
+from bot.storage import Database
+from bot.telegram_session import ResilientRequests
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    brain: Brain
+    chat: ChatService
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    async def aclose(self) -> None:
+        for closer in self.extras.get("closers", []):
+            with contextlib.suppress(Exception):
+                await closer()
+        await self.brain.models.aclose()
+        await self.db.dispose()
+
+
+def build_models(settings: Settings) -> ModelRegistry:
+    models = ModelRegistry()
+    models.register(CloudBackend(model=settings.openai_model, api_key=settings.openai_api_key,
+                                 base_url=settings.openai_base_url, timeout=settings.openai_timeout,
+                                 max_retries=settings.openai_max_retries, temperature=settings.temperature))
+    try:
+        from agents.backends.local import LocalBackend, finetuned_provider
+    except ImportError:  # pragma: no cover - llama-cpp-python missing
+        log.warning("llama-cpp-python is not installed: local models are off")
+        return models
+    llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
+                 n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
+                 max_tokens=settings.local_max_tokens)
+    models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
+                                 filename=settings.local_model_file, **llama))
+    models.add_provider(finetuned_provider(settings.data_dir, **llama))
+    return models
+
+
+def build_tools(settings: Settings, brain: Brain) -> None:
+    try:
+        from agents.tools.calculator import make_calculator_tool
+    except ImportError:  # pragma: no cover
+        return
+    calculator = make_calculator_tool()
+    brain.tool_factories.append(lambda: calculator)
+    from agents.tools.web_search import make_search_provider, make_web_search_tool
+
+    key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
+    try:
+        provider = make_search_provider(settings.search_provider, settings.search_url, key,
+                                        settings.search_timeout, settings.search_max_results,
+                                        settings.search_max_chars)
+    except Exception as exc:  # a half-configured provider
+        raise ConfigError(f"invalid setting SEARCH_PROVIDER: {exc}") from None
+    if provider is not None:
+        search_tool = make_web_search_tool(provider)
+        brain.tool_factories.append(lambda: search_tool)
+
+
+async def create_services(settings: Settings) -> Services:
+    """Everything long-lived, created once and injected; raises ConfigError for a bad setting."""
+    brain = Brain(default_levels(), build_models(settings), prompts_path=settings.prompts_path,
+                  token_budget=settings.history_token_budget, max_steps=settings.agent_max_steps,
+                  rag_top_k=settings.rag_top_k, turn_timeout=settings.openai_timeout)
+    try:
+        brain.prompts()
+    except Exception as exc:
+        raise ConfigError(f"invalid setting PROMPTS_PATH: {exc}") from None
+    default_level, default_model = "prompt", "cloud"
+    try:
+        default_level, default_model = brain.parse_mode(settings.default_mode.split(), default_level,
+                                                        default_model)
+    except UnknownNameError as exc:
+        raise ConfigError(f"invalid setting DEFAULT_MODE: {exc}") from None
+    build_tools(settings, brain)
+    db = Database(settings.db_url)
+    try:
+        await db.create_all()
+    except Exception as exc:
+        await db.dispose()
+        raise ConfigError(f"invalid setting DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
+    chat = ChatService(db, brain, default_level=default_level, default_model=default_model,
+                       max_input_chars=settings.max_input_chars,
+                       rate_limit_per_minute=settings.rate_limit_per_minute,
+                       daily_token_quota=settings.daily_token_quota)
+    services = Services(settings, db, brain, chat)
+    _attach_knowledge(services)
+    return services
+
+
+def _attach_knowledge(services: Services) -> None:
+    try:
+        from bot.knowledge_link import attach
+    except ImportError:  # pragma: no cover
+        return
+    attach(services)
+
+
+def create_bot(settings: Settings) -> Bot:
+    if settings.telegram_bot_token is None:
+        raise ConfigError("missing setting TELEGRAM_BOT_TOKEN: get one from @BotFather")
+    token = settings.telegram_bot_token.get_secret_value()
+    try:
+        validate_token(token)
+    except TokenValidationError:
+        raise ConfigError("invalid setting TELEGRAM_BOT_TOKEN: expected the form 123456:ABC...") from None
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session.middleware(ResilientRequests(retry_seconds=settings.send_retry_seconds,
+                                         chat_interval=settings.send_interval,
+                                         group_interval=settings.group_send_interval))
+    return Bot(token, session=session, default=DefaultBotProperties(parse_mode=None, link_preview_is_disabled=True))
+
+
+def create_dispatcher(services: Services) -> Dispatcher:
+    dp = Dispatcher()
+    dp["settings"] = services.settings
+    dp["chat_service"] = services.chat
+    dp["brain"] = services.brain
+    dp["services"] = services
+    access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
+    dp.message.outer_middleware(access)
+    dp.callback_query.outer_middleware(access)
+    dp.include_router(build_router())
+    return dp
+
+
+COMMANDS = ("start", "help", "mode", "reset", "stop", "steps", "usage")
+
+
+async def set_commands(bot: Bot) -> None:
+    for lang in ("en", "ru"):
+        commands = [BotCommand(command=c, description=t(f"cmd_{c}", lang)) for c in COMMANDS]
+        await bot.set_my_commands(commands, scope=BotCommandScopeDefault(),
+                                  language_code=None if lang == "en" else lang)
+
+
+class BotApp:
+    """The running bot: services, bot, dispatcher, inbox pump; polling or webhook in front."""
+
+    def __init__(self, settings: Settings, services: Services, bot: Bot) -> None:
+        self.settings, self.services, self.bot = settings, services, bot
+        self.dp = create_dispatcher(services)
+        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.inbox = Inbox(services.db, self.owner)
+        self.pump = UpdatePump(self.inbox, self.dp, bot)
+        self.stop_event = asyncio.Event()
+        self._poller: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def create(cls, settings: Settings) -> BotApp:
+        bot = create_bot(settings)
+        try:
+            services = await create_services(settings)
+        except BaseException:
+            await bot.session.close()
+            raise
+        return cls(settings, services, bot)
+
+    async def start(self, *, polling: bool = True) -> None:
+        me = await self.bot.me()
+        log.info("bot @%s (id %s) starting", me.username, me.id)
+        with contextlib.suppress(Exception):
+            await set_commands(self.bot)
+        self.pump.start()
+        if polling:
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._poller = asyncio.create_task(poll(self.bot, self.pump, self.stop_event), name="polling")
+
+    async def stop(self) -> None:
+        """Graceful stop: no new updates; answers in flight get SHUTDOWN_TIMEOUT seconds; then close."""
+        self.stop_event.set()
+        if self._poller is not None:
+            with contextlib.suppress(BaseException):
+                await self._poller
+        await self.pump.drain(self.settings.shutdown_timeout)
+        await self.services.aclose()
+        await self.bot.session.close()
+
+    async def run_polling(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, self.stop_event.set)
+        await self.start(polling=True)
+        await self.stop_event.wait()
+        log.info("stopping: draining answers in flight")
+        await self.stop()

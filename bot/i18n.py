@@ -1,0 +1,94 @@
+"""The bot's own texts in English and Russian, chosen by the user's Telegram language."""
+
+from __future__ import annotations
+
+TEXTS: dict[str, dict[str, str]] = {
+    "start": {
+        "en": "Hi! I'm adaptbot. Ask me anything.\nCurrent mode: {mode}. Change it with /mode; /help lists the commands.",
+        "ru": "Привет! Я adaptbot. Спрашивайте что угодно.\nТекущий режим: {mode}. Сменить: /mode; список команд: /help.",
+    },
+    "help": {
+        "en": ("adaptbot answers on four levels of LLM adaptation.\n\n"
+               "/mode — choose level and model (/mode prompt cloud)\n/reset — forget this chat's history\n"
+               "/stop — stop the current answer\n/steps on|off — show agent steps\n/usage — your usage today\n"
+               "/help — this text\n\nCurrent mode: {mode}.{extra}"),
+        "ru": ("adaptbot отвечает на четырёх уровнях адаптации LLM.\n\n"
+               "/mode — выбрать уровень и модель (/mode prompt cloud)\n/reset — забыть историю этого чата\n"
+               "/stop — остановить текущий ответ\n/steps on|off — показывать шаги агента\n"
+               "/usage — ваше потребление за сегодня\n/help — эта справка\n\nТекущий режим: {mode}.{extra}"),
+    },
+    "help_admin": {
+        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /kb, /kb_del <id>, /kb_search <query>; send a file to add it to the knowledge base.",
+        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /kb, /kb_del <id>, /kb_search <запрос>; пришлите файл, чтобы добавить его в базу знаний.",
+    },
+    "help_search_off": {
+        "en": "\nWeb search is off: set SEARCH_PROVIDER (searxng, tavily, serpapi or brave) with SEARCH_URL or SEARCH_API_KEY to enable it.",
+        "ru": "\nВеб-поиск выключен: задайте SEARCH_PROVIDER (searxng, tavily, serpapi или brave) и SEARCH_URL или SEARCH_API_KEY.",
+    },
+    "mode_menu": {"en": "Current mode: {mode}\nChoose a level and a model:", "ru": "Текущий режим: {mode}\nВыберите уровень и модель:"},
+    "mode_set": {"en": "Mode: {mode}", "ru": "Режим: {mode}"},
+    "mode_unknown": {
+        "en": "Unknown name “{name}”. Levels: {levels}. Models: {models}.",
+        "ru": "Неизвестное имя «{name}». Уровни: {levels}. Модели: {models}.",
+    },
+    "reset_done": {"en": "Memory of this chat cleared ({n} messages).", "ru": "Память этого чата очищена (сообщений: {n})."},
+    "steps_usage": {"en": "Usage: /steps on or /steps off (now: {state}).", "ru": "Использование: /steps on или /steps off (сейчас: {state})."},
+    "steps_set": {"en": "Agent steps: {state}.", "ru": "Шаги агента: {state}."},
+    "stopped": {"en": "⏹ Stopped.", "ru": "⏹ Остановлено."},
+    "nothing_to_stop": {"en": "Nothing to stop.", "ru": "Нечего останавливать."},
+    "not_allowed": {
+        "en": "Sorry, this bot is private. Ask its owner to add your id ({user_id}).",
+        "ru": "Извините, это закрытый бот. Попросите владельца добавить ваш id ({user_id}).",
+    },
+    "admin_only": {"en": "Sorry, this command is for admins only.", "ru": "Извините, эта команда только для администраторов."},
+    "prompt_show": {"en": "System prompt ({origin}):\n\n{text}", "ru": "Системный промпт ({origin}):\n\n{text}"},
+    "prompt_default": {"en": "default", "ru": "по умолчанию"},
+    "prompt_custom": {"en": "set by an admin", "ru": "задан администратором"},
+    "prompt_set": {"en": "System prompt replaced.", "ru": "Системный промпт заменён."},
+    "prompt_reset": {"en": "System prompt reset to the default.", "ru": "Системный промпт сброшен на стандартный."},
+    "prompt_usage": {"en": "Usage: /prompt, /prompt set <text>, /prompt reset", "ru": "Использование: /prompt, /prompt set <текст>, /prompt reset"},
+    "usage_self": {"en": "Today: {messages} messages, {tokens} tokens{quota}.", "ru": "Сегодня: сообщений {messages}, токенов {tokens}{quota}."},
+    "usage_all": {"en": "Usage today:\n{rows}", "ru": "Потребление за сегодня:\n{rows}"},
+    "usage_none": {"en": "No usage today.", "ru": "Сегодня ещё ничего."},
+    "queued": {"en": "⏳ Waiting for the local model, {ahead} ahead…", "ru": "⏳ Жду локальную модель, впереди: {ahead}…"},
+    "sources": {"en": "Sources:", "ru": "Источники:"},
+    "page": {"en": "p.", "ru": "с."},
+    "empty_answer": {"en": "(the model returned an empty answer)", "ru": "(модель вернула пустой ответ)"},
+    "err_model": {"en": "⚠️ The model failed: {reason}. Please try again in a moment.",
+                  "ru": "⚠️ Модель не ответила: {reason}. Попробуйте ещё раз чуть позже."},
+    "err_timeout": {"en": "⚠️ The model did not answer in time. Please try again.",
+                    "ru": "⚠️ Модель не ответила вовремя. Попробуйте ещё раз."},
+    "err_unavailable": {"en": "⚠️ This model is not available: {reason}.", "ru": "⚠️ Эта модель недоступна: {reason}."},
+    "err_internal": {"en": "⚠️ Something went wrong on our side; it has been logged. Please try again.",
+                     "ru": "⚠️ У нас что-то сломалось; ошибка записана в журнал. Попробуйте ещё раз."},
+    "err_input_too_long": {"en": "Your message is too long ({got} characters; the limit is {limit}).",
+                           "ru": "Сообщение слишком длинное ({got} символов; предел {limit})."},
+    "err_empty_input": {"en": "Please send some text.", "ru": "Пришлите, пожалуйста, текст."},
+    "err_busy": {"en": "I'm still answering your previous message here; /stop cancels it.",
+                 "ru": "Я ещё отвечаю на предыдущее сообщение; /stop отменит его."},
+    "err_rate_limited": {"en": "Too many messages: please wait {seconds} s.", "ru": "Слишком много сообщений: подождите {seconds} с."},
+    "err_quota_exceeded": {"en": "Your daily token quota ({quota}) is used up; it renews at 00:00 UTC.",
+                           "ru": "Дневная квота токенов ({quota}) исчерпана; она обновится в 00:00 UTC."},
+    "answer_interrupted": {"en": "⚠️ The answer was interrupted: {reason}.", "ru": "⚠️ Ответ прервался: {reason}."},
+    "on": {"en": "on", "ru": "вкл"},
+    "off": {"en": "off", "ru": "выкл"},
+    "cmd_start": {"en": "Start", "ru": "Начать"},
+    "cmd_help": {"en": "Help and commands", "ru": "Справка и команды"},
+    "cmd_mode": {"en": "Choose level and model", "ru": "Выбрать уровень и модель"},
+    "cmd_reset": {"en": "Forget this chat's history", "ru": "Забыть историю чата"},
+    "cmd_stop": {"en": "Stop the current answer", "ru": "Остановить ответ"},
+    "cmd_steps": {"en": "Show agent steps (on/off)", "ru": "Показывать шаги агента (on/off)"},
+    "cmd_usage": {"en": "Usage today", "ru": "Потребление за сегодня"},
+}
+
+LANGUAGES = ("en", "ru")
+
+
+def lang_of(code: str | None) -> str:
+    """Russian for ru/uk/be users, English otherwise."""
+    return "ru" if code and code.split("-")[0].lower() in {"ru", "uk", "be"} else "en"
+
+
+def t(key: str, lang: str = "en", **params: object) -> str:
+    texts = TEXTS[key]
+    return texts.get(lang, texts["en"]).format(**params)

@@ -1,0 +1,207 @@
+"""Shows a reply while it is generated: a typing indicator, then drafts (private chats, where the Bot API has
+sendMessageDraft) or a message edited at most once per interval; finally the formatted answer, split as needed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from typing import Any
+
+from aiogram import Bot
+from aiogram.enums import ChatAction
+from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
+from aiogram.types import MessageEntity
+
+from agents.types import Queued, ReplyEvent, Sources, TextDelta, ToolStep
+from bot.i18n import t
+from bot.rendering import Chunk, preview, render
+from bot.telegram_session import essential
+
+log = logging.getLogger(__name__)
+
+_draft_ids = itertools.count(1)
+# Chats where sendMessageDraft was refused: they get edits from then on.
+_drafts_refused: set[int] = set()
+
+
+class ReplyStreamer:
+    def __init__(self, bot: Bot, chat_id: int, *, lang: str, private: bool, use_drafts: bool = True,
+                 interval: float = 1.0, reply_to: int | None = None, show_steps: bool = False,
+                 thread_id: int | None = None) -> None:
+        self.bot, self.chat_id, self.lang = bot, chat_id, lang
+        self.use_drafts = use_drafts and private and chat_id not in _drafts_refused
+        self.interval = interval
+        self.reply_to, self.thread_id = reply_to, thread_id
+        self.show_steps = show_steps
+        self.text = ""
+        self.steps: list[ToolStep] = []
+        self.sources: Sources | None = None
+        self._message_id: int | None = None  # the message being edited (edit mode)
+        self._shown = ""
+        self._next_update = 0.0
+        self._draft_id = next(_draft_ids)
+        self._typing: asyncio.Task[None] | None = None
+        self._steps_message: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    async def __aenter__(self) -> ReplyStreamer:
+        self._typing = asyncio.create_task(self._keep_typing())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop_typing()
+
+    def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            self._typing = None
+
+    async def _keep_typing(self) -> None:
+        try:
+            while True:
+                try:
+                    await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING,
+                                                    message_thread_id=self.thread_id)
+                except TelegramAPIError:
+                    pass
+                await asyncio.sleep(4.5)  # the indicator lasts about 5 s
+        except asyncio.CancelledError:
+            pass
+
+    # --- events -------------------------------------------------------------------------------------
+    async def feed(self, event: ReplyEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.text += event.text
+            await self._show(preview(self.text))
+        elif isinstance(event, ToolStep):
+            self.steps.append(event)
+            if self.show_steps:
+                await self._show_steps()
+        elif isinstance(event, Sources):
+            self.sources = event
+        elif isinstance(event, Queued):
+            await self._show(t("queued", self.lang, ahead=event.ahead), force=True)
+
+    async def finish(self, notice: str | None = None) -> list[int]:
+        """Deliver the whole answer (formatted, split); `notice` is appended (an error or a stop)."""
+        self._stop_typing()
+        body = self.text.strip()
+        if self.sources and self.sources.items:
+            lines = [t("sources", self.lang)]
+            for s in self.sources.items:
+                where = f", {t('page', self.lang)} {s.page}" if s.page else ""
+                when = f" ({s.date})" if s.date else ""
+                lines.append(f"[{s.index}] {s.name}{where}{when}")
+            body = f"{body}\n\n" + "\n".join(lines) if body else "\n".join(lines)
+        chunks = render(body) if body else []
+        if notice:
+            chunks += [Chunk(notice)]
+        if not chunks:
+            chunks = [Chunk(t("empty_answer", self.lang))]
+        sent: list[int] = []
+        with essential():
+            for i, chunk in enumerate(chunks):
+                if i == 0 and self._message_id is not None:
+                    if await self._edit_final(self._message_id, chunk):
+                        sent.append(self._message_id)
+                        continue
+                sent.append(await self._send_final(chunk, reply=i == 0))
+        return sent
+
+    # --- internals ----------------------------------------------------------------------------------
+    async def _show(self, text: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if not text or text == self._shown or (now < self._next_update and not force):
+            return
+        self._next_update = now + self.interval
+        self._shown = text
+        try:
+            if self.use_drafts:
+                try:
+                    await self.bot.send_message_draft(self.chat_id, self._draft_id, text=text,
+                                                      message_thread_id=self.thread_id)
+                    return
+                except TelegramBadRequest as exc:
+                    log.info("sendMessageDraft refused in chat %s (%s); using edits", self.chat_id, exc.message)
+                    _drafts_refused.add(self.chat_id)
+                    self.use_drafts = False
+            if self._message_id is None:
+                msg = await self.bot.send_message(self.chat_id, text, message_thread_id=self.thread_id,
+                                                  reply_to_message_id=self.reply_to,
+                                                  allow_sending_without_reply=True)
+                self._message_id = msg.message_id
+                self._stop_typing()
+            else:
+                await self.bot.edit_message_text(text=text, chat_id=self.chat_id, message_id=self._message_id)
+        except TelegramRetryAfter as exc:
+            # flood control: skip this preview; the next one waits, the final answer is still delivered
+            self._next_update = time.monotonic() + exc.retry_after
+        except TelegramAPIError as exc:
+            log.debug("preview update failed in chat %s: %s", self.chat_id, exc)
+
+    async def _show_steps(self) -> None:
+        lines = []
+        for s in self.steps[-10:]:
+            out = s.output.replace("\n", " ")
+            lines.append(f"🔧 {s.tool}({_short(s.input, 80)}) → {_short(out, 120)}")
+        text = "\n".join(lines)
+        try:
+            if self._steps_message is None:
+                msg = await self.bot.send_message(self.chat_id, text, message_thread_id=self.thread_id)
+                self._steps_message = msg.message_id
+            else:
+                await self.bot.edit_message_text(text=text, chat_id=self.chat_id, message_id=self._steps_message)
+        except TelegramAPIError as exc:
+            log.debug("steps update failed in chat %s: %s", self.chat_id, exc)
+
+    async def _edit_final(self, message_id: int, chunk: Chunk) -> bool:
+        for entities in (_entities(chunk), None):
+            try:
+                await self.bot.edit_message_text(text=chunk.text, chat_id=self.chat_id, message_id=message_id,
+                                                 entities=entities, parse_mode=None)
+                return True
+            except TelegramBadRequest as exc:
+                if "not modified" in exc.message:
+                    return True
+                if entities is None:
+                    break
+                log.warning("Telegram rejected the formatting (%s); sending plain text", exc.message)
+            except TelegramAPIError as exc:
+                log.warning("final edit failed in chat %s: %s", self.chat_id, exc)
+                break
+        # the edit failed: remove the preview so the user is left with one complete copy
+        try:
+            await self.bot.delete_message(self.chat_id, message_id)
+        except TelegramAPIError:
+            pass
+        return False
+
+    async def _send_final(self, chunk: Chunk, reply: bool) -> int:
+        try:
+            msg = await self.bot.send_message(
+                self.chat_id, chunk.text, entities=_entities(chunk), parse_mode=None,
+                message_thread_id=self.thread_id, reply_to_message_id=self.reply_to if reply else None,
+                allow_sending_without_reply=True)
+        except TelegramBadRequest as exc:
+            log.warning("Telegram rejected the formatting (%s); sending plain text", exc.message)
+            msg = await self.bot.send_message(self.chat_id, chunk.text, parse_mode=None,
+                                              message_thread_id=self.thread_id)
+        return msg.message_id
+
+
+def _entities(chunk: Chunk) -> list[MessageEntity] | None:
+    return [MessageEntity(**e) for e in chunk.entities] or None
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def reset_draft_memory() -> None:
+    """Forget which chats refused drafts (for tests)."""
+    _drafts_refused.clear()
+
+
+_ = Any

@@ -1,0 +1,86 @@
+"""Outgoing Telegram calls that survive Telegram: retry_after on 429, backoff on 5xx and network errors, pacing."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+from aiogram import Bot
+from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
+from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.methods import TelegramMethod
+from aiogram.methods.base import Response, TelegramType
+
+log = logging.getLogger(__name__)
+
+# Previews (drafts, streamed edits, typing) are worth nothing late: they fail fast and the streamer moves on.
+_PREVIEW_METHODS = {"sendMessageDraft", "sendChatAction", "editMessageText"}
+_PACED_PREFIXES = ("send",)
+_essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
+
+
+@contextmanager
+def essential() -> Iterator[None]:
+    """Calls made inside (the final answer's edits) are retried like sends, not dropped like previews."""
+    token = _essential.set(True)
+    try:
+        yield
+    finally:
+        _essential.reset(token)
+
+
+class ResilientRequests(BaseRequestMiddleware):
+    def __init__(self, *, retry_seconds: float = 60.0, chat_interval: float = 1.0,
+                 group_interval: float = 3.0) -> None:
+        self.retry_seconds = retry_seconds
+        self.chat_interval, self.group_interval = chat_interval, group_interval
+        self._next_send: dict[Any, float] = {}
+        self._locks: dict[Any, asyncio.Lock] = {}
+
+    async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
+                       method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
+        name = method.__api_method__
+        if name == "getUpdates":
+            return await make_request(bot, method)
+        preview = name in _PREVIEW_METHODS and not _essential.get()
+        chat_id = getattr(method, "chat_id", None)
+        if name.startswith(_PACED_PREFIXES) and name not in _PREVIEW_METHODS and chat_id is not None:
+            await self._pace(chat_id)
+        deadline = time.monotonic() + self.retry_seconds
+        attempt = 0
+        while True:
+            try:
+                return await make_request(bot, method)
+            except TelegramRetryAfter as exc:
+                wait = float(exc.retry_after)
+                if preview or time.monotonic() + wait > deadline:
+                    raise
+                log.info("Telegram flood control on %s: waiting %.0f s", name, wait)
+            except (TelegramServerError, TelegramNetworkError) as exc:
+                if preview:
+                    raise
+                wait = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
+                if time.monotonic() + wait > deadline:
+                    log.warning("giving up on %s after %d attempts: %s", name, attempt + 1, type(exc).__name__)
+                    raise
+                log.info("Telegram %s failed (%s); retry in %.1f s", name, type(exc).__name__, wait)
+            attempt += 1
+            await asyncio.sleep(wait)
+
+    async def _pace(self, chat_id: Any) -> None:
+        interval = self.group_interval if str(chat_id).startswith("-") else self.chat_interval
+        if interval <= 0:
+            return
+        lock = self._locks.setdefault(chat_id, asyncio.Lock())
+        async with lock:
+            now = time.monotonic()
+            wait = self._next_send.get(chat_id, 0.0) - now
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next_send[chat_id] = max(now, self._next_send.get(chat_id, 0.0)) + interval

@@ -1,0 +1,425 @@
+"""The synchronous store: documents and chunks in SQLite, vectors in chroma, BM25 in memory, fused by RRF.
+
+SQLite (`data_dir/knowledge.sqlite3`) is the source of truth for documents and chunk texts; chroma holds the
+vectors (`data_dir/chroma`, or a chroma server); the BM25 index is rebuilt from SQLite at open. A write adds
+the new vectors first, then commits SQLite in one transaction, then drops the replaced vectors: a failure at
+any step leaves the documents exactly as they were, and `open` removes vectors no document owns.
+Every method blocks: call them from a worker thread (`knowledge.KnowledgeBase` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from knowledge.chunking import Chunk
+from knowledge.embeddings import ChromaEmbedding, Embedder
+from knowledge.errors import InvalidInputError, StoreError
+from knowledge.lexical import BM25Index, exact_terms
+from knowledge.types import SEARCH_MODES, DocumentInfo, Hit, KBStats
+
+log = logging.getLogger(__name__)
+
+RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very first ranks
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id   TEXT PRIMARY KEY,
+    name     TEXT NOT NULL,
+    kind     TEXT NOT NULL,
+    sha256   TEXT NOT NULL UNIQUE,
+    size     INTEGER NOT NULL,
+    pages    INTEGER,
+    chunks   INTEGER NOT NULL,
+    date     TEXT NOT NULL,
+    uploader TEXT NOT NULL,
+    created  TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_id TEXT PRIMARY KEY,
+    doc_id   TEXT NOT NULL REFERENCES documents(doc_id) ON DELETE CASCADE,
+    idx      INTEGER NOT NULL,
+    page     INTEGER,
+    text     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, idx);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_DOC_COLUMNS = "doc_id, name, kind, sha256, size, pages, chunks, date, uploader, created"
+
+
+def collection_name(kb_id: str, model_id: str) -> str:
+    """One chroma collection per knowledge base and embedding model: knowledge bases sharing a chroma server
+    never see each other's vectors, and vectors of different models never mix."""
+    return f"adaptbot_kb_{kb_id[:12]}_{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:12]}"
+
+
+class KnowledgeStore:
+    """Documents, chunks, vectors and the lexical index of one knowledge base."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        embedder: Embedder,
+        chroma_host: str | None = None,
+        chroma_port: int = 8000,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.embedder = embedder
+        self._lock = threading.RLock()  # one writer at a time; SQLite reads share the connection
+        self._bm25 = BM25Index()
+        self._closed = False
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.data_dir / "knowledge.sqlite3", check_same_thread=False, isolation_level=None
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"Cannot open the documents table under {self.data_dir}: {exc}") from exc
+        self.kb_id = self._get_meta("kb_id") or self._init_kb_id()
+        self._client, self._collection = self._open_chroma(chroma_host, chroma_port)
+        self._chunk_count = self._scalar("SELECT COUNT(*) FROM chunks")
+        self._bm25.add(self._db.execute("SELECT chunk_id, text FROM chunks").fetchall())
+        self._reconcile()
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def _open_chroma(self, host: str | None, port: int) -> tuple[Any, Any]:
+        import chromadb
+        from chromadb.config import Settings
+
+        settings = Settings(anonymized_telemetry=False)
+        try:
+            if host:
+                client = chromadb.HttpClient(host=host, port=port, settings=settings)
+            else:
+                client = chromadb.PersistentClient(path=str(self.data_dir / "chroma"), settings=settings)
+            collection = client.get_or_create_collection(
+                collection_name(self.kb_id, self.embedder.model_id),
+                configuration={"hnsw": {"space": "cosine"}},
+                metadata={"embedding_model": self.embedder.model_id},
+                embedding_function=ChromaEmbedding(self.embedder),  # never chroma's default: it downloads
+            )
+        except Exception as exc:
+            where = f"the chroma server at {host}:{port}" if host else str(self.data_dir / "chroma")
+            raise StoreError(f"Cannot open the vector store ({where}): {exc}") from exc
+        return client, collection
+
+    def _reconcile(self) -> None:
+        """Make chroma hold exactly the chunks SQLite has: drop orphans of interrupted writes, embed what is
+        missing (after a crash, or when EMBEDDING_MODEL changed and this model's collection is new)."""
+        stored = self._vector_ids()
+        known = {row[0] for row in self._db.execute("SELECT chunk_id FROM chunks")}
+        orphans = sorted(stored - known)
+        if orphans:
+            log.warning("removing %d vectors that no document owns", len(orphans))
+            self._delete_vectors(orphans)
+        missing = sorted(known - stored)
+        if missing:
+            log.warning("embedding %d chunks that have no vector in %s", len(missing), self._collection.name)
+            for start in range(0, len(missing), 512):
+                batch = missing[start : start + 512]
+                rows = self._chunk_rows(batch)
+                texts = [rows[cid]["text"] for cid in batch]
+                self._add_vectors(batch, self.embedder.embed(texts), texts, [self._meta(rows[cid]) for cid in batch])
+        previous = self._get_meta("collection")
+        if previous and previous != self._collection.name:
+            try:  # the vectors of the previous EMBEDDING_MODEL: all chunks now have vectors of this one
+                self._client.delete_collection(previous)
+            except Exception:
+                log.warning("could not delete the old collection %s", previous, exc_info=True)
+        self._set_meta("collection", self._collection.name)
+        self._set_meta("embedding_model", self.embedder.model_id)
+
+    def _vector_ids(self) -> set[str]:
+        ids: set[str] = set()
+        offset = 0
+        while True:
+            page = self._collection.get(include=[], limit=5000, offset=offset)["ids"]
+            ids.update(page)
+            if len(page) < 5000:
+                return ids
+            offset += len(page)
+
+    # --- small helpers --------------------------------------------------------------------------
+
+    def _scalar(self, sql: str, *args: Any) -> int:
+        with self._lock:
+            return int(self._db.execute(sql, args).fetchone()[0])
+
+    def _get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _init_kb_id(self) -> str:
+        kb_id = secrets.token_hex(8)
+        self._set_meta("kb_id", kb_id)
+        return kb_id
+
+    def _set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _chunk_rows(self, chunk_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            for start in range(0, len(chunk_ids), 500):
+                batch = list(chunk_ids[start : start + 500])
+                marks = ",".join("?" * len(batch))
+                cursor = self._db.execute(
+                    "SELECT c.chunk_id, c.text, c.page, c.idx, d.doc_id, d.name, d.date FROM chunks c "
+                    f"JOIN documents d ON d.doc_id = c.doc_id WHERE c.chunk_id IN ({marks})",
+                    batch,
+                )
+                for cid, text, page, idx, doc_id, name, date in cursor:
+                    rows[cid] = {"text": text, "page": page, "index": idx, "doc_id": doc_id, "source": name,
+                                 "date": date}  # fmt: skip
+        return rows
+
+    @staticmethod
+    def _meta(row: dict[str, Any]) -> dict[str, Any]:
+        meta = {"doc_id": row["doc_id"], "source": row["source"], "date": row["date"], "index": row["index"]}
+        if row["page"] is not None:
+            meta["page"] = row["page"]  # chroma metadata cannot hold None
+        return meta
+
+    def _add_vectors(self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]) -> None:
+        step = 1000
+        for start in range(0, len(ids), step):
+            self._collection.add(
+                ids=ids[start : start + step],
+                embeddings=vectors[start : start + step],
+                documents=texts[start : start + step],
+                metadatas=metas[start : start + step],
+            )
+
+    def _delete_vectors(self, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), 1000):
+            self._collection.delete(ids=list(ids[start : start + 1000]))
+
+    def _delete_vectors_quietly(self, ids: Sequence[str]) -> None:
+        try:
+            self._delete_vectors(ids)
+        except Exception:  # the next open removes them: they belong to no document
+            log.exception("could not delete %d vectors; they will be removed at the next start", len(ids))
+
+    @staticmethod
+    def _doc(row: Sequence[Any]) -> DocumentInfo:
+        return DocumentInfo(*row)
+
+    # --- documents ------------------------------------------------------------------------------
+
+    def list_documents(self) -> list[DocumentInfo]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents ORDER BY rowid").fetchall()
+        return [self._doc(r) for r in rows]
+
+    def get_document(self, doc_id: str) -> DocumentInfo | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+        return self._doc(row) if row else None
+
+    def find_by_sha256(self, sha256: str) -> DocumentInfo | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE sha256 = ?", (sha256,)).fetchone()
+        return self._doc(row) if row else None
+
+    def stats(self) -> KBStats:
+        return KBStats(
+            documents=self._scalar("SELECT COUNT(*) FROM documents"),
+            chunks=self._scalar("SELECT COUNT(*) FROM chunks"),
+            vectors=int(self._collection.count()),
+            lexical=len(self._bm25),
+        )
+
+    def is_empty(self) -> bool:
+        return self._chunk_count == 0
+
+    def _new_doc_id(self, sha256: str) -> str:
+        # Short ids for `/kb_del ID`, derived from the content; lengthen on the rare prefix collision.
+        for length in range(8, 65, 4):
+            candidate = sha256[:length]
+            if self._scalar("SELECT COUNT(*) FROM documents WHERE doc_id = ?", candidate) == 0:
+                return candidate
+        raise StoreError("Could not allocate a document id.")
+
+    def write_document(
+        self,
+        *,
+        name: str,
+        kind: str,
+        sha256: str,
+        size: int,
+        pages: int | None,
+        date: str,
+        uploader: str,
+        chunks: Sequence[Chunk],
+        vectors: np.ndarray,
+    ) -> tuple[DocumentInfo, bool]:
+        """Store a document with its chunks and vectors, replacing a document with the same content."""
+        if len(chunks) != len(vectors) or not chunks:
+            raise ValueError("one vector per chunk, and at least one chunk")
+        with self._lock:
+            existing = self.find_by_sha256(sha256)
+            doc_id = existing.doc_id if existing else self._new_doc_id(sha256)
+            created = datetime.now(UTC).isoformat(timespec="seconds")
+            info = DocumentInfo(doc_id, name, kind, sha256, size, pages, len(chunks), date, uploader, created)
+            nonce = secrets.token_hex(4)  # new ids per write: the old vectors stay until the commit
+            ids = [f"{doc_id}-{nonce}-{c.index}" for c in chunks]
+            texts = [c.text for c in chunks]
+            metas = [
+                self._meta({"doc_id": doc_id, "source": name, "date": date, "index": c.index, "page": c.page})
+                for c in chunks
+            ]
+            old_ids = (
+                [r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+                if existing
+                else []
+            )
+            try:
+                self._add_vectors(ids, vectors, texts, metas)
+            except Exception as exc:
+                self._delete_vectors_quietly(ids)
+                raise StoreError(f"The vector store refused the document; nothing was changed ({exc}).") from exc
+            try:
+                with self._transaction() as db:
+                    db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks cascade
+                    db.execute(
+                        f"INSERT INTO documents({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (doc_id, name, kind, sha256, size, pages, len(chunks), date, uploader, created),
+                    )
+                    db.executemany(
+                        "INSERT INTO chunks(chunk_id, doc_id, idx, page, text) VALUES (?, ?, ?, ?, ?)",
+                        [(cid, doc_id, c.index, c.page, c.text) for cid, c in zip(ids, chunks, strict=True)],
+                    )
+            except sqlite3.Error as exc:
+                self._delete_vectors_quietly(ids)
+                raise StoreError(f"The documents table refused the document; nothing was changed ({exc}).") from exc
+            self._chunk_count = self._chunk_count - len(old_ids) + len(ids)
+            self._bm25.remove(old_ids)
+            self._bm25.add(zip(ids, texts, strict=True))
+            if old_ids:
+                self._delete_vectors_quietly(old_ids)
+        return info, existing is not None
+
+    def delete(self, doc_id: str) -> bool:
+        """Remove a document and its chunks; False when there is no such document."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+            try:
+                with self._transaction() as db:
+                    deleted = db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount
+            except sqlite3.Error as exc:
+                raise StoreError(f"Could not delete the document; nothing was changed ({exc}).") from exc
+            if not deleted:
+                return False
+            self._chunk_count -= len(ids)
+            self._bm25.remove(ids)
+            self._delete_vectors_quietly(ids)
+        return True
+
+    # --- search -------------------------------------------------------------------------------
+
+    def search_bm25(self, query: str, n: int) -> list[tuple[str, float]]:
+        return self._bm25.search(query, n)
+
+    def search_dense(self, query: str, n: int) -> list[tuple[str, float]]:
+        """(chunk id, cosine similarity) of the `n` nearest chunks."""
+        count = self._chunk_count
+        if count == 0 or n <= 0:
+            return []
+        vector = self.embedder.embed([query])
+        result = self._collection.query(query_embeddings=vector, n_results=min(n, count), include=["distances"])
+        ids = result["ids"][0]
+        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
+        return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances, strict=True)]
+
+    def search(self, query: str, k: int, mode: str = "hybrid") -> list[Hit]:
+        """The `k` best chunks for `query`: BM25, dense, or both fused by reciprocal rank."""
+        if mode not in SEARCH_MODES:
+            raise InvalidInputError(f"Unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}.")
+        query = query.strip()
+        if not query or k <= 0 or self._chunk_count == 0:
+            return []
+        depth = max(4 * k, 30)  # fusion needs candidates beyond the top k of each list
+        lexical = self.search_bm25(query, depth if mode == "hybrid" else k) if mode != "dense" else []
+        dense = self.search_dense(query, depth if mode == "hybrid" else k) if mode != "bm25" else []
+        bm25_scores = dict(lexical)
+        dense_scores = dict(dense)
+        if mode == "bm25":
+            ranked = lexical
+        elif mode == "dense":
+            ranked = dense
+        else:
+            fused: dict[str, float] = {}
+            for results in (lexical, dense):
+                for rank, (cid, _) in enumerate(results):
+                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
+            # A code or number quoted in the query (INC-20471, 2023-05-02) must match verbatim: dense models
+            # see 2023-05-02 and 2024-05-02 as near twins, so chunks containing more of the quoted codes come
+            # first, and fusion orders within each tier.
+            codes = exact_terms(query)
+            tier = {cid: self._bm25.matching_terms(cid, codes) for cid in fused} if codes else {}
+            ranked = sorted(
+                fused.items(),
+                key=lambda item: (-tier.get(item[0], 0), -item[1], -bm25_scores.get(item[0], 0.0)),
+            )
+        rows = self._chunk_rows([cid for cid, _ in ranked[: k + 10]])  # a few spare: ids may have just gone
+        hits: list[Hit] = []
+        for cid, score in ranked:
+            row = rows.get(cid)
+            if row is None:
+                continue  # deleted since the search began, or a vector the next open removes
+            hits.append(
+                Hit(
+                    text=row["text"],
+                    source=row["source"],
+                    page=row["page"],
+                    date=row["date"],
+                    score=float(score),
+                    doc_id=row["doc_id"],
+                    chunk_id=cid,
+                    index=row["index"],
+                    bm25_score=bm25_scores.get(cid),
+                    dense_score=dense_scores.get(cid),
+                )
+            )
+            if len(hits) == k:
+                break
+        return hits
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            try:
+                self._db.close()
+            finally:
+                close = getattr(self._client, "close", None)
+                if close is not None:
+                    close()

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Run a command with a throwaway PostgreSQL server (PG_TEST_URL set) when the server binaries are installed;
+# without them the command runs as is and the PostgreSQL tests are skipped.
+set -uo pipefail
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+if [[ -z "${PG_BIN}" || -n "${PG_TEST_URL:-}" ]]; then
+  exec "$@"
+fi
+PG_DIR=$(mktemp -d /tmp/adaptbot-pg.XXXXXX)
+PG_PORT=${PG_PORT:-55432}
+RUN_AS=()
+if [[ $(id -u) -eq 0 ]]; then  # initdb refuses to run as root
+  chown -R postgres:postgres "$PG_DIR" 2>/dev/null || { useradd -r postgres 2>/dev/null; chown -R postgres "$PG_DIR"; }
+  RUN_AS=(runuser -u postgres --)
+fi
+"${RUN_AS[@]}" "$PG_BIN/initdb" -D "$PG_DIR/data" -U adaptbot --auth=trust >/dev/null
+"${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" -l "$PG_DIR/log" -w start >/dev/null
+export PG_TEST_URL="postgresql+asyncpg://adaptbot@127.0.0.1:$PG_PORT/postgres"
+echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') for the tests at 127.0.0.1:$PG_PORT"
+"$@"
+status=$?
+"${RUN_AS[@]}" "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -m fast stop >/dev/null
+rm -rf "$PG_DIR"
+exit $status

@@ -1,0 +1,234 @@
+"""The core bot end to end: the real aiogram bot over HTTP against a fake Telegram and a scripted model."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import Fault, ScriptedOpenAI, Stall, Text
+from tests.fakes.telegram_server import FakeTelegram
+
+
+def sent_messages(llm: ScriptedOpenAI, index: int = -1) -> list[tuple[str, str]]:
+    return [(m["role"], m["content"]) for m in llm.requests[index]["messages"]]
+
+
+async def test_answer_and_memory_across_turns(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    llm.enqueue("Nice to meet you, Ann.")
+    telegram.user_says(1, "My name is Ann.")
+    assert (await telegram.wait_texts(1, 1))[0] == "Nice to meet you, Ann."
+    llm.enqueue("You are Ann.")
+    telegram.user_says(1, "What is my name?")
+    await telegram.wait_for(lambda: telegram.texts(1)[-1:] == ["You are Ann."])
+    assert sent_messages(llm) == [("user", "My name is Ann."), ("assistant", "Nice to meet you, Ann."),
+                                  ("user", "What is my name?")]
+
+
+async def test_prompt_level_sends_system_prompt_and_few_shot(bot: BotRunner, telegram: FakeTelegram,
+                                                             llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    telegram.user_says(2, "How much are 4 pens?")
+    await telegram.wait_texts(2, 1)
+    messages = sent_messages(llm)
+    assert messages[0][0] == "system" and "adaptbot" in messages[0][1] and "step by step" in messages[0][1]
+    assert messages[1] == ("user", "A shop sells pens at 3 for 45 roubles. How much do 7 pens cost?")
+    assert messages[2][0] == "assistant" and "105" in messages[2][1]
+    assert messages[-1] == ("user", "How much are 4 pens?")
+
+
+async def test_zero_shot_sends_no_system_prompt(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start()
+    telegram.user_says(3, "/mode zero-shot")
+    await telegram.wait_texts(3, 1)
+    telegram.user_says(3, "hi")
+    await telegram.wait_for(lambda: "echo: hi" in telegram.texts(3))
+    assert sent_messages(llm) == [("user", "hi")]
+
+
+async def test_reset_forgets_only_this_chat(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    for chat in (10, 11):
+        telegram.user_says(chat, f"I am chat {chat}")
+        await telegram.wait_texts(chat, 1)
+    telegram.user_says(10, "/reset")
+    await telegram.wait_for(lambda: any("cleared" in t for t in telegram.texts(10)))
+    telegram.user_says(10, "who?")
+    await telegram.wait_for(lambda: "echo: who?" in telegram.texts(10))
+    assert sent_messages(llm) == [("user", "who?")]
+    telegram.user_says(11, "who?")
+    await telegram.wait_for(lambda: "echo: who?" in telegram.texts(11))
+    assert sent_messages(llm)[0] == ("user", "I am chat 11")
+
+
+async def test_mode_by_text_and_buttons_survives_restart(bot: BotRunner, telegram: FakeTelegram,
+                                                          llm: ScriptedOpenAI) -> None:
+    await bot.start()
+    telegram.user_says(4, "/mode cloud zero-shot")
+    await telegram.wait_for(lambda: telegram.texts(4) == ["Mode: zero-shot · cloud"])
+    telegram.user_says(4, "/mode bogus")
+    await telegram.wait_for(lambda: len(telegram.texts(4)) == 2)
+    reply = telegram.texts(4)[1]
+    assert "bogus" in reply and "zero-shot" in reply and "prompt" in reply and "cloud" in reply
+    telegram.user_says(4, "/mode")
+    await telegram.wait_for(lambda: len(telegram.messages(4)) == 3)
+    menu = telegram.messages(4)[2]
+    buttons = [b for row in menu.reply_markup["inline_keyboard"] for b in row]
+    assert "✅ zero-shot" in [b["text"] for b in buttons] and "✅ cloud" in [b["text"] for b in buttons]
+    assert "prompt engineering" in menu.text
+    prompt_button = next(b for b in buttons if b["text"] == "prompt")
+    telegram.press_button(4, menu.message_id, prompt_button["callback_data"])
+    await telegram.wait_for(lambda: "✅ prompt" in str(telegram.find(4, menu.message_id).reply_markup))
+    await telegram.wait_for(lambda: telegram.calls_of("answerCallbackQuery"))
+    await bot.restart()
+    telegram.user_says(4, "hello again")
+    await telegram.wait_for(lambda: "echo: hello again" in telegram.texts(4))
+    assert sent_messages(llm)[0][0] == "system"  # still in `prompt` after the restart
+
+
+async def test_memory_survives_restart(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    telegram.user_says(5, "remember 42")
+    await telegram.wait_texts(5, 1)
+    await bot.restart()
+    telegram.user_says(5, "what number?")
+    await telegram.wait_for(lambda: len(telegram.texts(5)) == 2)
+    assert sent_messages(llm)[0] == ("user", "remember 42")
+
+
+async def test_history_trimmed_to_budget_but_kept_whole(bot: BotRunner, telegram: FakeTelegram,
+                                                        llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", history_token_budget=300)
+    for i in range(8):
+        telegram.user_says(6, f"message {i} " + "word " * 60)
+        await telegram.wait_texts(6, i + 1)
+    last = llm.requests[-1]["messages"]
+    assert last[-1]["content"].startswith("message 7")
+    assert last[0]["role"] == "user" and len(last) < 15  # trimmed, starting on a user turn
+    history = await bot.app.services.chat.history(6)
+    assert len(history) == 16  # nothing was deleted
+
+
+async def test_long_reply_is_split_and_formatting_survives(bot: BotRunner, telegram: FakeTelegram,
+                                                           llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    paragraph = "**Bold** start, then plain words " * 20
+    llm.enqueue(Text("\n\n".join([paragraph] * 16), chunk_size=500))
+    telegram.user_says(7, "write a lot")
+    await telegram.wait_for(lambda: "".join(telegram.texts(7)).count("Bold start") == 320)
+    messages = telegram.messages(7)
+    assert len(messages) == 3
+    assert all(0 < len(m.text) <= 4096 for m in messages)
+    assert "**" not in "".join(m.text for m in messages)
+    assert any(e["type"] == "bold" for m in messages for e in m.entities)
+
+
+async def test_hostile_formatting_is_delivered(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    hostile = "a < b && c > d, *unbalanced and _open <script>alert(1)</script> `tick"
+    llm.enqueue(hostile)
+    telegram.user_says(8, "be hostile")
+    await telegram.wait_texts(8, 1)
+    shown = telegram.texts(8)[0]
+    assert "a < b && c > d" in shown and "<script>alert(1)</script>" in shown
+
+
+async def test_rejected_formatting_falls_back_to_plain(bot: BotRunner, telegram: FakeTelegram,
+                                                       llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", use_message_drafts=False)
+    llm.enqueue("**bold** answer")
+    telegram.fail_entities_once = True
+    telegram.user_says(9, "x")
+    await telegram.wait_for(lambda: telegram.texts(9) == ["bold answer"])
+    assert telegram.messages(9)[0].entities == []
+
+
+async def test_streaming_uses_drafts_in_private_chats(bot: BotRunner, telegram: FakeTelegram,
+                                                      llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    llm.enqueue(Text("one two three four five six", chunk_size=4, chunk_delay=0.08))
+    telegram.user_says(12, "stream")
+    await telegram.wait_texts(12, 1)
+    assert telegram.texts(12) == ["one two three four five six"]
+    assert len(telegram.drafts) >= 2 and all(d["chat_id"] == 12 for d in telegram.drafts)
+    assert telegram.calls_of("sendChatAction")
+
+
+async def test_streaming_falls_back_to_edits(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    telegram.drafts_supported = False
+    await bot.start(default_mode="zero-shot")
+    llm.enqueue(Text("alpha beta gamma delta epsilon", chunk_size=3, chunk_delay=0.08))
+    telegram.user_says(13, "stream")
+    await telegram.wait_for(lambda: telegram.texts(13) == ["alpha beta gamma delta epsilon"])
+    assert telegram.messages(13)[0].edits >= 1
+
+
+async def test_concurrent_chats_are_not_delayed_by_a_slow_one(bot: BotRunner, telegram: FakeTelegram,
+                                                             llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    gate = asyncio.Event()
+    llm.enqueue(Text("slow answer", gate=gate))
+    telegram.user_says(20, "slow please")
+    await telegram.wait_for(lambda: len(llm.requests) == 1)
+    telegram.user_says(21, "fast please")
+    await telegram.wait_for(lambda: telegram.texts(21) == ["echo: fast please"])
+    assert telegram.texts(20) == []  # the slow one is still waiting for its model
+    gate.set()
+    await telegram.wait_for(lambda: telegram.texts(20) == ["slow answer"])
+
+
+async def test_messages_of_one_chat_answered_in_order(bot: BotRunner, telegram: FakeTelegram,
+                                                      llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    llm.enqueue(Text("first", delay=0.5), Text("second"), Text("third"))
+    for text in ("1", "2", "3"):
+        telegram.user_says(22, text)
+    await telegram.wait_for(lambda: len(telegram.texts(22)) == 3)
+    assert telegram.texts(22) == ["first", "second", "third"]
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["1", "2", "3"]
+
+
+async def test_group_answers_only_when_addressed(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    telegram.user_says(-100, "people talking", user_id=31)
+    telegram.user_says(-100, "/help", user_id=31)
+    await telegram.wait_for(lambda: len(telegram.texts(-100)) == 1)
+    assert "/mode" in telegram.texts(-100)[0] and not llm.requests
+    telegram.user_says(-100, "@adapt_test_bot what time is it", user_id=31)
+    await telegram.wait_for(lambda: "echo: what time is it" in telegram.texts(-100))
+    bot_msg = telegram.messages(-100)[-1].message_id
+    telegram.user_says(-100, "and tomorrow?", user_id=32, reply_to_bot=bot_msg)
+    await telegram.wait_for(lambda: "echo: and tomorrow?" in telegram.texts(-100))
+    assert len(llm.requests) == 2
+
+
+async def test_allowlist_and_admin_commands(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt", allowed_user_ids="40,41", admin_ids="41")
+    telegram.user_says(39, "let me in")
+    await telegram.wait_for(lambda: telegram.texts(39))
+    assert "private" in telegram.texts(39)[0] and "39" in telegram.texts(39)[0] and not llm.requests
+    telegram.user_says(40, "/prompt set You are a pirate.")
+    await telegram.wait_for(lambda: telegram.texts(40))
+    assert "admins only" in telegram.texts(40)[0]
+    telegram.user_says(41, "/prompt set You are a pirate.")
+    await telegram.wait_for(lambda: telegram.texts(41) == ["System prompt replaced."])
+    telegram.user_says(40, "ahoy")
+    await telegram.wait_for(lambda: len(telegram.texts(40)) == 2)
+    assert llm.requests[-1]["messages"][0]["content"].startswith("You are a pirate.")
+    telegram.user_says(41, "/prompt")
+    await telegram.wait_for(lambda: len(telegram.texts(41)) == 2)
+    assert "pirate" in telegram.texts(41)[1] and "admin" in telegram.texts(41)[1]
+    telegram.user_says(41, "/prompt reset")
+    await telegram.wait_for(lambda: len(telegram.texts(41)) == 3)
+    telegram.user_says(40, "ahoy again")
+    await telegram.wait_for(lambda: len(telegram.texts(40)) == 3)
+    assert "adaptbot" in llm.requests[-1]["messages"][0]["content"]
+
+
+async def test_russian_users_get_russian_texts(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start()
+    telegram.user_says(50, "/reset", lang="ru")
+    await telegram.wait_for(lambda: telegram.texts(50))
+    assert "Память этого чата очищена" in telegram.texts(50)[0]
+    commands = telegram.calls_of("setMyCommands")
+    assert {c.get("language_code") for c in commands} >= {"ru"}
