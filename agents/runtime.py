@@ -14,7 +14,7 @@ from pathlib import Path
 from langchain_core.tools import BaseTool
 
 from agents.backends.base import ModelRegistry
-from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
+from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError  # noqa: F401
 from agents.levels.base import KnowledgeSearch, LevelRegistry, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
@@ -36,7 +36,8 @@ class Brain:
     token_budget: int = 3000
     max_steps: int = 6
     rag_top_k: int = 5
-    turn_timeout: float = 60.0  # the longest silence from a model before the turn fails
+    # The longest silence from a model before the turn fails: a backstop behind the client's own timeout.
+    turn_timeout: float = 60.0
     tool_factories: list[ToolFactory] = field(default_factory=list)
     knowledge: KnowledgeSearch | None = None
     _prompts: PromptSet | None = None
@@ -110,10 +111,9 @@ class TurnRun:
         ctx.extra["level"] = level
         return ctx
 
-    async def _pump(self) -> None:
+    async def _pump(self, ctx: TurnContext) -> None:
         token = set_progress_callback(self._queue.put_nowait)
         try:
-            ctx = await self._context()
             async for event in ctx.extra["level"].stream(ctx):
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
@@ -125,12 +125,12 @@ class TurnRun:
             reset_progress_callback(token)
 
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
-        backend_shared = False
         try:
-            backend_shared = self._brain.models.get(self._args[1]).shared_worker
-        except UnknownNameError:
-            pass
-        self._task = asyncio.create_task(self._pump())
+            ctx = await self._context()  # lookups and lazy model construction: not model silence
+        except Exception as exc:  # noqa: BLE001
+            raise map_model_error(exc) from exc
+        backend_shared = ctx.backend.shared_worker
+        self._task = asyncio.create_task(self._pump(ctx))
         if self._cancelled:
             self._task.cancel()
         try:

@@ -96,7 +96,8 @@ async def create_services(settings: Settings) -> Services:
     """Everything long-lived, created once and injected; raises ConfigError for a bad setting."""
     brain = Brain(default_levels(), build_models(settings), prompts_path=settings.prompts_path,
                   token_budget=settings.history_token_budget, max_steps=settings.agent_max_steps,
-                  rag_top_k=settings.rag_top_k, turn_timeout=settings.openai_timeout)
+                  rag_top_k=settings.rag_top_k,
+                  turn_timeout=settings.openai_timeout * (settings.openai_max_retries + 1) + 5.0)
     try:
         brain.prompts()
     except Exception as exc:

@@ -33,6 +33,8 @@ def render(markdown: str, limit: int = TELEGRAM_LIMIT) -> list[Chunk]:
         log.exception("markdown conversion failed; sending plain text")
         chunks = [Chunk(p) for p in split_plain(markdown, limit)]
     chunks = [c for c in chunks if c.text.strip()]
+    if not chunks and any(ch.isalnum() for ch in markdown):
+        chunks = [Chunk(p) for p in split_plain(markdown, limit)]  # the markup swallowed everything: show it raw
     if any(utf16_len(c.text) > limit for c in chunks):  # defensive: never hand Telegram an oversized text
         chunks = [Chunk(p) for c in chunks for p in split_plain(c.text, limit)]
     return chunks

@@ -99,7 +99,9 @@ def load_config(
     base: Mapping[str, Any] | None = None,
 ) -> Config:
     """Defaults (or `base`, a saved run's config), then `file`, then `overrides` ({"train.lr": 1e-4, ...})."""
-    raw = copy.deepcopy(dict(base)) if base is not None else _read_toml(DEFAULT_CONFIG)
+    raw = _read_toml(DEFAULT_CONFIG)
+    if base is not None:  # on top of the defaults: a run saved before a key was added still loads
+        _merge_file(raw, copy.deepcopy(dict(base)), "the run's saved config")
     if file is not None:
         _merge_file(raw, _read_toml(Path(file)), str(file))
     for key, value in (overrides or {}).items():

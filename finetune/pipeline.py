@@ -67,11 +67,13 @@ def prepare(
 ) -> Manifest:
     """Validate every line, tokenize with the base's chat template, split; nothing else starts on bad data."""
     out, data = Path(out), Path(data)
-    name = check_name(name or _name_from(out))
-    config = load_config(config_file, overrides)
     existing = (out / MANIFEST).is_file()
     if existing and not resume:
         raise UsageError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
+    saved = Manifest.load(out) if existing else None
+    name = check_name(name or (saved.name if saved else _name_from(out)))
+    # resuming: the run's saved config, with only what this command line names changed
+    config = load_config(config_file, overrides, base=saved.config if saved and saved.config else None)
     with _stage(out, "prepare") as timer:
         conversations, problems = datamod.parse_conversations(data)
         from finetune.train import load_tokenizer
@@ -83,7 +85,7 @@ def prepare(
         if not examples:
             raise UsageError(f"data file {data} holds no conversations")
         digest = datamod.sha256_file(data)
-        manifest = Manifest.load(out) if existing else Manifest(name=name, base=base)
+        manifest = saved or Manifest(name=name, base=base)
         if existing and (manifest.base != base or manifest.data.get("sha256") != digest):
             raise UsageError(f"--resume: {out} was started with another base or data file; choose another --out")
         if existing and _data_settings(manifest.config) != _data_settings(config.to_dict()):
@@ -200,7 +202,6 @@ def verify(
     overrides: Mapping[str, Any] | None = None,
 ) -> Manifest:
     """Compare every exported GGUF with the merged model; register the verified ones for the bot."""
-    from finetune.train import load_tokenizer
     from finetune.verify import verify as verify_files
 
     out = Path(out)
@@ -213,12 +214,10 @@ def verify(
     if missing:
         raise UsageError(f"exported files are missing: {', '.join(missing)}; run the export stage again")
     with _stage(out, "verify") as timer:
-        tokenizer = load_tokenizer(out / "merged")
-        convs = datamod.read_split(out / "prepared" / "val.jsonl") + datamod.read_split(out / "prepared" / "train.jsonl")
-        samples = [c.messages for c in convs[: config.verify.samples]]
-        eot = manifest.data.get("end_of_turn")
-        del tokenizer
-        results = verify_files(out / "merged", files, samples, config.verify, eot)
+        prepared = out / "prepared"
+        convs = datamod.read_split(prepared / "val.jsonl") + datamod.read_split(prepared / "train.jsonl")
+        samples = [c.messages for c in convs[: config.verify.samples]]  # held-out conversations first
+        results = verify_files(out / "merged", files, samples, config.verify, manifest.data.get("end_of_turn"))
         manifest.config = config.to_dict()
         manifest.verification = {quant: r.to_dict() for quant, r in results.items()}
         passed = {quant: files[quant] for quant, r in results.items() if r.passed}

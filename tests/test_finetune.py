@@ -235,6 +235,19 @@ def test_data_dir_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch, t
     assert default_data_dir() == Path("./data")
 
 
+def test_converter_download_failure_says_what_is_needed(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from finetune.errors import ConverterError
+    from finetune.export import ensure_converter
+
+    # pip with no index and an empty links dir fails at once, as it would without access to PyPI
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    with pytest.raises(ConverterError, match="could not download the llama-cpp-python==.* source distribution") as e:
+        ensure_converter(tmp_path / "cache")
+    assert "Check access to PyPI" in str(e.value)
+    assert not list((tmp_path / "cache").glob("*/llama.cpp"))  # nothing half-made left behind
+
+
 def test_help_lists_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "prepare,train,merge,export,verify" in capsys.readouterr().out

@@ -16,32 +16,9 @@ from finetune.cli import main
 from finetune.data import sha256_file
 from finetune.manifest import Manifest
 from finetune.pipeline import run_pipeline
-from tests.tiny_hf import build_tiny_llama
+from tests.tiny_hf import FAST_TRAIN_OVERRIDES, build_tiny_llama, write_greeting_data
 
 pytestmark = pytest.mark.slow
-
-NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Oscar"]
-OVERRIDES = {
-    "train.epochs": 4,
-    "train.lr": 3e-3,
-    "train.threads": 1,  # tiny matrices: threads only add overhead, and the machine is shared
-    "train.save_every": 0,  # a checkpoint per epoch
-    "train.keep_checkpoints": 10,
-    "lora.rank": 8,
-    "lora.dropout": 0.0,
-}
-
-
-def toy_data(path: Path) -> Path:
-    """A task a random model cannot do and a small LoRA learns in seconds: greet, in a fixed form, then stop."""
-    with open(path, "w", encoding="utf-8") as f:
-        for i in range(48):
-            messages = [{"role": "user", "content": f"Say hello to {NAMES[i % len(NAMES)]}"},
-                        {"role": "assistant", "content": f"Hello, {NAMES[i % len(NAMES)]}!"}]
-            if i % 3 == 0:
-                messages.insert(0, {"role": "system", "content": "You are a helpful assistant."})
-            f.write(json.dumps({"messages": messages}) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +27,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Manifest, Path, Path]
     root = tmp_path_factory.mktemp("ft")
     base = build_tiny_llama(root / "base")
     out, data_dir = root / "run", root / "bot-data"
-    manifest = run_pipeline(str(base), toy_data(root / "toy.jsonl"), out, "greeter", ("f16", "q8_0", "q4_K_M"),
-                            data_dir, OVERRIDES, progress=False)
+    data = write_greeting_data(root / "greetings.jsonl")
+    manifest = run_pipeline(str(base), data, out, "greeter", ("f16", "q8_0", "q4_K_M"), data_dir,
+                            FAST_TRAIN_OVERRIDES, progress=False)
     return manifest, out, data_dir
 
 

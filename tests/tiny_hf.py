@@ -91,3 +91,37 @@ def build_tiny_llama(
     model = LlamaForCausalLM(config)
     model.save_pretrained(dir)
     return dir
+
+
+GREETING_NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Oscar"]
+
+# Settings under which a tiny random Llama learns `write_greeting_data` in seconds on 2 cores (44 steps).
+FAST_TRAIN_OVERRIDES: dict[str, object] = {
+    "train.epochs": 4,
+    "train.lr": 3e-3,
+    "train.threads": 1,  # tiny matrices: more threads only add overhead, and CI machines are shared
+    "train.save_every": 0,  # a checkpoint per epoch
+    "train.keep_checkpoints": 10,
+    "lora.rank": 8,
+    "lora.dropout": 0.0,
+}
+
+
+def write_greeting_data(path: Path, n: int = 48) -> Path:
+    """A chat JSONL task a random model cannot do and a small LoRA learns fast: answer "Hello, NAME!" and stop.
+
+    After `run_pipeline(..., overrides=FAST_TRAIN_OVERRIDES)` the GGUF answers "Say hello to X" with a reply
+    starting with "Hello" and finishes by itself (finish_reason "stop").
+    """
+    import json
+
+    path = Path(path)
+    with open(path, "w", encoding="utf-8") as f:
+        for i in range(n):
+            name = GREETING_NAMES[i % len(GREETING_NAMES)]
+            messages = [{"role": "user", "content": f"Say hello to {name}"},
+                        {"role": "assistant", "content": f"Hello, {name}!"}]
+            if i % 3 == 0:
+                messages.insert(0, {"role": "system", "content": "You are a helpful assistant."})
+            f.write(json.dumps({"messages": messages}) + "\n")
+    return path

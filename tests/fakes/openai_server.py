@@ -14,6 +14,7 @@ Both streaming (SSE) and plain JSON responses are produced, as the real API does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
@@ -81,6 +82,7 @@ class ScriptedOpenAI:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
+        self._closing = asyncio.Event()
 
     # --- script -----------------------------------------------------------------------------------
     def enqueue(self, *replies: Reply) -> None:
@@ -107,6 +109,7 @@ class ScriptedOpenAI:
         return self
 
     async def stop(self) -> None:
+        self._closing.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -130,7 +133,8 @@ class ScriptedOpenAI:
         if self.delay:
             await asyncio.sleep(self.delay)
         if isinstance(reply, Stall):
-            await asyncio.sleep(reply.seconds)
+            with contextlib.suppress(TimeoutError):  # a stall ends when the server stops
+                await asyncio.wait_for(self._closing.wait(), reply.seconds)
             return web.json_response({"error": {"message": "stalled"}}, status=504)
         if reply.delay:
             await asyncio.sleep(reply.delay)

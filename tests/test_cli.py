@@ -1,0 +1,65 @@
+"""The `adaptbot` command: one-line config errors with exit code 2, and the terminal chat on the same brain."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import API_KEY, BotRunner
+from tests.fakes.openai_server import ScriptedOpenAI
+from tests.fakes.telegram_server import FakeTelegram
+
+
+async def run_cli(args: list[str], env: dict[str, str], stdin: str = "", timeout: float = 120) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot.cli", *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env={**os.environ, **env})
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+@pytest.mark.parametrize(
+    ("env", "args", "named"),
+    [
+        pytest.param({}, ["run"], "TELEGRAM_BOT_TOKEN", id="missing-token"),
+        pytest.param({"TELEGRAM_BOT_TOKEN": "nonsense"}, ["run"], "TELEGRAM_BOT_TOKEN", id="bad-token"),
+        pytest.param({"ADMIN_IDS": "12,abc"}, ["chat"], "ADMIN_IDS", id="bad-admin-ids"),
+        pytest.param({"OPENAI_TIMEOUT": "-1"}, ["chat"], "OPENAI_TIMEOUT", id="negative-timeout"),
+        pytest.param({"DEFAULT_MODE": "prompt gpt-9"}, ["chat"], "DEFAULT_MODE", id="unknown-default-mode"),
+        pytest.param({"TELEGRAM_API_BASE": "ftp://x"}, ["chat"], "TELEGRAM_API_BASE", id="bad-api-base"),
+        pytest.param({"PROMPTS_PATH": "/nonexistent/prompts.yaml"}, ["chat"], "PROMPTS_PATH", id="missing-prompts"),
+        pytest.param({"DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:9/x"}, ["chat"], "DATABASE_URL",
+                     id="unreachable-db"),
+    ],
+)
+async def test_bad_config_is_one_clear_line(tmp_path: Path, env: dict[str, str], args: list[str],
+                                            named: str) -> None:
+    code, out, err = await run_cli(args, {"DATA_DIR": str(tmp_path / "d"), **env})
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip() and "WARNING" not in line]
+    assert len(lines) == 1 and named in lines[0] and "Traceback" not in err, err
+
+
+async def test_terminal_chat_shares_memory_and_modes_with_telegram(bot: BotRunner, telegram: FakeTelegram,
+                                                                   llm: ScriptedOpenAI, tmp_path: Path) -> None:
+    await bot.start(default_mode="zero-shot")
+    telegram.user_says(5, "my favourite colour is teal")
+    await telegram.wait_texts(5, 1)
+    await bot.stop()
+    llm.enqueue("You said teal.")
+    env = {"DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm.base_url,
+           "OPENAI_TIMEOUT": "5", "DEFAULT_MODE": "zero-shot"}
+    script = "what colour?\n/mode prompt\n/mode nonsense\nhi\n/reset\n/quit\n"
+    code, out, err = await run_cli(["chat", "--chat-id", "5"], env, script)
+    assert code == 0, err
+    assert "You said teal." in out
+    assert "Mode: prompt · cloud" in out and "Unknown name “nonsense”" in out
+    assert "Memory of this chat cleared (6 messages)" in out
+    assert [m["content"] for m in llm.requests[1]["messages"]][-3:] == [
+        "my favourite colour is teal", "echo: my favourite colour is teal", "what colour?"]
+    assert llm.requests[2]["messages"][0]["role"] == "system"  # `/mode prompt` took effect
+    assert API_KEY not in out + err
