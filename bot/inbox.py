@@ -1,26 +1,37 @@
 """The durable inbox: every update is recorded before Telegram is told it arrived, and marked done once answered.
 
 Order and exclusivity: updates of one chat (its `chat_key`) run one at a time in update_id order, across every bot
-process sharing the database. A worker claims the oldest pending update of a chat only while no other update of
-that chat is being processed under a live lease; on PostgreSQL the claim holds a per-chat advisory lock, on SQLite
-the database's single writer serializes claims. A process that dies leaves its leases to expire; the work is then
-claimed again. An update recorded twice (Telegram redelivery, duplicate webhook) is stored once.
+process sharing the database. A claim is one conditional UPDATE: it takes the chat's oldest unfinished update only
+while no other owner holds a live lease on that chat. On PostgreSQL the claim first takes a per-chat advisory lock
+(so the condition is checked against committed state, not a stale snapshot); on SQLite the database's single writer
+serializes claims. Owners renew their leases while they work (a heartbeat). When an owner dies, its leases expire
+and the work is claimed again; an owner on this machine that provably died (its process is gone) is reaped at once.
+An update recorded twice (Telegram redelivery, a duplicate webhook) is stored once.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import and_, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from bot.storage import Database
 from bot.storage.models import InboxItem
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +68,75 @@ def is_urgent(update: dict[str, Any]) -> bool:
     return text_.split("@")[0].split(" ")[0] == "/stop"
 
 
+# --- owners: who holds a lease, and whether that process provably died ------------------------------------------
+# An owner id is "<pid namespace>.<boot id>.<pid>.<process start time>.<random>". A pid means something only inside
+# its pid namespace and boot, so another process can judge an owner only when both match its own; the start time
+# tells a reused pid from the original. Owners elsewhere (other containers, other hosts) are left to lease expiry.
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _start_time(pid: int) -> str | None:
+    stat = _read(f"/proc/{pid}/stat")
+    if stat is None:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: count fields after its closing parenthesis
+    fields = stat.rsplit(")", 1)[-1].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _namespace() -> str | None:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+    except OSError:
+        return None
+    return "".join(ch for ch in link if ch.isdigit()) or None
+
+
+def _boot() -> str | None:
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    return boot.replace("-", "")[:12] if boot else None
+
+
+def process_identity() -> str:
+    """A fresh owner id for this process (each call differs: two apps in one process are two owners)."""
+    pid = os.getpid()
+    ns, boot, started = _namespace(), _boot(), _start_time(pid)
+    rand = secrets.token_hex(4)
+    if ns is None or boot is None or started is None:  # no /proc (not Linux): only leases protect
+        host = hashlib.sha1(os.uname().nodename.encode()).hexdigest()[:12]
+        return f"x.{host}.{pid}.0.{rand}"
+    return f"{ns}.{boot}.{pid}.{started}.{rand}"[:64]
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True only when `owner` ran on this machine, in this pid namespace and boot, and its process is gone."""
+    parts = owner.split(".")
+    if len(parts) != 5 or parts[0] == "x":
+        return False
+    ns, boot, pid_s, started, _ = parts
+    if ns != _namespace() or boot != _boot() or not pid_s.isdigit():
+        return False
+    current = _start_time(int(pid_s))
+    return current is None or current != started
+
+
+# --- the inbox ------------------------------------------------------------------------------------------------
+
+
+def _workable(item: Any, now: float) -> Any:
+    """Rows that may be claimed: pending, or processing under a lease that ran out."""
+    return or_(item.status == "pending", and_(item.status == "processing", item.lease_until < now))
+
+
 class Inbox:
-    def __init__(self, db: Database, owner: str, lease_seconds: float = 30.0, max_attempts: int = 5) -> None:
+    def __init__(self, db: Database, owner: str, *, lease_seconds: float = 20.0, max_attempts: int = 5) -> None:
         self.db, self.owner = db, owner
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
         self.is_postgres = db.url.get_backend_name() == "postgresql"
@@ -67,90 +145,157 @@ class Inbox:
         """Record updates (duplicates ignored); returns the ids that were new."""
         if not updates:
             return []
-        rows = [{"update_id": int(u["update_id"]), "chat_key": chat_key_of(u),
-                 "payload": json.dumps(u, ensure_ascii=False), "status": "pending", "attempts": 0}
-                for u in updates]
+        rows = {int(u["update_id"]): {"update_id": int(u["update_id"]), "chat_key": chat_key_of(u),
+                                      "payload": json.dumps(u, ensure_ascii=False), "status": "pending",
+                                      "attempts": 0} for u in updates}
         insert = pg_insert if self.is_postgres else sqlite_insert
-        stmt = insert(InboxItem).values(rows).on_conflict_do_nothing(index_elements=["update_id"])
+        stmt = insert(InboxItem).values(list(rows.values())).on_conflict_do_nothing(index_elements=["update_id"])
         stmt = stmt.returning(InboxItem.update_id)
         async with self.db.session() as s, s.begin():
             result = await s.execute(stmt)
             return [int(r) for r in result.scalars()]
 
+    def _busy_elsewhere(self, chat_key: Any, now: float) -> Any:
+        """Another owner holds a live lease on an update of this chat."""
+        other = aliased(InboxItem)
+        return exists().where(other.chat_key == chat_key, other.status == "processing",
+                              other.lease_until >= now, other.owner != self.owner)
+
+    async def _lock_chat(self, s: AsyncSession, chat_key: str) -> None:
+        if self.is_postgres:
+            await s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": chat_key})
+
     async def pending_chats(self, limit: int = 1000) -> list[str]:
-        """Chats with pending work, oldest first."""
+        """Chats with work this owner could claim now (none busy under another owner), oldest first."""
         now = time.time()
         async with self.db.session() as s:
             result = await s.execute(
                 select(InboxItem.chat_key, func.min(InboxItem.update_id).label("first"))
-                .where(or_(InboxItem.status == "pending",
-                           and_(InboxItem.status == "processing", InboxItem.lease_until < now)))
+                .where(_workable(InboxItem, now), ~self._busy_elsewhere(InboxItem.chat_key, now))
                 .group_by(InboxItem.chat_key).order_by(text("first")).limit(limit)
             )
             return [row[0] for row in result]
 
     async def claim(self, chat_key: str) -> Claimed | None:
-        """Take the chat's oldest unfinished update, unless another worker holds one of this chat."""
-        now = time.time()
+        """Take the chat's oldest unfinished update, unless another owner is working on this chat."""
         async with self.db.session() as s, s.begin():
-            if self.is_postgres:
-                await s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": chat_key})
-            busy = await s.scalar(
-                select(func.count()).select_from(InboxItem).where(
-                    InboxItem.chat_key == chat_key, InboxItem.status == "processing",
-                    InboxItem.lease_until >= now, InboxItem.owner != self.owner))
-            if busy:
-                return None
-            item = await s.scalar(
-                select(InboxItem).where(
-                    InboxItem.chat_key == chat_key,
-                    or_(InboxItem.status == "pending",
-                        and_(InboxItem.status == "processing", InboxItem.lease_until < now)))
-                .order_by(InboxItem.update_id).limit(1))
-            if item is None:
-                return None
-            item.status, item.owner = "processing", self.owner
-            item.lease_until = now + self.lease_seconds
-            item.attempts += 1
-            return Claimed(item.update_id, item.chat_key, json.loads(item.payload), item.attempts)
+            await self._lock_chat(s, chat_key)
+            while True:
+                now = time.time()
+                first = aliased(InboxItem)
+                oldest = (select(func.min(first.update_id))
+                          .where(first.chat_key == chat_key, _workable(first, now)).scalar_subquery())
+                row = (await s.execute(
+                    update(InboxItem)
+                    .where(InboxItem.update_id == oldest, _workable(InboxItem, now),
+                           ~self._busy_elsewhere(chat_key, now))
+                    .values(status="processing", owner=self.owner, lease_until=now + self.lease_seconds,
+                            attempts=InboxItem.attempts + 1)
+                    .returning(InboxItem.update_id, InboxItem.payload, InboxItem.attempts)
+                    .execution_options(synchronize_session=False)
+                )).first()
+                if row is None:
+                    return None
+                update_id, payload, attempts = int(row[0]), str(row[1]), int(row[2])
+                if attempts > self.max_attempts:
+                    # it keeps failing or killing its workers: stop here instead of blocking the chat forever
+                    log.error("update %s gave up after %d attempts", update_id, attempts - 1)
+                    await s.execute(update(InboxItem).where(InboxItem.update_id == update_id)
+                                    .values(status="failed", lease_until=None,
+                                            error=f"gave up after {attempts - 1} attempts")
+                                    .execution_options(synchronize_session=False))
+                    continue
+                return Claimed(update_id, chat_key, json.loads(payload), attempts)
 
-    async def take(self, update_id: int) -> Claimed | None:
-        """Claim one specific update out of order (urgent ones such as /stop)."""
-        now = time.time()
+    async def take(self, update_id: int, chat_key: str) -> Claimed | None:
+        """Claim one pending update out of order (urgent ones such as /stop).
+
+        None when it is gone, or when another owner is running this chat: that owner picks it up (`urgent_for`),
+        since only the process running the chat's answer can stop it.
+        """
         async with self.db.session() as s, s.begin():
-            item = await s.get(InboxItem, update_id, with_for_update=self.is_postgres)
-            if item is None or item.status not in ("pending",):
+            await self._lock_chat(s, chat_key)
+            now = time.time()
+            row = (await s.execute(
+                update(InboxItem)
+                .where(InboxItem.update_id == update_id, InboxItem.status == "pending",
+                       ~self._busy_elsewhere(chat_key, now))
+                .values(status="processing", owner=self.owner, lease_until=now + self.lease_seconds,
+                        attempts=InboxItem.attempts + 1)
+                .returning(InboxItem.payload, InboxItem.attempts)
+                .execution_options(synchronize_session=False)
+            )).first()
+            if row is None:
                 return None
-            item.status, item.owner, item.lease_until = "processing", self.owner, now + self.lease_seconds
-            item.attempts += 1
-            return Claimed(item.update_id, item.chat_key, json.loads(item.payload), item.attempts)
+            return Claimed(update_id, chat_key, json.loads(str(row[0])), int(row[1]))
 
-    async def renew(self, update_ids: Sequence[int]) -> None:
+    async def urgent_for(self, chat_keys: Sequence[str]) -> list[tuple[int, str]]:
+        """Pending urgent updates (/stop) of the given chats: (update_id, chat_key)."""
+        if not chat_keys:
+            return []
+        async with self.db.session() as s:
+            result = await s.execute(
+                select(InboxItem.update_id, InboxItem.chat_key, InboxItem.payload)
+                .where(InboxItem.status == "pending", InboxItem.chat_key.in_(list(chat_keys)),
+                       InboxItem.payload.contains('"/stop'))
+                .order_by(InboxItem.update_id))
+            return [(int(uid), key) for uid, key, payload in result if is_urgent(json.loads(payload))]
+
+    async def renew(self, update_ids: Sequence[int]) -> set[int]:
+        """Extend the leases this owner still holds; returns the ids whose lease was extended."""
         if not update_ids:
-            return
+            return set()
         async with self.db.session() as s, s.begin():
-            await s.execute(update(InboxItem).where(InboxItem.update_id.in_(list(update_ids)),
-                                                    InboxItem.owner == self.owner)
-                            .values(lease_until=time.time() + self.lease_seconds))
+            result = await s.execute(
+                update(InboxItem).where(InboxItem.update_id.in_(list(update_ids)), InboxItem.owner == self.owner,
+                                        InboxItem.status == "processing")
+                .values(lease_until=time.time() + self.lease_seconds)
+                .returning(InboxItem.update_id).execution_options(synchronize_session=False))
+            return {int(r) for r in result.scalars()}
 
     async def finish(self, update_id: int, error: str | None = None) -> None:
         async with self.db.session() as s, s.begin():
             await s.execute(update(InboxItem).where(InboxItem.update_id == update_id)
-                            .values(status="failed" if error else "done", error=error, lease_until=None))
+                            .values(status="failed" if error else "done", error=error, lease_until=None)
+                            .execution_options(synchronize_session=False))
 
-    async def release(self, update_id: int) -> None:
-        """Give an unfinished update back (shutdown): it runs again, here or in another process."""
-        async with self.db.session() as s, s.begin():
-            await s.execute(update(InboxItem).where(InboxItem.update_id == update_id, InboxItem.owner == self.owner)
-                            .values(status="pending", owner=None, lease_until=None,
-                                    attempts=InboxItem.attempts - 1))
+    async def release(self, update_id: int, *, failed: bool = False) -> None:
+        """Give an unfinished update back: it runs again, here or elsewhere.
 
-    async def release_mine(self) -> int:
-        """At start-up: updates this owner left in processing (a previous life of the same process id)."""
+        A shutdown does not count as an attempt; a retryable failure (`failed`) does.
+        """
+        attempts = InboxItem.attempts if failed else InboxItem.attempts - 1
         async with self.db.session() as s, s.begin():
-            result = await s.execute(update(InboxItem).where(InboxItem.status == "processing",
-                                                             InboxItem.owner == self.owner)
-                                     .values(status="pending", owner=None, lease_until=None))
+            await s.execute(update(InboxItem).where(InboxItem.update_id == update_id, InboxItem.owner == self.owner,
+                                                    InboxItem.status == "processing")
+                            .values(status="pending", owner=None, lease_until=None, attempts=attempts)
+                            .execution_options(synchronize_session=False))
+
+    async def reap(self) -> int:
+        """Give back the updates held by owners on this machine whose process is gone (killed, crashed)."""
+        async with self.db.session() as s:
+            owners = (await s.scalars(select(InboxItem.owner).distinct()
+                                      .where(InboxItem.status == "processing", InboxItem.owner != self.owner))).all()
+        dead = [o for o in owners if o and owner_is_dead(o)]
+        if not dead:
+            return 0
+        async with self.db.session() as s, s.begin():
+            result = await s.execute(update(InboxItem)
+                                     .where(InboxItem.status == "processing", InboxItem.owner.in_(dead))
+                                     .values(status="pending", owner=None, lease_until=None)
+                                     .execution_options(synchronize_session=False))
+            n = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        if n:
+            log.warning("took back %d updates from %d stopped processes", n, len(dead))
+        return n
+
+    async def prune(self, keep_seconds: float) -> int:
+        """Forget finished updates older than `keep_seconds` (Telegram redelivers for about a day)."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=keep_seconds)
+        async with self.db.session() as s, s.begin():
+            result = await s.execute(delete(InboxItem).where(InboxItem.status.in_(("done", "failed")),
+                                                             InboxItem.created_at < cutoff)
+                                     .execution_options(synchronize_session=False))
             return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def counts(self) -> dict[str, int]:

@@ -1,10 +1,18 @@
-"""Moves updates from the inbox to the dispatcher: one worker per chat (in order), chats in parallel."""
+"""Moves updates from the inbox to the dispatcher: one worker per chat (in order), chats in parallel.
+
+The pump of every bot process sharing the database works on the same inbox. New updates start their chat's worker
+at once; a periodic scan picks up what other processes released, what a dead process left behind (its leases ran
+out, or it provably died on this machine) and what arrived through another process while this one was busy.
+A heartbeat renews the leases of the updates in flight; it also looks for an urgent update (/stop) recorded by
+another process for a chat this process is answering, since only this process can stop that answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,48 +20,80 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.types import Update
 
-from bot.inbox import Claimed, Inbox, is_urgent
+from bot.inbox import Claimed, Inbox, chat_key_of, is_urgent
 
 log = logging.getLogger(__name__)
 
 _RETRYABLE = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OSError)
+_KEEP_FINISHED = 3 * 86400.0  # Telegram redelivers for about a day; finished updates are forgotten after three
+_PRUNE_EVERY = 3600.0
 
 
 class UpdatePump:
-    def __init__(self, inbox: Inbox, dp: Dispatcher, bot: Bot, *, scan_interval: float = 2.0) -> None:
+    def __init__(self, inbox: Inbox, dp: Dispatcher, bot: Bot, *, scan_interval: float = 2.0,
+                 tick_interval: float = 1.0) -> None:
         self.inbox, self.dp, self.bot = inbox, dp, bot
-        self.scan_interval = scan_interval
+        self.scan_interval, self.tick_interval = scan_interval, tick_interval
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._claimed: dict[int, asyncio.Task[Any]] = {}
-        self._urgent_tasks: set[asyncio.Task[None]] = set()
+        self._dirty: set[str] = set()  # chats that got new work since their worker last looked
+        self._claimed: dict[int, tuple[str, asyncio.Task[Any]]] = {}
+        self._urgent_tasks: dict[int, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._next_prune = 0.0
 
     async def submit(self, updates: Sequence[dict[str, Any]]) -> list[int]:
         """Record updates durably, then schedule them; returns the new update ids."""
         new = set(await self.inbox.add(updates))
         for raw in updates:
-            if raw["update_id"] in new and is_urgent(raw):
-                task = asyncio.create_task(self._urgent(int(raw["update_id"])))
-                self._urgent_tasks.add(task)
-                task.add_done_callback(self._urgent_tasks.discard)
-        self._wakeup.set()
+            update_id = int(raw["update_id"])
+            if update_id not in new or self._closing:
+                continue  # a duplicate, or shutting down: recorded is enough, another run will answer it
+            key = chat_key_of(raw)
+            if is_urgent(raw):
+                self._start_urgent(update_id, key)
+            else:
+                self._kick(key)
         return sorted(new)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="update-pump")
+        self._ticker = asyncio.create_task(self._tick(), name="update-pump-heartbeat")
 
     @property
     def busy(self) -> int:
+        """Updates being processed right now."""
         return len(self._claimed)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    # --- scheduling ------------------------------------------------------------------------------------------
+    def _kick(self, key: str) -> None:
+        self._dirty.add(key)
+        if key not in self._workers and not self._closing:
+            self._workers[key] = asyncio.create_task(self._drain(key), name=f"chat-{key}")
+
+    def _start_urgent(self, update_id: int, key: str) -> None:
+        if update_id in self._urgent_tasks or self._closing:
+            return
+        task = asyncio.create_task(self._urgent(update_id, key), name=f"urgent-{update_id}")
+        self._urgent_tasks[update_id] = task
+        task.add_done_callback(lambda _: self._urgent_tasks.pop(update_id, None))
 
     async def _run(self) -> None:
         while not self._closing:
             try:
+                await self.inbox.reap()
                 for key in await self.inbox.pending_chats():
-                    if key not in self._workers and not self._closing:
-                        self._workers[key] = asyncio.create_task(self._drain(key), name=f"chat-{key}")
+                    if key not in self._workers:
+                        self._kick(key)
+                if time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + _PRUNE_EVERY
+                    await self.inbox.prune(_KEEP_FINISHED)
             except Exception:  # noqa: BLE001 - the database may be down for a moment; keep going
                 log.exception("inbox scan failed")
             self._wakeup.clear()
@@ -63,24 +103,30 @@ class UpdatePump:
     async def _drain(self, key: str) -> None:
         try:
             while not self._closing:
+                self._dirty.discard(key)
                 item = await self.inbox.claim(key)
                 if item is None:
+                    if key in self._dirty:  # new work arrived while we looked: look again
+                        continue
                     return
                 await self._process(item)
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - the next scan starts a new worker
             log.exception("worker for %s failed", key)
         finally:
             self._workers.pop(key, None)
 
-    async def _urgent(self, update_id: int) -> None:
-        item = await self.inbox.take(update_id)
-        if item is not None:
-            await self._process(item)
+    async def _urgent(self, update_id: int, key: str) -> None:
+        try:
+            item = await self.inbox.take(update_id, key)
+            if item is not None:
+                await self._process(item)
+        except Exception:  # noqa: BLE001 - it stays in the inbox and runs in order
+            log.exception("urgent update %s failed", update_id)
 
+    # --- processing ------------------------------------------------------------------------------------------
     async def _process(self, item: Claimed) -> None:
         task = asyncio.create_task(self._feed(item.payload))
-        self._claimed[item.update_id] = task
-        renew = asyncio.create_task(self._keep_lease(item.update_id))
+        self._claimed[item.update_id] = (item.chat_key, task)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -88,37 +134,52 @@ class UpdatePump:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-            renew.cancel()
+            self._claimed.pop(item.update_id, None)
             await asyncio.shield(self.inbox.release(item.update_id))
             raise
         except _RETRYABLE as exc:
+            self._claimed.pop(item.update_id, None)
             if item.attempts < self.inbox.max_attempts and not self._closing:
                 log.warning("update %s failed (%s); it will run again", item.update_id, type(exc).__name__)
-                await self.inbox.release(item.update_id)
+                await self.inbox.release(item.update_id, failed=True)
                 return
             await self.inbox.finish(item.update_id, error=f"{type(exc).__name__}: {exc}")
             return
         except Exception as exc:  # noqa: BLE001 - already reported to the user by the error router
+            self._claimed.pop(item.update_id, None)
             log.exception("update %s failed", item.update_id)
             await self.inbox.finish(item.update_id, error=f"{type(exc).__name__}: {exc}")
             return
-        finally:
-            renew.cancel()
-            self._claimed.pop(item.update_id, None)
+        self._claimed.pop(item.update_id, None)
         await self.inbox.finish(item.update_id)
 
     async def _feed(self, payload: dict[str, Any]) -> Any:
         update = Update.model_validate(payload, context={"bot": self.bot})
         return await self.dp.feed_update(self.bot, update)
 
-    async def _keep_lease(self, update_id: int) -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            while True:
-                await asyncio.sleep(self.inbox.lease_seconds / 3)
-                try:
-                    await self.inbox.renew([update_id])
-                except Exception:  # noqa: BLE001
-                    log.warning("could not renew the lease of update %s", update_id)
+    async def _tick(self) -> None:
+        """Heartbeat: renew the leases in flight; start urgent updates other processes recorded for our chats."""
+        next_renew = time.monotonic() + self.inbox.lease_seconds / 4
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            if not self._claimed:
+                next_renew = time.monotonic() + self.inbox.lease_seconds / 4
+                continue
+            try:
+                if time.monotonic() >= next_renew:
+                    next_renew = time.monotonic() + self.inbox.lease_seconds / 4
+                    held = list(self._claimed)
+                    kept = await self.inbox.renew(held)
+                    for lost in set(held) - kept:
+                        if lost in self._claimed:  # not finished meanwhile: its lease ran out and someone took it
+                            log.error("lost the lease of update %s (the database was out of reach for too long)",
+                                      lost)
+                if not self._closing:
+                    keys = sorted({key for key, _ in self._claimed.values()})
+                    for update_id, key in await self.inbox.urgent_for(keys):
+                        self._start_urgent(update_id, key)
+            except Exception:  # noqa: BLE001 - the database may be down for a moment
+                log.warning("inbox heartbeat failed", exc_info=True)
 
     async def drain(self, timeout: float) -> None:
         """Stop taking work; let answers in flight finish for up to `timeout` s; give back the rest."""
@@ -128,13 +189,17 @@ class UpdatePump:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        workers = list(self._workers.values()) + list(self._urgent_tasks)
+        workers = list(self._workers.values()) + list(self._urgent_tasks.values())
         if workers:
             log.info("waiting up to %.0f s for %d answers in flight", timeout, len(self._claimed))
             _, late = await asyncio.wait(workers, timeout=timeout or None)
             for worker in late:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
+        if self._ticker is not None:  # the heartbeat runs until the last answer is done
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
 
 
 async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int = 25,

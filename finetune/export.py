@@ -81,10 +81,14 @@ def ensure_converter(cache_dir: Path | None = None) -> Path:
         staged = Path(tmp) / "llama.cpp"
         _extract_converter(sdist, staged)
         (staged / ".complete").write_text(f"{PACKAGE}=={version}\n")
-        if tree.exists():
+        if tree.exists() and not (tree / ".complete").is_file():
             shutil.rmtree(tree)  # an incomplete earlier attempt
         tree.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staged, tree)  # atomic: a concurrent run sees the whole tree or none
+        try:
+            os.replace(staged, tree)  # atomic: a concurrent run sees the whole tree or none
+        except OSError:
+            if not (tree / ".complete").is_file():  # not simply another process finishing first
+                raise
     return tree
 
 

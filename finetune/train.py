@@ -210,7 +210,7 @@ def _train(
     result = TrainResult(val_loss_before=None, val_loss_after=None, steps=0)
     step = 0
     if checkpoint is not None:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)  # tensors and plain data only
         if state["fingerprint"] != fingerprint:
             raise UsageError(
                 f"{checkpoint} was made with another base, data or config; run without --resume "
@@ -222,6 +222,8 @@ def _train(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         step = state["step"]
         result.val_loss_before = state["val_loss_before"]
         result.train_losses = [tuple(x) for x in state["train_losses"]]
@@ -266,6 +268,7 @@ def _train(
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
+                    "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
                     "step": step,
                     "val_loss_before": result.val_loss_before,
                     "train_losses": result.train_losses,
