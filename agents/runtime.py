@@ -64,7 +64,12 @@ class Brain:
         return level, model
 
     async def tools(self) -> list[BaseTool]:
+        """The agent's tools for this turn; `knowledge_search` only when the knowledge base has documents."""
         tools = [t for t in (factory() for factory in self.tool_factories) if t is not None]
+        if self.knowledge is not None and not await self.knowledge.is_empty():
+            from agents.tools.knowledge import make_knowledge_search_tool
+
+            tools.append(make_knowledge_search_tool(self.knowledge, self.rag_top_k))
         return tools
 
     def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +24,7 @@ from agents.runtime import Brain
 from bot.config import ConfigError, Settings
 from bot.handlers import build_router
 from bot.i18n import t
-from bot.inbox import Inbox
+from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
 from bot.pump import UpdatePump, poll
 from bot.service import ChatService
@@ -118,7 +116,10 @@ async def create_services(settings: Settings) -> Services:
     chat = ChatService(db, brain, default_level=default_level, default_model=default_model,
                        max_input_chars=settings.max_input_chars,
                        rate_limit_per_minute=settings.rate_limit_per_minute,
-                       daily_token_quota=settings.daily_token_quota)
+                       daily_token_quota=settings.daily_token_quota,
+                       # the client already retries failed requests; one more try covers a stream that broke
+                       # before its first token (which the client does not retry). OPENAI_MAX_RETRIES=0: no retries.
+                       model_retries=min(1, settings.openai_max_retries))
     services = Services(settings, db, brain, chat)
     _attach_knowledge(services)
     return services
@@ -153,6 +154,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["chat_service"] = services.chat
     dp["brain"] = services.brain
     dp["services"] = services
+    dp["knowledge"] = services.extras.get("knowledge")
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
@@ -176,7 +178,7 @@ class BotApp:
     def __init__(self, settings: Settings, services: Services, bot: Bot) -> None:
         self.settings, self.services, self.bot = settings, services, bot
         self.dp = create_dispatcher(services)
-        self.owner = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.owner = process_identity()  # lets a restarted process on this machine take back a dead one's work
         self.inbox = Inbox(services.db, self.owner)
         self.pump = UpdatePump(self.inbox, self.dp, bot)
         self.stop_event = asyncio.Event()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sqlalchemy import select
+
+from agents.errors import ModelCallError, ModelTimeoutError
 from agents.runtime import Brain, TurnRun
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
 from bot.storage import Database
@@ -28,6 +32,12 @@ class ServiceError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class StoredAnswer:
+    text: str
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Mode:
     level: str
     model: str
@@ -37,13 +47,14 @@ class Mode:
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
-                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0) -> None:
+                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0) -> None:
         self.db, self.brain = db, brain
         self.default = Mode(default_level, default_model)
         self.max_input_chars = max_input_chars
         self.history_limit = history_limit
         self.rate_limit_per_minute = rate_limit_per_minute
         self.daily_token_quota = daily_token_quota
+        self.model_retries = model_retries
         self._running: dict[int, TurnRun] = {}
         self._recent: dict[int, list[float]] = {}
 
@@ -135,12 +146,24 @@ class ChatService:
         async with self.db.session() as s:
             return await repo.answered(s, chat_id, update_id)
 
+    async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
+        """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
+        from bot.storage.models import Message
+
+        async with self.db.session() as s:
+            row = await s.scalar(select(Message).where(Message.chat_id == chat_id, Message.update_id == update_id,
+                                                       Message.role == "assistant").order_by(Message.id).limit(1))
+        return StoredAnswer(row.content, row.complete) if row is not None else None
+
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None,
                     update_id: int | None = None) -> AsyncIterator[ReplyEvent]:
         """Answer `text` in this chat's mode, yielding reply events.
 
         The user turn and the answer are stored together once the answer is complete; an answer that fails
         or is stopped half-way is stored marked incomplete, so it never reaches the model as a real turn.
+        A model call that fails before it produced anything is tried again (`model_retries`); a timeout is not
+        (the user hears about it within the timeout). A turn abandoned by its caller (cancelled at shutdown) is
+        not stored at all: its update runs again after the restart.
         """
         text = text.strip()
         if not text:
@@ -153,25 +176,42 @@ class ChatService:
         mode = await self.get_mode(chat_id)
         history = await self.history(chat_id)
         custom, is_custom = await self.system_prompt()
-        run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
-                                    system_override=custom if is_custom else None)
-        self._running[chat_id] = run
-        parts: list[str] = []
-        tokens = 0
-        complete = False
-        try:
-            async for event in run:
-                if isinstance(event, TextDelta):
-                    parts.append(event.text)
-                elif isinstance(event, Usage):
-                    tokens += event.prompt_tokens + event.completion_tokens
-                yield event
-            complete = True
-        finally:
-            self._running.pop(chat_id, None)
-            answer = "".join(parts)
-            # shielded: a cancelled handler must still record what happened
-            await asyncio.shield(self._store(chat_id, mode, text, answer, complete, update_id, user_id, tokens))
+        attempt = 0
+        while True:
+            run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
+                                        system_override=custom if is_custom else None)
+            self._running[chat_id] = run
+            parts: list[str] = []
+            tokens = 0
+            events = 0
+            outcome = "failed"
+            try:
+                async with contextlib.aclosing(run.__aiter__()) as stream:  # closed here, even when abandoned
+                    async for event in stream:
+                        if isinstance(event, TextDelta):
+                            parts.append(event.text)
+                        elif isinstance(event, Usage):
+                            tokens += event.prompt_tokens + event.completion_tokens
+                        events += 1
+                        yield event
+                outcome = "complete"
+            except ModelCallError as exc:
+                if events or isinstance(exc, ModelTimeoutError) or attempt >= self.model_retries:
+                    raise
+                log.info("model call in chat %s failed before any output (%s); trying again", chat_id, exc)
+                outcome = "retry"
+            except (asyncio.CancelledError, GeneratorExit):
+                outcome = "abandoned"
+                raise
+            finally:
+                self._running.pop(chat_id, None)
+                if outcome in ("complete", "failed"):
+                    # shielded: a cancelled handler must still record what happened
+                    await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
+                                                     update_id, user_id, tokens))
+            if outcome == "complete":
+                return
+            attempt += 1
 
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
                      update_id: int | None, user_id: int | None, tokens: int) -> None:

@@ -16,7 +16,7 @@ from aiogram.types import MessageEntity
 
 from agents.types import Queued, ReplyEvent, Sources, TextDelta, ToolStep
 from bot.i18n import t
-from bot.rendering import Chunk, preview, render
+from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
 from bot.telegram_session import essential
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,11 @@ class ReplyStreamer:
             body = f"{body}\n\n" + "\n".join(lines) if body else "\n".join(lines)
         chunks = render(body) if body else []
         if notice:
-            chunks += [Chunk(notice)]
+            # the notice belongs to this answer: one message (the last part plus the notice) when it fits
+            if chunks and utf16_len(chunks[-1].text) + utf16_len(notice) + 2 <= TELEGRAM_LIMIT:
+                chunks[-1] = Chunk(f"{chunks[-1].text}\n\n{notice}", chunks[-1].entities)
+            else:
+                chunks += [Chunk(notice)]
         if not chunks:
             chunks = [Chunk(t("empty_answer", self.lang))]
         sent: list[int] = []

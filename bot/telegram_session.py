@@ -13,7 +13,7 @@ from typing import Any
 
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.exceptions import ClientDecodeError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 # Previews (drafts, streamed edits, typing) are worth nothing late: they fail fast and the streamer moves on.
 _PREVIEW_METHODS = {"sendMessageDraft", "sendChatAction", "editMessageText"}
 _PACED_PREFIXES = ("send",)
+_MAX_PACED_CHATS = 10_000
 _essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
 
 
@@ -62,7 +63,8 @@ class ResilientRequests(BaseRequestMiddleware):
                 if preview or time.monotonic() + wait > deadline:
                     raise
                 log.info("Telegram flood control on %s: waiting %.0f s", name, wait)
-            except (TelegramServerError, TelegramNetworkError) as exc:
+            except (TelegramServerError, TelegramNetworkError, ClientDecodeError) as exc:
+                # ClientDecodeError: a proxy in front of Telegram answered a 5xx page instead of JSON
                 if preview:
                     raise
                 wait = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
@@ -77,6 +79,8 @@ class ResilientRequests(BaseRequestMiddleware):
         interval = self.group_interval if str(chat_id).startswith("-") else self.chat_interval
         if interval <= 0:
             return
+        if len(self._next_send) > _MAX_PACED_CHATS:
+            self._forget_idle()
         lock = self._locks.setdefault(chat_id, asyncio.Lock())
         async with lock:
             now = time.monotonic()
@@ -84,3 +88,12 @@ class ResilientRequests(BaseRequestMiddleware):
             if wait > 0:
                 await asyncio.sleep(wait)
             self._next_send[chat_id] = max(now, self._next_send.get(chat_id, 0.0)) + interval
+
+    def _forget_idle(self) -> None:
+        """Drop the pacing state of chats whose interval has passed (it would otherwise grow with every chat)."""
+        now = time.monotonic()
+        for chat_id in [c for c, at in self._next_send.items() if at < now]:
+            lock = self._locks.get(chat_id)
+            if lock is None or not lock.locked():
+                self._next_send.pop(chat_id, None)
+                self._locks.pop(chat_id, None)

@@ -144,6 +144,7 @@ def train(
             "train_last": result.train_losses[-1][1] if result.train_losses else None,
             "tokens": result.tokens,
             "seconds": round(result.seconds, 3),
+            "cpu_seconds": round(result.cpu_seconds, 3),
             "tokens_per_s": round(result.tokens_per_s, 1),
             "resumed_from": result.resumed_from,
             "curve": result.train_losses,

@@ -37,6 +37,7 @@ class TrainResult:
     train_losses: list[tuple[int, float]] = field(default_factory=list)  # (optimizer step, mean loss)
     tokens: int = 0  # real (non-padding) tokens through forward + backward in this session
     seconds: float = 0.0  # wall time of the loop in this session (checkpoints included, evaluation not)
+    cpu_seconds: float = 0.0  # CPU time of this process over the same span (steadier on a shared machine)
     resumed_from: int | None = None
 
     @property
@@ -239,7 +240,7 @@ def _train(
 
     model.train()
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for epoch in range(step // per_epoch, t.epochs):
         batches = micro_batches(train_examples, t.batch_size, config.seed, epoch)
         groups = [batches[k : k + t.grad_accum] for k in range(0, len(batches), t.grad_accum)]
@@ -275,6 +276,7 @@ def _train(
                 })
     bar.close()
     result.seconds = time.perf_counter() - started
+    result.cpu_seconds = time.process_time() - cpu_started
     result.steps = step
 
     result.val_loss_after = evaluate(model, val_examples, t.batch_size, pad_id, device)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +94,102 @@ class BotRunner:
         return await self.start(**overrides)
 
 
+WEBHOOK_SECRET = "test-webhook-secret_0123456789"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for a server whose URL must be known before it starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class WebhookBot:
+    """One bot 'process' in webhook mode inside the test: its own app, port and data dir; the database is shared."""
+
+    def __init__(self, tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI, name: str = "a",
+                 database_url: str | None = None) -> None:
+        self.tmp_path, self.telegram, self.llm, self.name = tmp_path, telegram, llm, name
+        self.database_url = database_url or f"sqlite+aiosqlite:///{(tmp_path / 'shared.db').as_posix()}"
+        self.port = free_port()
+        self.app: Any = None
+        self.server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/telegram"
+
+    async def start(self, **overrides: Any) -> Any:
+        from bot.app import BotApp
+        from bot.webhook import start_webhook
+
+        values: dict[str, Any] = dict(data_dir=self.tmp_path / f"data-{self.name}", database_url=self.database_url,
+                                      webhook_url=self.url, webhook_secret=WEBHOOK_SECRET,
+                                      webhook_host="127.0.0.1", webhook_port=self.port)
+        values.update(overrides)
+        self.app = await BotApp.create(make_settings(self.tmp_path, self.telegram, self.llm, **values))
+        self.server = await start_webhook(self.app)
+        return self.app
+
+    async def stop(self) -> None:
+        from bot.webhook import stop_webhook
+
+        if self.app is not None:
+            await stop_webhook(self.app, self.server)
+            self.app = self.server = None
+
+
 @pytest.fixture
 async def bot(tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI) -> AsyncIterator[BotRunner]:
     runner = BotRunner(tmp_path, telegram, llm)
     yield runner
     await runner.stop()
+
+
+# --- databases: every storage test runs on SQLite and, when PG_TEST_URL is set, on PostgreSQL ------------------------
+
+
+def _pg_admin(sql: str) -> None:
+    """Run one statement on the PG_TEST_URL server (in a thread with its own event loop: fixtures here are sync)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(os.environ["PG_TEST_URL"])
+
+    async def run() -> None:
+        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
+                                     database=url.database)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh empty PostgreSQL database for this test alone, dropped afterwards."""
+    if not os.environ.get("PG_TEST_URL"):
+        pytest.skip("PostgreSQL not available: set PG_TEST_URL (`make test` starts a throwaway server when "
+                    "the PostgreSQL server binaries are installed)")
+    from sqlalchemy.engine import make_url
+
+    name = f"adaptbot_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(os.environ["PG_TEST_URL"]).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=[pytest.param("sqlite", id="sqlite"),
+                        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database URL of each backend: a new SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{(tmp_path / 'db' / 'adaptbot.db').as_posix()}"
+    return str(request.getfixturevalue("pg_url"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiogram import Bot, F, Router
@@ -9,10 +10,13 @@ from aiogram.types import Message, Update
 
 from bot.config import Settings
 from bot.handlers.errors import user_message
+from bot.i18n import t
 from bot.service import ChatService, ServiceError
 from bot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
+
+_RESTARTED = {"en": "the bot restarted", "ru": "бот перезапустился"}
 
 
 async def addressed_text(message: Message, bot: Bot) -> str | None:
@@ -41,9 +45,9 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
         return
     chat_id = message.chat.id
     update_id = event_update.update_id
-    if await chat_service.already_answered(chat_id, update_id):
-        log.info("update %s was already answered; skipping the re-run", update_id)
-        return
+    # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
+    # an end its answer is stored, and it is delivered again rather than asking the model twice
+    stored = await chat_service.stored_answer(chat_id, update_id)
     mode = await chat_service.get_mode(chat_id)
     user_id = message.from_user.id if message.from_user else None
     streamer = ReplyStreamer(
@@ -52,11 +56,19 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
         reply_to=None if message.chat.type == "private" else message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
     )
+    if stored is not None:
+        log.info("update %s was answered before; delivering the stored answer", update_id)
+        streamer.text = stored.text
+        reason = _RESTARTED.get(lang, _RESTARTED["en"])
+        await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason))
+        return
     notice: str | None = None
     async with streamer:
         try:
-            async for event in chat_service.reply(chat_id, text, user_id=user_id, update_id=update_id):
-                await streamer.feed(event)
+            async with contextlib.aclosing(chat_service.reply(chat_id, text, user_id=user_id,
+                                                              update_id=update_id)) as events:
+                async for event in events:
+                    await streamer.feed(event)
         except ServiceError as exc:
             # refused before the model was called: a short reply, nothing streamed
             await message.answer(user_message(exc, lang) or str(exc))

@@ -76,6 +76,15 @@ class FakeTelegram:
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._closing = False
+        # webhook delivery: after setWebhook, updates are POSTed (like Telegram does) instead of queued for getUpdates
+        self.webhook_targets: list[str] = []  # deliver here instead of the set URL: a load balancer picks one
+        self.webhook_duplicate_rate = 0.0  # this fraction of updates goes to every target at once (redelivery)
+        self.webhook_rng = random.Random(0)
+        self.webhook_deliveries: list[tuple[int, str, int]] = []  # (update_id, url, HTTP status; 0: no connection)
+        self.delivered: set[int] = set()  # update ids some target answered 2xx
+        self._delivery_queues: dict[Any, asyncio.Queue[dict[str, Any]]] = {}
+        self._delivery_tasks: set[asyncio.Task[None]] = set()
+        self._client: Any = None
 
     # --- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -96,6 +105,11 @@ class FakeTelegram:
     async def stop(self) -> None:
         self._closing = True
         await self._notify()  # long polls in progress return now
+        for task in list(self._delivery_tasks):
+            task.cancel()
+        await asyncio.gather(*self._delivery_tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -117,9 +131,60 @@ class FakeTelegram:
 
     def push_update(self, update: dict[str, Any]) -> int:
         update.setdefault("update_id", next(self._update_ids))
+        if self.webhook is not None:
+            self._deliver(update)
+            return int(update["update_id"])
         self._updates.append(update)
         asyncio.get_event_loop().create_task(self._notify())
         return int(update["update_id"])
+
+    # --- webhook delivery ---------------------------------------------------------------------------
+    def _deliver(self, update: dict[str, Any]) -> None:
+        """Queue for POSTing; one chat's updates go out one at a time, each after the previous got a 2xx."""
+        key = _chat_of(update)
+        queue = self._delivery_queues.get(key)
+        if queue is None:
+            queue = self._delivery_queues[key] = asyncio.Queue()
+            task = asyncio.get_event_loop().create_task(self._delivery_loop(queue))
+            self._delivery_tasks.add(task)
+            task.add_done_callback(self._delivery_tasks.discard)
+        queue.put_nowait(update)
+
+    async def _delivery_loop(self, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        import aiohttp
+
+        if self._client is None:
+            self._client = aiohttp.ClientSession()
+        while True:
+            update = await queue.get()
+            while not self._closing:
+                assert self.webhook is not None
+                targets = self.webhook_targets or [self.webhook["url"]]
+                if len(targets) > 1 and self.webhook_rng.random() < self.webhook_duplicate_rate:
+                    chosen = list(targets)
+                else:
+                    chosen = [self.webhook_rng.choice(targets)]
+                headers = {}
+                if self.webhook.get("secret_token"):
+                    headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
+                statuses = await asyncio.gather(*(self._post(url, update, headers) for url in chosen))
+                if any(200 <= code < 300 for code in statuses):
+                    self.delivered.add(int(update["update_id"]))
+                    await self._notify()
+                    break
+                await asyncio.sleep(0.2)  # Telegram tries again later
+
+    async def _post(self, url: str, update: dict[str, Any], headers: dict[str, str]) -> int:
+        import aiohttp
+
+        try:
+            async with self._client.post(url, json=update, headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError):
+            status = 0
+        self.webhook_deliveries.append((int(update["update_id"]), url, status))
+        return status
 
     def user_says(self, chat_id: int, text: str, *, user_id: int | None = None, lang: str = "en",
                   chat_type: str | None = None, reply_to_bot: int | None = None,
@@ -380,6 +445,16 @@ class FakeTelegram:
     async def _m_deleteWebhook(self, params: dict[str, Any]) -> Any:
         self.webhook = None
         return True
+
+
+def _chat_of(update: dict[str, Any]) -> Any:
+    for kind in ("message", "edited_message", "callback_query"):
+        item = update.get(kind)
+        if isinstance(item, dict):
+            chat = (item.get("message") or {}).get("chat") if kind == "callback_query" else item.get("chat")
+            if isinstance(chat, dict):
+                return chat["id"]
+    return None
 
 
 class _StrictHTML(html.parser.HTMLParser):

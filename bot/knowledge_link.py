@@ -1,0 +1,47 @@
+"""Connects the knowledge base to the bot: opened on first use (the embedding model loads only when needed)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.app import Services
+    from knowledge.kb import KnowledgeBase
+
+
+class LazyKnowledge:
+    """A KnowledgeBase opened on first use and shared by the rag level, the agent tool and the admin handlers."""
+
+    def __init__(self, **open_kwargs: Any) -> None:
+        self._kwargs = open_kwargs
+        self._kb: KnowledgeBase | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> KnowledgeBase:
+        async with self._lock:
+            if self._kb is None:
+                from knowledge.kb import KnowledgeBase
+
+                self._kb = await KnowledgeBase.open(**self._kwargs)
+            return self._kb
+
+    async def search(self, query: str, k: int) -> list[Any]:
+        return await (await self.get()).search(query, k)
+
+    async def is_empty(self) -> bool:
+        return await (await self.get()).is_empty()
+
+    async def aclose(self) -> None:
+        if self._kb is not None:
+            await self._kb.aclose()
+            self._kb = None
+
+
+def attach(services: Services) -> None:
+    s = services.settings
+    lazy = LazyKnowledge(data_dir=s.data_dir, embedding_model=s.embedding_model, chroma_host=s.chroma_host,
+                         chroma_port=s.chroma_port, max_file_bytes=s.kb_max_file_mb * 1024 * 1024)
+    services.brain.knowledge = lazy
+    services.extras["knowledge"] = lazy
+    services.extras.setdefault("closers", []).append(lazy.aclose)
