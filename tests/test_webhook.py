@@ -27,6 +27,17 @@ async def hook(tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI):
     await runner.stop()
 
 
+async def inbox_counts(url: str) -> dict[str, int]:
+    from bot.inbox import Inbox
+    from bot.storage import Database
+
+    db = Database(url)
+    try:
+        return await Inbox(db, "reader").counts()
+    finally:
+        await db.dispose()
+
+
 async def post(url: str, body: object, secret: str | None = WEBHOOK_SECRET, raw: bytes | None = None) -> int:
     headers = {"Content-Type": "application/json"}
     if secret is not None:
@@ -44,7 +55,9 @@ async def test_webhook_is_registered_and_updates_are_answered(hook: WebhookBot, 
     telegram.user_says(1, "hello over a webhook")  # the fake now POSTs it to the bot, like Telegram
     await telegram.wait_for(lambda: telegram.texts(1) == ["echo: hello over a webhook"])
     assert telegram.calls_of("getUpdates") == [] and not telegram.calls_of("deleteWebhook")
-    assert (await hook.app.inbox.counts()) == {"done": 1}
+    await hook.stop()
+    assert await inbox_counts(hook.database_url) == {"done": 1}
+    assert telegram.webhook is not None  # stopping one process leaves the webhook to the others
 
 
 @pytest.mark.parametrize("secret", [pytest.param(None, id="missing"), pytest.param("wrong-secret", id="wrong"),

@@ -38,6 +38,29 @@ Search the knowledge base for the holiday policy; the handbook says employees ge
 """
 
 
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the printable stand-in character -> the byte it encodes."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = list(printable), 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars, strict=True)}
+
+
+_BYTES = _byte_decoder()
+
+
+def _is_utf8(token: str) -> bool:
+    try:
+        bytes(_BYTES[c] for c in token).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return False
+    return True
+
+
 def _train_tokenizer(vocab_size: int) -> tuple[list[str], list[str]]:
     """Train a byte-level BPE on the corpus; returns (tokens by id, merges)."""
     import json
@@ -132,11 +155,15 @@ def build_tiny_gguf(
         writer.add_tensor(f"blk.{i}.ffn_down.weight", weight(n_embd, n_ff))
     writer.add_tensor("output_norm.weight", norm())
     output = weight(n_vocab, n_embd, 0.5)
-    # Control tokens get zero logits while the others spread widely: they never make the top-k, so free
-    # text runs to max_tokens (predictable lengths for tests and benches). A grammar still ends a JSON
-    # step with EOS, because it masks every other token first.
-    for special in SPECIAL_TOKENS:
-        output[tokens.index(special)] = 0.0
+    # Some tokens get zero logits while the others spread widely, so they never make the top-k:
+    # - control tokens: free text runs to max_tokens (predictable lengths for tests and benches); a grammar
+    #   still ends a JSON step with EOS, because it masks every other token first;
+    # - tokens that are not valid UTF-8 on their own (a lone byte of a multibyte character): a trained
+    #   model completes such characters, a random one would not, and llama-cpp-python's streaming then
+    #   re-decodes the whole undecodable tail at every token (cubic time).
+    for token_id, token in enumerate(tokens):
+        if token in SPECIAL_TOKENS or not _is_utf8(token):
+            output[token_id] = 0.0
     writer.add_tensor("output.weight", output)
 
     writer.write_header_to_file()
