@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import statistics
 import sys
 import tempfile
 import time
@@ -105,16 +104,89 @@ def print_quality(title: str, results: dict[str, dict[str, Any]], k: int) -> Non
           f" (ratio {hybrid / best_single:.3f})")  # fmt: skip
 
 
-_EN_WORDS = (
-    "report meeting budget project customer service contract delivery invoice system network server account "
-    "policy employee manager schedule quality supplier warehouse product order payment support update release "
-    "office training travel security access document review analysis market sales region quarter result team"
-).split()
-_RU_WORDS = (
-    "отчёт встреча бюджет проект клиент сервис договор поставка счёт система сеть сервер учётная политика "
-    "сотрудник руководитель график качество поставщик склад продукт заказ оплата поддержка обновление выпуск "
-    "офис обучение поездка безопасность доступ документ проверка анализ рынок продажи регион квартал итог"
-).split()
+_EN_WORDS = [
+    "report",
+    "meeting",
+    "budget",
+    "project",
+    "customer",
+    "service",
+    "contract",
+    "delivery",
+    "invoice",
+    "system",
+    "network",
+    "server",
+    "account",
+    "policy",
+    "employee",
+    "manager",
+    "schedule",
+    "quality",
+    "supplier",
+    "warehouse",
+    "product",
+    "order",
+    "payment",
+    "support",
+    "update",
+    "release",
+    "office",
+    "training",
+    "travel",
+    "security",
+    "access",
+    "document",
+    "review",
+    "analysis",
+    "market",
+    "sales",
+    "region",
+    "quarter",
+    "result",
+    "team",
+]
+_RU_WORDS = [
+    "отчёт",
+    "встреча",
+    "бюджет",
+    "проект",
+    "клиент",
+    "сервис",
+    "договор",
+    "поставка",
+    "счёт",
+    "система",
+    "сеть",
+    "сервер",
+    "учётная",
+    "политика",
+    "сотрудник",
+    "руководитель",
+    "график",
+    "качество",
+    "поставщик",
+    "склад",
+    "продукт",
+    "заказ",
+    "оплата",
+    "поддержка",
+    "обновление",
+    "выпуск",
+    "офис",
+    "обучение",
+    "поездка",
+    "безопасность",
+    "доступ",
+    "документ",
+    "проверка",
+    "анализ",
+    "рынок",
+    "продажи",
+    "регион",
+    "квартал",
+    "итог",
+]
 
 
 def filler_documents(chunks: int, per_document: int = 500, seed: int = 7) -> list[tuple[str, str]]:
@@ -170,8 +242,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 embedder.embed(sample[start : start + 256])
             embed_rate = len(sample) / (time.perf_counter() - started)
             started = time.perf_counter()
-            for name, text in filler:
+            for i, (name, text) in enumerate(filler, start=1):
                 await kb.add_document(text.encode("utf-8"), name, "bench")
+                elapsed = time.perf_counter() - started
+                print(f"  filler {i}/{len(filler)} documents, {elapsed:.0f} s", file=sys.stderr, flush=True)
             seconds = time.perf_counter() - started
             stats = await kb.stats()
             ingest_rate = args.filler / seconds

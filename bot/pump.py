@@ -43,6 +43,7 @@ class UpdatePump:
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._next_prune = 0.0
+        self.processed = 0  # updates this pump finished (answered, or given up on)
 
     async def submit(self, updates: Sequence[dict[str, Any]]) -> list[int]:
         """Record updates durably, then schedule them; returns the new update ids."""
@@ -152,6 +153,7 @@ class UpdatePump:
             return
         self._claimed.pop(item.update_id, None)
         await self.inbox.finish(item.update_id)
+        self.processed += 1
 
     async def _feed(self, payload: dict[str, Any]) -> Any:
         update = Update.model_validate(payload, context={"bot": self.bot})

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CorruptFileError",
     "DocumentInfo",
-    "EmbeddingModelError",
     "Embedder",
+    "EmbeddingModelError",
     "EmptyDocumentError",
     "EncryptedFileError",
     "FileTooLargeError",

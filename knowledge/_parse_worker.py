@@ -36,8 +36,12 @@ def main(argv: list[str]) -> int:
     except MemoryError:
         out = {"ok": False, "error": ParseLimitError.__name__, "message": ParseLimitError.default_message}
     except RecursionError:
-        out = {"ok": False, "error": CorruptFileError.__name__, "message": "The file is nested too deeply to read."}
-    except Exception as exc:  # any other parser failure means the file is unusable
+        out = {
+            "ok": False,
+            "error": CorruptFileError.__name__,
+            "message": "The file is nested too deeply to read.",
+        }
+    except Exception as exc:  # noqa: BLE001 - any other parser failure means the file is unusable
         message = f"{CorruptFileError.default_message} ({type(exc).__name__})"
         out = {"ok": False, "error": CorruptFileError.__name__, "message": message}
     sys.stdout.write(json.dumps(out, ensure_ascii=False))

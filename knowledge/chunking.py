@@ -89,7 +89,9 @@ def chunk_text(
     overlap_chars = max(0, min(overlap_chars, target_chars // 2))
     chunks: list[Chunk] = []
     for page, text in sections:
-        units = [u for p in _PARAGRAPH_BREAK.split(text) if p.strip() for u in _units(p.strip(), target_chars)]
+        units = [
+            u for p in _PARAGRAPH_BREAK.split(text) if p.strip() for u in _units(p.strip(), target_chars)
+        ]
         current: list[_Unit] = []
         size = 0
         fresh = False  # whether `current` holds anything beyond the overlap carried from the last chunk

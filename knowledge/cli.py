@@ -46,7 +46,9 @@ def build_parser(prog: str = "kb") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str], *, data_dir: Path, embedding_model: str, chroma_host: str | None, chroma_port: int) -> int:
+def main(
+    argv: list[str], *, data_dir: Path, embedding_model: str, chroma_host: str | None, chroma_port: int
+) -> int:
     """Run one `kb` command; returns the exit code (0 ok, 1 failed, 2 usage)."""
     parser = build_parser()
     try:
@@ -105,7 +107,10 @@ async def _add(kb: KnowledgeBase, args: argparse.Namespace) -> int:
             continue
         if size > kb.max_file_bytes:
             limit = kb.max_file_bytes / 2**20
-            print(f"{path}: error: the file is {size / 2**20:.1f} MB; the limit is {limit:.0f} MB.", file=sys.stderr)
+            print(
+                f"{path}: error: the file is {size / 2**20:.1f} MB; the limit is {limit:.0f} MB.",
+                file=sys.stderr,
+            )
             failed += 1
             continue
         bar = tqdm(total=0, desc=path.name, unit="chunk", disable=args.no_progress or None, leave=False)
@@ -128,7 +133,9 @@ async def _add(kb: KnowledgeBase, args: argparse.Namespace) -> int:
         doc = report.document
         pages = f", {doc.pages} pages" if doc.pages else ""
         verb = "replaced" if report.replaced else "added"
-        print(f"{verb} {doc.doc_id} {doc.name} ({doc.kind}{pages}, {doc.chunks} chunks, {report.seconds:.1f} s)")
+        print(
+            f"{verb} {doc.doc_id} {doc.name} ({doc.kind}{pages}, {doc.chunks} chunks, {report.seconds:.1f} s)"
+        )
     return 1 if failed else 0
 
 
@@ -151,9 +158,7 @@ async def _list(kb: KnowledgeBase, args: argparse.Namespace) -> int:
         print("the knowledge base is empty")
         return 0
     rows = [("ID", "NAME", "KIND", "PAGES", "CHUNKS", "DATE", "UPLOADER")]
-    rows += [
-        (d.doc_id, d.name, d.kind, str(d.pages or ""), str(d.chunks), d.date, d.uploader) for d in docs
-    ]
+    rows += [(d.doc_id, d.name, d.kind, str(d.pages or ""), str(d.chunks), d.date, d.uploader) for d in docs]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())

@@ -40,7 +40,9 @@ def resolve_model(name: str) -> str:
             )
         model_dir = Path(spec.origin).parent / "model"
         if not (model_dir / "modules.json").is_file():
-            raise EmbeddingModelError(f"The '{name}' package is installed but has no model files in {model_dir}.")
+            raise EmbeddingModelError(
+                f"The '{name}' package is installed but has no model files in {model_dir}."
+            )
         return str(model_dir)
     path = Path(name).expanduser()
     if path.exists():
@@ -51,7 +53,9 @@ def resolve_model(name: str) -> str:
 class Embedder:
     """A sentence-transformers model loaded on first use (once, thread-safe); returns unit-length vectors."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str = DEFAULT_EMBEDDING_MODEL, device: str = "cpu", batch_size: int = 64
+    ) -> None:
         self.model_id = model
         self.device = device
         self.batch_size = batch_size

@@ -83,7 +83,9 @@ class InvalidInputError(KnowledgeError):
 class UnsafeFileNameError(InvalidInputError):
     """The file name carries a directory part or control characters."""
 
-    default_message = "The file name contains a path or control characters; rename the file and send it again."
+    default_message = (
+        "The file name contains a path or control characters; rename the file and send it again."
+    )
 
 
 class EmbeddingModelError(KnowledgeError):

@@ -8,8 +8,12 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date as date_cls, datetime
+from datetime import UTC, datetime
+from datetime import date as date_cls
 from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
 
 from knowledge.chunking import DEFAULT_OVERLAP_CHARS, DEFAULT_TARGET_CHARS, chunk_text
 from knowledge.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
@@ -17,7 +21,16 @@ from knowledge.errors import EmptyDocumentError, FileTooLargeError, InvalidInput
 from knowledge.loaders import check_filename, sanitize_filename
 from knowledge.sandbox import ParseLimits, parse_in_subprocess
 from knowledge.store import KnowledgeStore
-from knowledge.types import SEARCH_MODES, DocumentInfo, Hit, IngestProgress, IngestReport, KBStats, SearchMode
+from knowledge.types import (
+    SEARCH_MODES,
+    DocumentInfo,
+    Hit,
+    IngestProgress,
+    IngestReport,
+    IngestStage,
+    KBStats,
+    SearchMode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +58,14 @@ class KnowledgeBase:
         store: KnowledgeStore,
         *,
         max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-        parse_limits: ParseLimits = ParseLimits(),
+        parse_limits: ParseLimits | None = None,
         chunk_chars: int = DEFAULT_TARGET_CHARS,
         chunk_overlap: int = DEFAULT_OVERLAP_CHARS,
         max_chunks: int = 20_000,
     ) -> None:
         self._store = store
         self.max_file_bytes = max_file_bytes
-        self.parse_limits = parse_limits
+        self.parse_limits = parse_limits or ParseLimits()
         self.chunk_chars = chunk_chars
         self.chunk_overlap = chunk_overlap
         self.max_chunks = max_chunks
@@ -116,13 +129,15 @@ class KnowledgeBase:
                 f"The file is {len(data) / 2**20:.1f} MB; the limit is {self.max_file_bytes / 2**20:.0f} MB."
             )
 
-        def event(stage: str, **fields: object) -> IngestProgress:
-            return IngestProgress(stage=stage, name=name, seconds=time.monotonic() - started, **fields)  # type: ignore[arg-type]
+        def event(stage: IngestStage, **fields: Any) -> IngestProgress:
+            return IngestProgress(stage=stage, name=name, seconds=time.monotonic() - started, **fields)
 
         async with self._ingest_lock:
-            await _notify(progress, event("received"))
+            await _notify(progress, event("downloaded"))
             extracted = await asyncio.to_thread(parse_in_subprocess, data, self.parse_limits)
-            chunks = await asyncio.to_thread(chunk_text, extracted.sections, self.chunk_chars, self.chunk_overlap)
+            chunks = await asyncio.to_thread(
+                chunk_text, extracted.sections, self.chunk_chars, self.chunk_overlap
+            )
             if not chunks:
                 raise EmptyDocumentError()
             if len(chunks) > self.max_chunks:
@@ -137,9 +152,9 @@ class KnowledgeBase:
                 batch = [c.text for c in chunks[start : start + EMBED_BATCH]]
                 parts.append(await asyncio.to_thread(self._store.embedder.embed, batch))
                 done = min(start + EMBED_BATCH, len(chunks))
-                await _notify(progress, event("embedding", kind=extracted.kind, chunks=len(chunks), done=done))
-            import numpy as np
-
+                await _notify(
+                    progress, event("embedding", kind=extracted.kind, chunks=len(chunks), done=done)
+                )
             vectors = np.concatenate(parts)
             info, replaced = await asyncio.to_thread(
                 self._store.write_document,
@@ -154,7 +169,9 @@ class KnowledgeBase:
                 vectors=vectors,
             )
             seconds = time.monotonic() - started
-            await _notify(progress, event("indexed", kind=extracted.kind, pages=extracted.pages, chunks=len(chunks)))
+            await _notify(
+                progress, event("indexed", kind=extracted.kind, pages=extracted.pages, chunks=len(chunks))
+            )
         log.info("indexed %s (%s): %d chunks in %.1f s", info.doc_id, extracted.kind, len(chunks), seconds)
         return IngestReport(document=info, replaced=replaced, chars=extracted.chars, seconds=seconds)
 
@@ -183,7 +200,7 @@ class KnowledgeBase:
     async def aclose(self) -> None:
         await asyncio.to_thread(self._store.close)
 
-    async def __aenter__(self) -> KnowledgeBase:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

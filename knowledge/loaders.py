@@ -68,16 +68,20 @@ _BOMS: tuple[tuple[bytes, str], ...] = (
 
 _PDF_HEADER = re.compile(rb"(?:^|[\r\n])%PDF-\d")
 _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
-_HTML_START = re.compile(r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.I | re.S)
-_HTML_TAGS = re.compile(r"<(?:head|body|title|meta)[\s>]", re.I)
-_HTML_CLOSE = re.compile(r"</(?:p|div|h[1-6]|li|ul|ol|table|tr|td|span|a|section|article|b|i|em|strong)>", re.I)
+_HTML_START = re.compile(
+    r"^\s*(?:<\?xml[^>]*>\s*)?(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html[\s>])", re.IGNORECASE | re.DOTALL
+)
+_HTML_TAGS = re.compile(r"<(?:head|body|title|meta)[\s>]", re.IGNORECASE)
+_HTML_CLOSE = re.compile(
+    r"</(?:p|div|h[1-6]|li|ul|ol|table|tr|td|span|a|section|article|b|i|em|strong)>", re.IGNORECASE
+)
 _MD_SIGNALS = (
-    re.compile(r"^#{1,6}\s+\S", re.M),
-    re.compile(r"^\s*(?:[-*+]|\d+\.)\s+\S", re.M),
-    re.compile(r"^```", re.M),
+    re.compile(r"^#{1,6}\s+\S", re.MULTILINE),
+    re.compile(r"^\s*(?:[-*+]|\d+\.)\s+\S", re.MULTILINE),
+    re.compile(r"^```", re.MULTILINE),
     re.compile(r"\[[^\]\n]+\]\([^)\s]+\)"),
     re.compile(r"(?:\*\*|__)[^*_\n]+(?:\*\*|__)"),
-    re.compile(r"^\s*\|.*\|\s*$", re.M),
+    re.compile(r"^\s*\|.*\|\s*$", re.MULTILINE),
 )
 _ALLOWED_CONTROLS = {"\t", "\n", "\r", "\f", "\v"}
 
@@ -101,13 +105,17 @@ class Extracted:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Extracted:
         sections = [(None if p is None else int(p), str(t)) for p, t in obj["sections"]]
-        return cls(kind=str(obj["kind"]), sections=sections, pages=obj.get("pages"), encoding=obj.get("encoding"))
+        return cls(
+            kind=str(obj["kind"]), sections=sections, pages=obj.get("pages"), encoding=obj.get("encoding")
+        )
 
 
 def check_filename(name: str) -> None:
     """Refuse a name with a directory part, a traversal or control characters (never sent by real clients)."""
-    if re.search(r"[\\/]", name) or name.strip() in (".", "..") or any(
-        unicodedata.category(ch) == "Cc" for ch in name
+    if (
+        re.search(r"[\\/]", name)
+        or name.strip() in (".", "..")
+        or any(unicodedata.category(ch) == "Cc" for ch in name)
     ):
         raise UnsafeFileNameError(
             f"The file name {sanitize_filename(name)!r} contains a path or control characters; "
@@ -137,7 +145,9 @@ def detect_kind(data: bytes) -> str:
         return _zip_kind(data)
     for offset, magic, what in _MAGIC:
         if data[offset : offset + len(magic)] == magic:
-            raise UnsupportedFileError(f"Unsupported file type: this is {what}. Send TXT, Markdown, PDF, DOCX or HTML.")
+            raise UnsupportedFileError(
+                f"Unsupported file type: this is {what}. Send TXT, Markdown, PDF, DOCX or HTML."
+            )
     text, _ = decode_text(data)
     return text_kind(text)
 
@@ -167,7 +177,9 @@ def _zip_kind(data: bytes) -> str:
         what = "an OpenDocument/EPUB file"
     else:
         what = "a zip archive"
-    raise UnsupportedFileError(f"Unsupported file type: this is {what}. Send TXT, Markdown, PDF, DOCX or HTML.")
+    raise UnsupportedFileError(
+        f"Unsupported file type: this is {what}. Send TXT, Markdown, PDF, DOCX or HTML."
+    )
 
 
 def decode_text(data: bytes) -> tuple[str, str]:
@@ -238,7 +250,9 @@ def _cyrillic_score(data: bytes, encoding: str) -> float:
         if "а" <= ch <= "я" or ch == "ё":
             score += 1
         elif "А" <= ch <= "Я" or ch == "Ё":
-            score -= 2 if previous.isalpha() else 0  # capitals start words; inside one they mean a wrong codepage
+            score -= (
+                2 if previous.isalpha() else 0
+            )  # capitals start words; inside one they mean a wrong codepage
         elif ch > "\x7f" and not ch.isspace():
             score -= 5  # Serbian/Macedonian letters, box drawing, currency signs: a wrong codepage
         previous = ch
@@ -249,7 +263,11 @@ def _refuse_binary(text: str) -> None:
     sample = text[:100_000]
     if not sample:
         return
-    bad = sum(1 for ch in sample if (unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS) or ch == "\ufffd")
+    bad = sum(
+        1
+        for ch in sample
+        if (unicodedata.category(ch) == "Cc" and ch not in _ALLOWED_CONTROLS) or ch == "\ufffd"
+    )
     if bad / len(sample) > 0.01:
         raise UnsupportedFileError("Unsupported file type: the file is binary, not text.")
 
@@ -284,7 +302,9 @@ def extract(data: bytes) -> Extracted:
     result.sections = [(page, text) for page, text in result.sections if text.strip()]
     if not result.sections:
         if kind == "pdf":
-            raise EmptyDocumentError("The PDF has no extractable text (a scan?). Upload a PDF with a text layer.")
+            raise EmptyDocumentError(
+                "The PDF has no extractable text (a scan?). Upload a PDF with a text layer."
+            )
         raise EmptyDocumentError()
     return result
 
@@ -308,7 +328,7 @@ def extract_pdf(data: bytes) -> Extracted:
         count = len(reader.pages)
     except EncryptedFileError:
         raise
-    except Exception as exc:  # pypdf raises many types on malformed input
+    except Exception as exc:
         raise CorruptFileError("The PDF is damaged and could not be read.") from exc
     if count == 0:
         raise CorruptFileError("The PDF has no pages.")
@@ -319,7 +339,7 @@ def extract_pdf(data: bytes) -> Extracted:
     for number, page in enumerate(reader.pages, start=1):
         try:
             text = page.extract_text() or ""
-        except Exception:  # one broken page should not lose the others
+        except Exception:  # noqa: BLE001 - one broken page should not lose the others
             failed += 1
             continue
         sections.append((number, clean_text(text)))
@@ -359,7 +379,7 @@ def extract_docx(data: bytes) -> Extracted:
     try:
         document = docx.Document(io.BytesIO(data))
         blocks = list(_docx_blocks(document))
-    except Exception as exc:  # python-docx/lxml raise many types on malformed packages
+    except Exception as exc:
         raise CorruptFileError("The DOCX file is damaged and could not be read.") from exc
     text = "\n\n".join(b for b in blocks if b.strip())
     return Extracted("docx", [(None, clean_text(text))])

@@ -26,8 +26,9 @@ class ParseLimits:
     memory_mb: int = 1024
 
 
-def parse_in_subprocess(data: bytes, limits: ParseLimits = ParseLimits()) -> Extracted:
+def parse_in_subprocess(data: bytes, limits: ParseLimits | None = None) -> Extracted:
     """Extract text from untrusted bytes in `python -m knowledge._parse_worker`; blocking."""
+    limits = limits or ParseLimits()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONIOENCODING"] = "utf-8"

@@ -134,7 +134,9 @@ class KnowledgeStore:
                 batch = missing[start : start + 512]
                 rows = self._chunk_rows(batch)
                 texts = [rows[cid]["text"] for cid in batch]
-                self._add_vectors(batch, self.embedder.embed(texts), texts, [self._meta(rows[cid]) for cid in batch])
+                self._add_vectors(
+                    batch, self.embedder.embed(texts), texts, [self._meta(rows[cid]) for cid in batch]
+                )
         previous = self._get_meta("collection")
         if previous and previous != self._collection.name:
             try:  # the vectors of the previous EMBEDDING_MODEL: all chunks now have vectors of this one
@@ -207,7 +209,9 @@ class KnowledgeStore:
             meta["page"] = row["page"]  # chroma metadata cannot hold None
         return meta
 
-    def _add_vectors(self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]) -> None:
+    def _add_vectors(
+        self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]
+    ) -> None:
         step = 1000
         for start in range(0, len(ids), step):
             self._collection.add(
@@ -240,12 +244,16 @@ class KnowledgeStore:
 
     def get_document(self, doc_id: str) -> DocumentInfo | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)
+            ).fetchone()
         return self._doc(row) if row else None
 
     def find_by_sha256(self, sha256: str) -> DocumentInfo | None:
         with self._lock:
-            row = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents WHERE sha256 = ?", (sha256,)).fetchone()
+            row = self._db.execute(
+                f"SELECT {_DOC_COLUMNS} FROM documents WHERE sha256 = ?", (sha256,)
+            ).fetchone()
         return self._doc(row) if row else None
 
     def stats(self) -> KBStats:
@@ -304,7 +312,9 @@ class KnowledgeStore:
                 self._add_vectors(ids, vectors, texts, metas)
             except Exception as exc:
                 self._delete_vectors_quietly(ids)
-                raise StoreError(f"The vector store refused the document; nothing was changed ({exc}).") from exc
+                raise StoreError(
+                    f"The vector store refused the document; nothing was changed ({exc})."
+                ) from exc
             try:
                 with self._transaction() as db:
                     db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks cascade
@@ -318,7 +328,9 @@ class KnowledgeStore:
                     )
             except sqlite3.Error as exc:
                 self._delete_vectors_quietly(ids)
-                raise StoreError(f"The documents table refused the document; nothing was changed ({exc}).") from exc
+                raise StoreError(
+                    f"The documents table refused the document; nothing was changed ({exc})."
+                ) from exc
             self._chunk_count = self._chunk_count - len(old_ids) + len(ids)
             self._bm25.remove(old_ids)
             self._bm25.add(zip(ids, texts, strict=True))
@@ -353,7 +365,9 @@ class KnowledgeStore:
         if count == 0 or n <= 0:
             return []
         vector = self.embedder.embed([query])
-        result = self._collection.query(query_embeddings=vector, n_results=min(n, count), include=["distances"])
+        result = self._collection.query(
+            query_embeddings=vector, n_results=min(n, count), include=["distances"]
+        )
         ids = result["ids"][0]
         distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
         return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances, strict=True)]

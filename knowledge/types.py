@@ -8,7 +8,7 @@ from typing import Any, Literal
 SearchMode = Literal["hybrid", "bm25", "dense"]
 SEARCH_MODES: tuple[str, ...] = ("hybrid", "bm25", "dense")
 
-IngestStage = Literal["received", "extracted", "embedding", "indexed"]
+IngestStage = Literal["downloaded", "extracted", "embedding", "indexed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +87,8 @@ class IngestProgress:
     @property
     def message(self) -> str:
         """One English line describing the stage."""
-        if self.stage == "received":
-            return f"{self.name}: received"
+        if self.stage == "downloaded":
+            return f"{self.name}: downloaded"
         if self.stage == "extracted":
             pages = f"{self.pages} pages, " if self.pages else ""
             return f"{self.name}: extracted {pages}{self.chunks} chunks"

@@ -65,6 +65,8 @@ async def test_secrets_never_reach_the_logs(bot: BotRunner, telegram: FakeTelegr
     from tests.conftest import make_settings
 
     settings = make_settings(bot.tmp_path, telegram, llm, log_level="DEBUG")
+    names = ["", "httpx", "httpcore", "openai", "aiogram.event"]
+    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names}
     setup_logging(settings)
     try:
         await bot.start(default_mode="zero-shot", openai_timeout=1.0)
@@ -76,7 +78,9 @@ async def test_secrets_never_reach_the_logs(bot: BotRunner, telegram: FakeTelegr
             await telegram.wait_for(lambda b=before: len(telegram.texts(4)) > b)
         await bot.stop()
     finally:
-        logging.getLogger().handlers.clear()
+        for n, (level, handlers) in saved.items():  # logging is process-wide: leave it as we found it
+            logging.getLogger(n).setLevel(level)
+            logging.getLogger(n).handlers[:] = handlers
     err = capfd.readouterr().err
     assert "Update id=" in err or "bot @adapt_test_bot" in err  # logging did run at debug level
     assert API_KEY not in err and telegram.token not in err

@@ -90,7 +90,12 @@ async def test_txt_ingest_and_search(kb: KnowledgeBase) -> None:
     )  # fmt: skip
     hits = await kb.search("How many days of paid vacation do employees get?", 3)
     assert "28 calendar days" in hits[0].text
-    assert (hits[0].source, hits[0].date, hits[0].doc_id, hits[0].page) == ("handbook.txt", "2024-03-01", doc.doc_id, None)
+    assert (hits[0].source, hits[0].date, hits[0].doc_id, hits[0].page) == (
+        "handbook.txt",
+        "2024-03-01",
+        doc.doc_id,
+        None,
+    )
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "cp1251"])
@@ -144,14 +149,19 @@ async def test_html_visible_text_only(kb: KnowledgeBase) -> None:
 # --- hostile and broken files -------------------------------------------------------------------
 
 
+def _encrypted_pdf() -> bytes:
+    return samples.make_pdf(["top secret"], user_password="pw")
+
+
 HOSTILE = [
     pytest.param(lambda: samples.make_zip_bomb_docx(64), "bomb.docx", FileTooLargeError, id="zip-bomb-docx"),
     pytest.param(samples.make_corrupt_pdf, "broken.pdf", CorruptFileError, id="corrupt-pdf"),
-    pytest.param(lambda: samples.make_pdf(["top secret"], user_password="pw"), "locked.pdf", EncryptedFileError,
-                 id="encrypted-pdf"),  # fmt: skip
+    pytest.param(_encrypted_pdf, "locked.pdf", EncryptedFileError, id="encrypted-pdf"),
     pytest.param(samples.make_binary, "notes.txt", UnsupportedFileError, id="binary-renamed-txt"),
     pytest.param(lambda: b"", "empty.txt", EmptyDocumentError, id="empty-file"),
-    pytest.param(lambda: b"Harmless text.", "../../etc/cron.d/evil", UnsafeFileNameError, id="path-traversal-name"),
+    pytest.param(
+        lambda: b"Harmless text.", "../../etc/cron.d/evil", UnsafeFileNameError, id="path-traversal-name"
+    ),
     pytest.param(lambda: b"x" * 2048, "big.txt", FileTooLargeError, id="over-size-limit"),
 ]
 
@@ -303,7 +313,7 @@ async def test_progress_reports_stages_in_order(kb: KnowledgeBase) -> None:
     pdf = samples.make_pdf([f"Page {i} mentions topic {i}. " * 20 for i in range(1, 5)])
     report = await kb.add_document(pdf, "topics.pdf", "alice", progress=on_progress)
     stages = [e.stage for e in events]
-    assert stages[0] == "received" and stages[1] == "extracted" and stages[-1] == "indexed"
+    assert stages[0] == "downloaded" and stages[1] == "extracted" and stages[-1] == "indexed"
     assert set(stages[2:-1]) == {"embedding"}
     assert events[1].pages == 4 and events[1].chunks == report.chunks
     assert events[-2].done == report.chunks

@@ -98,7 +98,7 @@ def test_docx_keeps_headers_tables_and_order() -> None:
         after_table=["After the table."],
         heading="Price list",
     )
-    (_, text), = extract(data).sections
+    ((_, text),) = extract(data).sections
     assert text.index("ACME confidential") < text.index("# Price list") < text.index("Before the table.")
     assert text.index("Before the table.") < text.index("ZX-4417 | 150 EUR") < text.index("After the table.")
     assert text.index("After the table.") < text.index("Footer line")
@@ -122,18 +122,18 @@ def test_damaged_docx_is_corrupt() -> None:
 
 def test_html_drops_scripts_and_styles() -> None:
     html = (
-        "<html><head><title>Guide</title><style>.secretstyle{color:red}</style></head><body>"
-        "<script>var secretToken = 42;</script><h2>Returns</h2><p>Goods can be <b>returned</b> within 14 days.</p>"
-        "<table><tr><td>Store</td><td>Moscow</td></tr></table></body></html>"
-    ).encode()
-    (_, text), = extract(html).sections
+        b"<html><head><title>Guide</title><style>.secretstyle{color:red}</style></head><body>"
+        b"<script>var secretToken = 42;</script><h2>Returns</h2><p>Goods can be <b>returned</b> within 14 days.</p>"
+        b"<table><tr><td>Store</td><td>Moscow</td></tr></table></body></html>"
+    )
+    ((_, text),) = extract(html).sections
     assert "returned within 14 days" in text and "Store | Moscow" in text and "## Returns" in text
     assert "secretToken" not in text and "secretstyle" not in text
 
 
 def test_html_in_cp1251_with_meta_charset() -> None:
     html = '<html><head><meta charset="windows-1251"></head><body><p>Возврат товара в течение 14 дней.</p></body></html>'
-    (_, text), = extract(html.encode("cp1251")).sections
+    ((_, text),) = extract(html.encode("cp1251")).sections
     assert "Возврат товара в течение 14 дней." in text
 
 
@@ -152,10 +152,14 @@ def test_path_names_are_refused(name: str) -> None:
 
 
 def test_display_names_are_sanitized() -> None:
-    assert sanitize_filename("\u202eexe.txt") == "exe.txt"  # a right-to-left override hides the real extension
+    assert (
+        sanitize_filename("\u202eexe.txt") == "exe.txt"
+    )  # a right-to-left override hides the real extension
     assert sanitize_filename(".hidden") == "hidden"
     assert sanitize_filename("") == "document"
-    assert len(sanitize_filename("x" * 500 + ".pdf")) == 120 and sanitize_filename("x" * 500 + ".pdf").endswith(".pdf")
+    assert len(sanitize_filename("x" * 500 + ".pdf")) == 120 and sanitize_filename(
+        "x" * 500 + ".pdf"
+    ).endswith(".pdf")
     check_filename("Отчёт за 2024 год (итог).pdf")  # ordinary names pass
 
 
@@ -214,7 +218,13 @@ def test_tokenizer_keeps_codes_and_handles_russian() -> None:
 
 def test_bm25_ranks_exact_code_first_and_forgets_removed_chunks() -> None:
     index = BM25Index()
-    index.add([("a", "Pump ZX-4417 handles 16 bar."), ("b", "Pump ZX-4471 handles 10 bar."), ("c", "Отпуск 28 дней.")])
+    index.add(
+        [
+            ("a", "Pump ZX-4417 handles 16 bar."),
+            ("b", "Pump ZX-4471 handles 10 bar."),
+            ("c", "Отпуск 28 дней."),
+        ]
+    )
     assert index.search("ZX-4417", 3)[0][0] == "a"
     assert index.search("отпуска", 3)[0][0] == "c"
     index.remove(["a"])

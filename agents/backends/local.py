@@ -45,7 +45,12 @@ def load_llama(
     """Load the GGUF at `model_path`, or fetch the default model once; errors are one clear line."""
     from llama_cpp import Llama
 
-    params: dict[str, Any] = {"n_ctx": n_ctx, "n_threads": n_threads, "n_gpu_layers": n_gpu_layers, "verbose": False}
+    params: dict[str, Any] = {
+        "n_ctx": n_ctx,
+        "n_threads": n_threads,
+        "n_gpu_layers": n_gpu_layers,
+        "verbose": False,
+    }
     if model_path is None:
         cached = _cached_download(repo, filename, cache_dir)
         if cached is None:
@@ -59,7 +64,9 @@ def load_llama(
         model_path = cached
     path = Path(model_path).expanduser()
     if not path.is_file():
-        raise ModelUnavailableError(f"local model file not found: {path}; set LOCAL_MODEL_PATH to a GGUF file")
+        raise ModelUnavailableError(
+            f"local model file not found: {path}; set LOCAL_MODEL_PATH to a GGUF file"
+        )
     try:
         return Llama(model_path=str(path), **params)
     except Exception as exc:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
@@ -126,10 +133,6 @@ class LocalBackend(Backend):
         if self._model is None:
             self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens)
         return self._model
-
-    def close(self) -> None:
-        """Stop the worker without waiting (it frees the model when its current token is done)."""
-        self.worker.close()
 
     async def aclose(self) -> None:
         await self.worker.aclose()

@@ -50,6 +50,7 @@ class FaultPlan:
     retry_after: tuple[int, int] = (1, 3)
     rate_5xx: float = 0.0
     status_5xx: int = 502
+    html_5xx: bool = False  # answer the 5xx with an HTML page (a proxy), not Telegram's JSON
     seed: int = 0
     _rng: random.Random = field(default_factory=random.Random)
 
@@ -67,6 +68,7 @@ class FakeTelegram:
         self.files: dict[str, bytes] = {}
         self.file_downloads = 0
         self.faults: FaultPlan | None = None
+        self.fault_log: list[tuple[str, int]] = []  # (method, status) of every injected fault
         self.drafts_supported = True
         self.fail_entities_once = False  # reject the next text with entities ("can't parse entities")
         self.webhook: dict[str, Any] | None = None
@@ -318,8 +320,13 @@ class FakeTelegram:
                 roll = plan._rng.random()
                 if roll < plan.rate_429:
                     after = plan._rng.randint(*plan.retry_after)
+                    self.fault_log.append((method, 429))
                     return self._fail(429, f"Too Many Requests: retry after {after}", retry_after=after)
                 if roll < plan.rate_429 + plan.rate_5xx:
+                    self.fault_log.append((method, plan.status_5xx))
+                    if plan.html_5xx:  # what a proxy in front of Telegram sends: a page, not JSON
+                        return web.Response(status=plan.status_5xx, text="<html><body>502 Bad Gateway</body></html>",
+                                            content_type="text/html")
                     return self._fail(plan.status_5xx, "Bad Gateway")
             handler = getattr(self, f"_m_{method}", None)
             if handler is None:

@@ -1,0 +1,121 @@
+"""Everything fails a little at once: 200 chats x 5 messages through a flaky Telegram and a flaky model.
+
+Telegram answers 20% of sends with 429 (retry_after 1-3 s) and 5% with 502. A tenth of the messages meet a model
+fault: a 500 once (the client retries), a 500 every time, a stream that breaks before its first token (ChatService
+retries it), a stream that breaks half-way, a model that stalls past OPENAI_TIMEOUT.
+
+What "one final answer" means: every message gets exactly one final message in its chat, in order. When the model
+succeeds (after retries) that is the answer; when it fails, it is the part already streamed (if any) followed by
+one short notice, and the stored turn is marked incomplete (kept for the record, never sent to the model again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from bot.inbox import Inbox
+from bot.storage import Database, repo
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import Fault, Reply, ScriptedOpenAI, Stall, Text
+from tests.fakes.telegram_server import BOT_USERNAME, FaultPlan, FakeTelegram
+
+PRIVATE = list(range(1, 161))
+GROUPS = [-n for n in range(1, 41)]  # groups get edited previews instead of drafts
+PER_CHAT = 5
+# kind of model fault -> share of messages; outcome: answered (after retries) or a notice
+KINDS = {"500-once": 0.03, "500-always": 0.01, "break-before-text": 0.02, "break-half-way": 0.02, "stall": 0.02}
+ANSWERED = {"ok", "500-once", "break-before-text"}
+
+
+def label(chat: int, i: int) -> str:
+    return f"{'g' if chat < 0 else 'c'}{abs(chat)} m{i}"
+
+
+def plan_faults(seed: int) -> dict[str, str]:
+    rng = random.Random(seed)
+    kinds: dict[str, str] = {}
+    for chat in PRIVATE + GROUPS:
+        for i in range(PER_CHAT):
+            roll, kind = rng.random(), "ok"
+            for name, share in KINDS.items():
+                if roll < share:
+                    kind = name
+                    break
+                roll -= share
+            kinds[label(chat, i)] = kind
+    return kinds
+
+
+def flaky_model(kinds: dict[str, str]) -> Any:
+    attempts: Counter[str] = Counter()
+
+    def answer(body: dict[str, Any]) -> Reply:
+        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        attempts[asked] += 1
+        kind, answer_text = kinds[asked], f"echo: {asked}"
+        if kind == "500-once" and attempts[asked] == 1 or kind == "500-always":
+            return Fault(status=500)
+        if kind == "break-before-text" and attempts[asked] == 1:
+            return Text(answer_text, break_after=0)
+        if kind == "break-half-way":
+            return Text(answer_text, chunk_size=3, break_after=6)
+        if kind == "stall":
+            return Stall(seconds=30)
+        return Text(answer_text, chunk_size=4)
+
+    return answer
+
+
+@pytest.mark.slow
+async def test_every_message_gets_one_final_answer_in_order(bot: BotRunner, telegram: FakeTelegram,
+                                                           llm: ScriptedOpenAI) -> None:
+    kinds = plan_faults(seed=11)
+    assert {k for k in kinds.values()} == {"ok", *KINDS}  # every kind of fault is in the mix
+    llm.default = flaky_model(kinds)
+    telegram.faults = FaultPlan({"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction",
+                                 "deleteMessage"}, rate_429=0.20, retry_after=(1, 3), rate_5xx=0.05, seed=3)
+    await bot.start(default_mode="zero-shot", openai_timeout=1.0, openai_max_retries=2, send_interval=0.01,
+                    group_send_interval=0.01, send_retry_seconds=300, stream_edit_interval=0.2,
+                    shutdown_timeout=60, rate_limit_per_minute=0)
+    for i in range(PER_CHAT):
+        for chat in PRIVATE + GROUPS:
+            prefix = f"@{BOT_USERNAME} " if chat < 0 else ""
+            telegram.user_says(chat, prefix + label(chat, i), user_id=abs(chat) + 10_000)
+    total = len(kinds)
+    while (await bot.app.inbox.counts()).get("done", 0) < total:  # database state: checked every 0.2 s
+        await asyncio.sleep(0.2)
+    url = bot.app.settings.db_url
+    await bot.stop()  # nothing in flight: a late duplicate would have to show up before this returns
+    db = Database(url)
+    try:
+        assert await Inbox(db, "reader").counts() == {"done": total}
+        await check_outcomes(telegram, db, kinds)
+    finally:
+        await db.dispose()
+    statuses = Counter(status for _, status in telegram.fault_log)
+    assert statuses[429] > 100 and statuses[502] > 20  # the faults really were injected
+
+
+async def check_outcomes(telegram: FakeTelegram, db: Database, kinds: dict[str, str]) -> None:
+    for chat in PRIVATE + GROUPS:
+        finals = telegram.texts(chat)
+        assert len(finals) == PER_CHAT, (chat, finals)
+        for i, text in enumerate(finals):
+            kind, expected = kinds[label(chat, i)], f"echo: {label(chat, i)}"
+            if kind in ANSWERED:
+                assert text == expected, (chat, i, kind, text)
+            elif kind == "break-half-way":
+                assert text.startswith("echo:") and "⚠️" in text and text != expected, (chat, i, text)
+            else:
+                assert text.startswith("⚠️"), (chat, i, kind, text)
+        async with db.session() as s:
+            rows = await repo.all_messages(s, chat)
+        assert [r.content for r in rows if r.role == "user"] == [label(chat, i) for i in range(PER_CHAT)]
+        assert [r.role for r in rows] == ["user", "assistant"] * PER_CHAT  # every turn once, in order
+        complete = [r.complete for r in rows if r.role == "assistant"]
+        assert complete == [kinds[label(chat, i)] in ANSWERED for i in range(PER_CHAT)], chat
