@@ -1,13 +1,19 @@
 """Local model throughput and event-loop lag: the bot's `local` backend vs a plain llama.cpp loop.
 
 Same GGUF (a tiny random Llama built on the fly, or --gguf), same rendered prompt, same max_tokens and
-sampling, alternating repetitions in one run:
-- baseline: `llama_cpp.Llama.create_completion(stream=True)` iterated in a plain loop;
-- backend: `LocalBackend(...).chat_model().astream(...)` (worker thread, queue, LangChain chunks),
-  while a ticker coroutine measures how late the event loop wakes up.
-Targets: tokens/s ratio >= 0.95, worst loop lag <= 50 ms.
+sampling, alternating repetitions in one run (every side generates the very same text, checked):
+- baseline: a plain `llama_cpp.Llama.create_completion(stream=True)` loop on the backend's own `Llama`,
+  on its worker thread, timed around the loop alone;
+- backend: `LocalBackend(...).chat_model().astream(...)` timed by the caller (worker thread, queue,
+  hand-over to the event loop, LangChain chunks);
+- the same plain loop on a second `Llama` in the main thread: two identical instances differ by several
+  percent here, so this line shows how much of a difference is noise;
+- loop lag: a coroutine measures how late the event loop wakes up from 1 ms sleeps while the backend
+  generates (a separate run: a thousand wake-ups a second cost CPU of their own), and with nothing
+  running (the machine's own noise floor).
+Targets: tokens/s ratio >= 0.95, worst loop lag while generating <= 50 ms.
 
-    .venv/bin/python bench/bench_local.py [--reps 9] [--max-tokens 512] [--threads 1] [--gguf PATH]
+    .venv/bin/python bench/bench_local.py [--reps 11] [--max-tokens 512] [--threads 1] [--gguf PATH]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -32,49 +39,98 @@ MESSAGES = [
 ]
 SEED = 1234
 TICK = 0.001  # the ticker asks to wake up every millisecond
+STOP = ["<|im_end|>"]  # what the backend passes for a ChatML template
 
 
-def baseline_run(llm, prompt_tokens: list[int], sampling: dict, stop: list[str]) -> tuple[str, float]:
-    """Plain llama-cpp-python streaming loop; returns (text, seconds)."""
-    start = time.perf_counter()
+def plain_loop(llm: Any, prompt_tokens: list[int], sampling: dict) -> tuple[str, float, float]:
+    """The baseline: llama-cpp-python's streaming loop, nothing else; returns (text, seconds, cpu seconds)."""
+    start, cpu = time.perf_counter(), time.thread_time()
     text = "".join(
         chunk["choices"][0]["text"]
-        for chunk in llm.create_completion(prompt_tokens, stream=True, stop=stop, seed=SEED, **sampling)
+        for chunk in llm.create_completion(prompt_tokens, stream=True, stop=STOP, seed=SEED, **sampling)
     )
-    return text, time.perf_counter() - start
+    return text, time.perf_counter() - start, time.thread_time() - cpu
 
 
-async def backend_run(model, max_tokens: int) -> tuple[str, int, float, list[float]]:
-    """Stream through the backend while measuring loop lag; returns (text, tokens, seconds, lags)."""
-    lags: list[float] = []
-    done = False
+async def same_instance_baseline(backend: LocalBackend, prompt: str, sampling: dict) -> tuple[str, float, float]:
+    """The plain loop on the backend's own `Llama`, on its own thread (timed there, no hand-over)."""
 
-    async def ticker() -> None:
-        while not done:
+    def job(llm: Any, emit: Any, _cancelled: Any) -> None:
+        tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+        emit(plain_loop(llm, tokens, sampling))
+
+    results = [item async for batch in backend.worker.run(job) for item in batch]
+    return results[0]
+
+
+class Ticker:
+    """Measures how late the event loop wakes up from a 1 ms sleep."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+        self._stop = False
+
+    async def _run(self) -> None:
+        while not self._stop:
             before = time.perf_counter()
             await asyncio.sleep(TICK)
-            lags.append(time.perf_counter() - before - TICK)
+            self.lags.append(time.perf_counter() - before - TICK)
 
-    ticking = asyncio.create_task(ticker())
-    await asyncio.sleep(0)
-    start = time.perf_counter()
+    async def __aenter__(self) -> Ticker:
+        self._task = asyncio.create_task(self._run())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop = True
+        assert self._task is not None
+        await self._task
+
+
+async def backend_run(model: Any, max_tokens: int) -> tuple[str, int, float, float]:
+    """Stream through the backend's chat model; returns (text, tokens, seconds, cpu seconds of all threads)."""
     pieces, tokens = [], 0
+    start, cpu = time.perf_counter(), time.process_time()
     async for chunk in model.astream(MESSAGES, max_tokens=max_tokens, seed=SEED):
         pieces.append(chunk.content)
         if chunk.usage_metadata:
             tokens = chunk.usage_metadata["output_tokens"]
-    elapsed = time.perf_counter() - start
-    done = True
-    await ticking
-    return "".join(pieces), tokens, elapsed, lags
+    return "".join(pieces), tokens, time.perf_counter() - start, time.process_time() - cpu
+
+
+async def backend_lags(model: Any, max_tokens: int) -> list[float]:
+    async with Ticker() as ticker:
+        async for _chunk in model.astream(MESSAGES, max_tokens=max_tokens, seed=SEED):
+            pass
+    return ticker.lags
+
+
+async def idle_lags(seconds: float) -> list[float]:
+    async with Ticker() as ticker:
+        await asyncio.sleep(seconds)
+    return ticker.lags
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def summary(name: str, rates: list[float]) -> str:
+    return f"{name:44s} median {statistics.median(rates):7.1f} tok/s, best {max(rates):7.1f}"
+
+
+def ratios(rates: list[float], base: list[float]) -> tuple[float, float]:
+    """(best-of-N ratio, median of per-repetition ratios)."""
+    # Best-of-N (timeit's advice): other processes only ever slow a run down, so each side's fastest run
+    # is the least disturbed estimate of its cost. Per-repetition ratios pair runs close in time.
+    return max(rates) / max(base), statistics.median(r / b for r, b in zip(rates, base, strict=True))
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gguf", type=Path, help="GGUF to use (default: build the tiny test model)")
-    parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--reps", type=int, default=11)
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-ctx", type=int, default=2048)
@@ -87,9 +143,7 @@ async def main() -> None:
             from tests.tiny_gguf import build_tiny_gguf
 
             args.gguf = build_tiny_gguf(Path(tmp) / "tiny.gguf")
-        backend = LocalBackend(
-            args.gguf, n_ctx=args.n_ctx, n_threads=args.threads, max_tokens=args.max_tokens
-        )
+        backend = LocalBackend(args.gguf, n_ctx=args.n_ctx, n_threads=args.threads, max_tokens=args.max_tokens)
         model = backend.chat_model()
         sampling = {
             "max_tokens": args.max_tokens,
@@ -102,49 +156,59 @@ async def main() -> None:
         await model.ainvoke(MESSAGES, max_tokens=4)  # load the model, render the prompt
         prompt = model.last_prompt
         assert prompt is not None
-        llm = Llama(str(args.gguf), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False)
-        prompt_tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-        stop = ["<|im_end|>"]  # what the backend passes for a ChatML template
-        baseline_run(llm, prompt_tokens, {**sampling, "max_tokens": 4}, stop)  # warm up
+        other = Llama(str(args.gguf), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False)
+        other_tokens = other.tokenize(prompt.encode(), add_bos=False, special=True)
+        plain_loop(other, other_tokens, {**sampling, "max_tokens": 4})  # warm up
 
-        base_rates, local_rates, all_lags = [], [], []
+        base_rates, other_rates, local_rates, base_cpu, local_cpu = [], [], [], [], []
+        busy_lags: list[float] = []
+        quiet_lags: list[float] = []
         for rep in range(args.reps):
-            # Alternate which side goes first so drift in machine load hits both alike.
-            order = ("base", "local") if rep % 2 == 0 else ("local", "base")
-            for side in order:
+            # Alternate the order so drift in machine load hits every side alike.
+            for side in ("base", "local", "other") if rep % 2 == 0 else ("other", "local", "base"):
                 if side == "base":
-                    base_text, base_seconds = baseline_run(llm, prompt_tokens, sampling, stop)
+                    base_text, base_s, base_c = await same_instance_baseline(backend, prompt, sampling)
+                elif side == "other":
+                    other_text, other_s, _ = plain_loop(other, other_tokens, sampling)
                 else:
-                    local_text, tokens, local_seconds, lags = await backend_run(model, args.max_tokens)
-                    all_lags.extend(lags)
+                    local_text, tokens, local_s, local_c = await backend_run(model, args.max_tokens)
             # Same prompt, seed and sampling: the very same tokens, so tokens/s compare like for like.
-            assert local_text == base_text, "the backend and the baseline generated different text"
-            base_rates.append(tokens / base_seconds)
-            local_rates.append(tokens / local_seconds)
+            assert local_text == base_text == other_text, "the runs generated different text"
+            lags = await backend_lags(model, args.max_tokens)
+            busy_lags.extend(lags)
+            quiet_lags.extend(await idle_lags(min(local_s, 0.5)))
+            base_rates.append(tokens / base_s)
+            other_rates.append(tokens / other_s)
+            local_rates.append(tokens / local_s)
+            base_cpu.append(base_c)
+            local_cpu.append(local_c)
             print(
-                f"rep {rep + 1}: {tokens} tokens   baseline {base_rates[-1]:8.1f} tok/s   "
-                f"local backend {local_rates[-1]:8.1f} tok/s   worst lag {max(lags) * 1000:5.1f} ms"
+                f"rep {rep + 1:2d}: {tokens} tokens  baseline {base_rates[-1]:7.1f} tok/s  "
+                f"backend {local_rates[-1]:7.1f} tok/s  ratio {local_rates[-1] / base_rates[-1]:.3f}  "
+                f"worst lag {ms(max(lags))}"
             )
-        llm.close()
+        other.close()
         await backend.aclose()
 
-    base, local = statistics.median(base_rates), statistics.median(local_rates)
-    # Each repetition pairs two runs close in time; the median of the pair ratios resists load drift.
-    ratio = statistics.median(lr / br for lr, br in zip(local_rates, base_rates, strict=True))
-    worst = max(all_lags) * 1000
-    p99 = statistics.quantiles(all_lags, n=100)[98] * 1000
+    best, median = ratios(local_rates, base_rates)
+    other_best, other_median = ratios(other_rates, base_rates)
+    worst, p99 = max(busy_lags), statistics.quantiles(busy_lags, n=100)[98]
+    quiet_worst, quiet_p99 = max(quiet_lags), statistics.quantiles(quiet_lags, n=100)[98]
+    print(f"\nmodel {args.gguf.name}, max_tokens={args.max_tokens}, n_threads={args.threads}, {args.reps} reps")
+    print(summary("baseline: create_completion(stream=True) loop", base_rates))
+    print(summary("LocalBackend chat model astream", local_rates))
+    print(summary("same loop on a second Llama, main thread", other_rates))
+    verdict = "OK" if min(best, median) >= 0.95 else "BELOW TARGET"
+    print(f"ratio backend/baseline: best-of-N {best:.3f}, median per-rep {median:.3f} (target >= 0.95)  {verdict}")
+    cpu_ratio = statistics.median(base_cpu) / statistics.median(local_cpu)
     print(
-        f"\nmodel: {args.gguf.name if args.gguf else 'tiny'}  max_tokens={args.max_tokens}  threads={args.threads}"
+        f"CPU time per token (median): baseline {statistics.median(base_cpu) / tokens * 1e6:.0f} us, backend "
+        f"{statistics.median(local_cpu) / tokens * 1e6:.0f} us (all threads): CPU-time ratio {cpu_ratio:.3f}"
     )
-    print(f"baseline create_completion(stream=True): {base:8.1f} tok/s (median of {args.reps})")
-    print(f"LocalBackend chat model astream:          {local:8.1f} tok/s (median of {args.reps})")
-    print(
-        f"ratio local/baseline (median of per-repetition ratios): {ratio:.3f}  (target >= 0.95)  {'OK' if ratio >= 0.95 else 'BELOW TARGET'}"
-    )
-    print(
-        f"event-loop lag while generating: worst {worst:.1f} ms, p99 {p99:.1f} ms over {len(all_lags)} ticks"
-        f"  (target worst <= 50 ms)  {'OK' if worst <= 50 else 'ABOVE TARGET'}"
-    )
+    print(f"  (noise floor: second Llama/baseline best-of-N {other_best:.3f}, median per-rep {other_median:.3f})")
+    verdict = "OK" if worst <= 0.05 else "ABOVE TARGET"
+    print(f"event-loop lag while generating: worst {ms(worst)}, p99 {ms(p99)} (target worst <= 50 ms)  {verdict}")
+    print(f"event-loop lag with nothing running (machine noise): worst {ms(quiet_worst)}, p99 {ms(quiet_p99)}")
 
 
 if __name__ == "__main__":

@@ -89,11 +89,16 @@ class KnowledgeStore:
             self._db.executescript(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"Cannot open the documents table under {self.data_dir}: {exc}") from exc
-        self.kb_id = self._get_meta("kb_id") or self._init_kb_id()
-        self._client, self._collection = self._open_chroma(chroma_host, chroma_port)
-        self._chunk_count = self._scalar("SELECT COUNT(*) FROM chunks")
-        self._bm25.add(self._db.execute("SELECT chunk_id, text FROM chunks").fetchall())
-        self._reconcile()
+        self._client: Any = None
+        try:
+            self.kb_id = self._get_meta("kb_id") or self._init_kb_id()
+            self._client, self._collection = self._open_chroma(chroma_host, chroma_port)
+            self._chunk_count = self._scalar("SELECT COUNT(*) FROM chunks")
+            self._bm25.add(self._db.execute("SELECT chunk_id, text FROM chunks").fetchall())
+            self._reconcile()
+        except BaseException:
+            self.close()  # a half-opened store must not keep the database or the chroma client
+            raise
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -434,6 +439,6 @@ class KnowledgeStore:
             try:
                 self._db.close()
             finally:
-                close = getattr(self._client, "close", None)
+                close = getattr(self._client, "close", None)  # HttpClient has none in some versions
                 if close is not None:
                     close()

@@ -49,6 +49,12 @@ async def model(backend: LocalBackend) -> ChatLlamaCpp:
     return backend.chat_model()
 
 
+async def queued(backend: LocalBackend, n: int) -> None:
+    """Wait until `n` requests wait for the worker (observable state, not elapsed time)."""
+    while backend.worker.waiting < n:
+        await asyncio.sleep(0.001)
+
+
 async def collect(model: Any, messages: Any, **kwargs: Any) -> list[str]:
     return [chunk.content async for chunk in model.astream(messages, **kwargs)]
 
@@ -138,9 +144,7 @@ async def test_cancelling_a_generation_frees_the_worker(backend: LocalBackend, m
     assert cancelled.emitted_after_cancel <= 2  # ...and stopped within a token or two
 
 
-async def test_requests_queue_in_order_and_hear_their_position(
-    backend: LocalBackend, model: ChatLlamaCpp
-) -> None:
+async def test_requests_queue_in_order_and_hear_their_position(backend: LocalBackend, model: ChatLlamaCpp) -> None:
     events: dict[str, list[ReplyEvent]] = {"a": [], "b": [], "c": []}
     finished: list[str] = []
     first_token = asyncio.Event()
@@ -158,7 +162,7 @@ async def test_requests_queue_in_order_and_hear_their_position(
     a = asyncio.create_task(chat("a", 400))
     await first_token.wait()  # a is being generated
     b = asyncio.create_task(chat("b", 20))
-    await asyncio.sleep(0)  # b queues before c
+    await queued(backend, 1)  # b queues before c
     c = asyncio.create_task(chat("c", 20))
     await asyncio.gather(a, b, c)
 
@@ -169,9 +173,7 @@ async def test_requests_queue_in_order_and_hear_their_position(
     assert [r.status for r in list(backend.worker.history)[-3:]] == ["done", "done", "done"]
 
 
-async def test_a_request_cancelled_while_queued_never_runs(
-    backend: LocalBackend, model: ChatLlamaCpp
-) -> None:
+async def test_a_request_cancelled_while_queued_never_runs(backend: LocalBackend, model: ChatLlamaCpp) -> None:
     prompts: list[str] = []
     model.prompt_hook = prompts.append
     first_token = asyncio.Event()
@@ -183,12 +185,12 @@ async def test_a_request_cancelled_while_queued_never_runs(
 
     running = asyncio.create_task(chat("running question", 300))
     await first_token.wait()
-    queued = asyncio.create_task(chat("queued question", 20))
-    await asyncio.sleep(0.01)
-    assert backend.worker.waiting == 1
-    queued.cancel()
+    waiting = asyncio.create_task(chat("queued question", 20))
+    await queued(backend, 1)
+    waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await queued
+        await waiting
+    assert backend.worker.waiting == 0
     await running
     await model.ainvoke([HumanMessage("after")], max_tokens=2)
 
@@ -230,11 +232,11 @@ async def test_shutdown_cancels_the_running_answer_and_refuses_queued_ones(tiny_
 
     running = asyncio.create_task(long_answer())
     await first_token.wait()
-    queued = asyncio.create_task(model.ainvoke([HumanMessage("later")], max_tokens=5))
-    await asyncio.sleep(0.01)
+    later = asyncio.create_task(model.ainvoke([HumanMessage("later")], max_tokens=5))
+    await queued(backend, 1)
     await backend.aclose()
     with pytest.raises(WorkerClosedError):
-        await queued
+        await later
     await running  # ends early: its generation was cancelled
     assert backend.worker.history[0].status == "cancelled"
     assert not backend.worker.loaded  # the worker thread freed the model on its way out
@@ -385,9 +387,7 @@ async def test_an_agent_turn_waiting_for_the_model_hears_its_place(model: ChatLl
     async def agent_turn() -> None:
         token = set_progress_callback(events.append)  # the turn runner's callback, seen through LangGraph
         try:
-            agent = create_agent(
-                model, [now], middleware=[ModelCallLimitMiddleware(run_limit=1, exit_behavior="end")]
-            )
+            agent = create_agent(model, [now], middleware=[ModelCallLimitMiddleware(run_limit=1, exit_behavior="end")])
             await agent.ainvoke({"messages": [HumanMessage("what time is it?")]})
         finally:
             reset_progress_callback(token)
@@ -441,9 +441,7 @@ async def test_default_model_without_network_says_to_set_local_model_path(
     monkeypatch.setenv("HF_ENDPOINT", closed_port)
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", closed_port)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    backend = LocalBackend(
-        None, repo="someone/some-model-GGUF", filename="model.gguf", cache_dir=tmp_path, **LLAMA
-    )
+    backend = LocalBackend(None, repo="someone/some-model-GGUF", filename="model.gguf", cache_dir=tmp_path, **LLAMA)
     try:
         with pytest.raises(ModelUnavailableError) as error:
             await backend.chat_model().ainvoke([HumanMessage("hi")])

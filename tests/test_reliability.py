@@ -170,7 +170,7 @@ async def test_two_processes_behind_one_webhook_answer_each_update_once_in_order
     assert sorted(asked) == sorted(f"c{c} m{i}" for c in chats for i in range(per_chat))  # each once
     hosts = {url for _, url, status in telegram.webhook_deliveries if status == 200}
     assert hosts == {a.url, b.url}
-    duplicates = len(telegram.webhook_deliveries) - len(telegram.delivered)
+    duplicates = len(telegram.webhook_deliveries) - len(telegram.webhook_delivered)
     assert duplicates > 10  # the duplicate deliveries really happened
 
 

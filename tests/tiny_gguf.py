@@ -105,9 +105,7 @@ def build_tiny_gguf(
     import gguf
 
     tokens, merges = _train_tokenizer(vocab_size)
-    token_types = [
-        gguf.TokenType.CONTROL if tok in SPECIAL_TOKENS else gguf.TokenType.NORMAL for tok in tokens
-    ]
+    token_types = [gguf.TokenType.CONTROL if tok in SPECIAL_TOKENS else gguf.TokenType.NORMAL for tok in tokens]
     n_vocab = len(tokens)
     head_dim = n_embd // n_head
     rng = np.random.default_rng(seed)

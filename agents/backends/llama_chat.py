@@ -145,10 +145,8 @@ def step_grammar(tools: Sequence[ToolSpec], *, allow_final: bool) -> str:
         try:
             json_schema_to_gbnf(json.dumps(_arguments_schema(tool.parameters)))
             safe.append(tool)
-        except Exception as exc:  # noqa: BLE001 - any converter failure means: relax this tool's schema
-            log.warning(
-                "tool %s: arguments schema not expressible as a grammar (%s); relaxing it", tool.name, exc
-            )
+        except Exception as exc:  # any converter failure means: relax this tool's schema
+            log.warning("tool %s: arguments schema not expressible as a grammar (%s); relaxing it", tool.name, exc)
             safe.append(ToolSpec(tool.name, tool.description, {"type": "object"}))
     return json_schema_to_gbnf(json.dumps(step_schema(safe, allow_final=allow_final)))
 
@@ -167,7 +165,7 @@ def check_grammar(llm: Llama, grammar: str) -> None:
         llama_cpp.llama_model_get_vocab(llm.model), grammar.encode("utf-8"), b"root"
     )
     if not sampler:
-        raise ModelCallError("the tool-call grammar was rejected by llama.cpp (see the log)")
+        raise ModelCallError("llama.cpp rejected the tool-call grammar (an unsupported tool arguments schema?)")
     llama_cpp.llama_sampler_free(sampler)
 
 
@@ -179,9 +177,7 @@ def tool_instructions(tools: Sequence[ToolSpec], *, allow_final: bool) -> str:
     ]
     if allow_final:
         lines.append('- to answer the user: {"final_answer": "<your answer>"}')
-        lines.append(
-            "Call a tool only when you need its result; after you see the result, answer or call another."
-        )
+        lines.append("Call a tool only when you need its result; after you see the result, answer or call another.")
     else:
         lines.append("You must call one of the tools now.")
     lines.append("Tools:")
@@ -205,9 +201,7 @@ def _select_tools(tools: list[ToolSpec], tool_choice: Any) -> tuple[list[ToolSpe
         tool_choice = (tool_choice.get("function") or tool_choice).get("name")
     chosen = [tool for tool in tools if tool.name == tool_choice]
     if not chosen:
-        raise ValueError(
-            f"tool_choice {tool_choice!r} is not one of the bound tools: {[t.name for t in tools]}"
-        )
+        raise ValueError(f"tool_choice {tool_choice!r} is not one of the bound tools: {[t.name for t in tools]}")
     return chosen, False
 
 
@@ -230,9 +224,7 @@ def messages_to_turns(messages: Sequence[BaseMessage], system_extra: str = "") -
                 calls = []
                 for call in message.tool_calls:
                     tool_names[call.get("id") or ""] = call["name"]
-                    calls.append(
-                        json.dumps({"tool": call["name"], "arguments": call["args"]}, ensure_ascii=False)
-                    )
+                    calls.append(json.dumps({"tool": call["name"], "arguments": call["args"]}, ensure_ascii=False))
                 turns.append({"role": "assistant", "content": "\n".join(calls)})
             else:
                 turns.append({"role": "assistant", "content": _text(message)})
@@ -304,10 +296,8 @@ def render_prompt(llm: Llama, turns: list[ChatTurn]) -> tuple[str, list[str]]:
             system, first, *rest = turns
             folded = [{"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}, *rest]
             result = formatter(messages=folded)
-    except Exception as exc:  # noqa: BLE001 - a template error (or a sandbox refusal) is the model's fault
-        raise ModelCallError(
-            f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}"
-        ) from None
+    except Exception as exc:  # a template error (or a sandbox refusal) is the model's fault
+        raise ModelCallError(f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}") from None
     stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
     return result.prompt, [s for s in stop if s]
 
@@ -380,11 +370,7 @@ class StepDecoder:
         if isinstance(step, dict) and "final_answer" in step:
             return str(step["final_answer"])[self._sent :], None
         names = {tool.name for tool in tools}
-        if (
-            not isinstance(step, dict)
-            or step.get("tool") not in names
-            or not isinstance(step.get("arguments"), dict)
-        ):
+        if not isinstance(step, dict) or step.get("tool") not in names or not isinstance(step.get("arguments"), dict):
             raise ModelCallError(f"the local model produced an invalid step: {self.raw[:200]!r}")
         return "", {"name": step["tool"], "args": step["arguments"]}
 

@@ -83,7 +83,7 @@ class FakeTelegram:
         self.webhook_duplicate_rate = 0.0  # this fraction of updates goes to every target at once (redelivery)
         self.webhook_rng = random.Random(0)
         self.webhook_deliveries: list[tuple[int, str, int]] = []  # (update_id, url, HTTP status; 0: no connection)
-        self.delivered: set[int] = set()  # update ids some target answered 2xx
+        self.webhook_delivered: set[int] = set()  # update ids some target answered 2xx
         self._delivery_queues: dict[Any, asyncio.Queue[dict[str, Any]]] = {}
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._client: Any = None
@@ -171,7 +171,7 @@ class FakeTelegram:
                     headers["X-Telegram-Bot-Api-Secret-Token"] = str(self.webhook["secret_token"])
                 statuses = await asyncio.gather(*(self._post(url, update, headers) for url in chosen))
                 if any(200 <= code < 300 for code in statuses):
-                    self.delivered.add(int(update["update_id"]))
+                    self.webhook_delivered.add(int(update["update_id"]))
                     await self._notify()
                     break
                 await asyncio.sleep(0.2)  # Telegram tries again later
