@@ -26,8 +26,9 @@ from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
 from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
 from aiogram.types import Message  # noqa: E402
 
+from bot.config import Settings  # noqa: E402
 from tests.conftest import BotRunner  # noqa: E402
-from tests.fakes.openai_server import ScriptedOpenAI, Text  # noqa: E402
+from tests.fakes.openai_server import ScriptedOpenAI, Text, echo  # noqa: E402
 from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
 
 
@@ -44,10 +45,10 @@ class TimedTelegram(FakeTelegram):
         return result
 
 
-async def burst(tg: TimedTelegram, chats: int, per_chat: int, first_chat: int) -> tuple[float, list[float]]:
-    """Send `per_chat` messages in each chat at once; wait for every answer; return (seconds, latencies)."""
+async def burst(tg: TimedTelegram, chats: int, per_chat: int, first_chat: int) -> tuple[float, list[float], float]:
+    """Send `per_chat` messages in each chat at once; wait for every answer; return (seconds, latencies, CPU s)."""
     sent: dict[int, list[float]] = {}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for i in range(per_chat):
         for c in range(first_chat, first_chat + chats):
             sent.setdefault(c, []).append(time.perf_counter())
@@ -56,7 +57,7 @@ async def burst(tg: TimedTelegram, chats: int, per_chat: int, first_chat: int) -
     await tg.wait_for(lambda: sum(len(tg.delivered.get(c, [])) for c in sent) >= total, timeout=600)
     elapsed = time.perf_counter() - start
     latencies = [d - s for c in sent for s, d in zip(sent[c], tg.delivered[c], strict=True)]
-    return elapsed, latencies
+    return elapsed, latencies, time.process_time() - cpu
 
 
 async def run_relay(tg: TimedTelegram, llm: ScriptedOpenAI) -> tuple[Bot, Dispatcher, asyncio.Task[None], httpx.AsyncClient]:
@@ -74,10 +75,12 @@ async def run_relay(tg: TimedTelegram, llm: ScriptedOpenAI) -> tuple[Bot, Dispat
     return bot, dp, task, client
 
 
-def summary(name: str, elapsed: float, latencies: list[float]) -> dict[str, float]:
+def summary(name: str, elapsed: float, latencies: list[float], cpu: float) -> dict[str, float]:
     q = statistics.quantiles(latencies, n=20)
-    figures = {"msg_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "p95_ms": q[18] * 1000}
-    print(f"{name:>8}: {figures['msg_s']:7.1f} msg/s   p50 {figures['p50_ms']:7.1f} ms   p95 {figures['p95_ms']:7.1f} ms")
+    figures = {"msg_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "p95_ms": q[18] * 1000,
+               "cpu_ms": cpu / len(latencies) * 1000}
+    print(f"{name:>8}: {figures['msg_s']:7.1f} msg/s   p50 {figures['p50_ms']:7.1f} ms   p95 {figures['p95_ms']:7.1f} ms"
+          f"   CPU {figures['cpu_ms']:5.1f} ms/msg (both fakes included)")
     return figures
 
 
@@ -96,17 +99,45 @@ async def main(messages: int, chats: int) -> None:
 
         # --- adaptbot ----------------------------------------------------------------------------------
         runner = BotRunner(Path(tempfile.mkdtemp()), tg, llm)
-        await runner.start(default_mode="zero-shot", send_interval=0.0, group_send_interval=0.0,
+        defaults = {name: Settings.model_fields[name].default for name in ("stream_grace", "stream_edit_interval")}
+        await runner.start(default_mode="zero-shot", send_interval=0.0, group_send_interval=0.0, **defaults,
                            rate_limit_per_minute=0, use_message_drafts=True)
         await burst(tg, 5, 2, 800_000)  # warm-up
         ours = summary("adaptbot", *await burst(tg, chats, per_chat, 2_000))
-        print(f"throughput ratio adaptbot/relay: {ours['msg_s'] / relay['msg_s']:.2f} (target >= 0.5)")
+        print(f"throughput ratio adaptbot/relay: {ours['msg_s'] / relay['msg_s']:.2f} (target >= 0.5); "
+              f"CPU per message ratio relay/adaptbot: {relay['cpu_ms'] / ours['cpu_ms']:.2f}")
 
         # --- 50 chats at once against a model that takes 1 s ---------------------------------------------
         llm.default = lambda body: Text("slow answer", delay=1.0)
-        elapsed, _ = await burst(tg, 50, 1, 3_000)
+        elapsed, _, _ = await burst(tg, 50, 1, 3_000)
         print(f"50 chats x 1 s model: wall {elapsed:.2f} s -> {elapsed / 1.0:.2f} x the model time (target <= 1.5)")
         await runner.stop()
+
+        # --- where the difference starts: the model client alone, same server, one call at a time ----------
+        llm.default = echo
+        plain, chain = await client_cost(llm)
+        print(f"model client CPU per call: httpx (the relay's) {plain:.2f} ms, langchain-openai streaming "
+              f"{chain:.2f} ms")
+
+
+async def client_cost(llm: ScriptedOpenAI, calls: int = 200) -> tuple[float, float]:
+    """CPU ms per call of the relay's httpx request and of the ChatOpenAI stream the bot uses (fake included)."""
+    from langchain_openai import ChatOpenAI
+
+    async with httpx.AsyncClient(base_url=llm.base_url, timeout=30) as client:
+        cpu = time.process_time()
+        for i in range(calls):
+            r = await client.post("/chat/completions", json={"model": "scripted",
+                                                             "messages": [{"role": "user", "content": f"q{i}"}]})
+            r.json()
+        plain = (time.process_time() - cpu) / calls * 1000
+    model = ChatOpenAI(model="scripted", api_key="bench", base_url=llm.base_url, timeout=30, max_retries=0,
+                       streaming=True, stream_usage=True)
+    cpu = time.process_time()
+    for i in range(calls):
+        async for _ in model.astream(f"q{i}"):
+            pass
+    return plain, (time.process_time() - cpu) / calls * 1000
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     admin_ids: IdList = Field(default_factory=list)
     allowed_user_ids: IdList = Field(default_factory=list)  # empty = everyone may chat
     stream_edit_interval: float = Field(1.0, ge=0.05)  # seconds between streamed edits of one chat
+    stream_grace: float = Field(0.4, ge=0)  # an answer ready within this many seconds comes as one message
     use_message_drafts: bool = True  # sendMessageDraft in private chats where the Bot API offers it
     send_interval: float = Field(1.0, ge=0)  # seconds between messages sent to one chat (Telegram: ~1/s)
     group_send_interval: float = Field(3.0, ge=0)  # groups: 20 messages a minute

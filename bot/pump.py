@@ -103,14 +103,18 @@ class UpdatePump:
 
     async def _drain(self, key: str) -> None:
         try:
+            item: Claimed | None = None
             while not self._closing:
-                self._dirty.discard(key)
-                item = await self.inbox.claim(key)
                 if item is None:
-                    if key in self._dirty:  # new work arrived while we looked: look again
-                        continue
-                    return
-                await self._process(item)
+                    if key not in self._dirty:  # nothing new since the last look
+                        return
+                    self._dirty.discard(key)
+                    item = await self.inbox.claim(key)
+                    continue
+                self._dirty.discard(key)  # the claim that follows this update sees what arrived until now
+                item = await self._process(item, then_claim=key)
+            if item is not None:  # claimed just as the shutdown began: it is the next run's
+                await self.inbox.release(item.update_id)
         except Exception:  # noqa: BLE001 - the next scan starts a new worker
             log.exception("worker for %s failed", key)
         finally:
@@ -120,12 +124,13 @@ class UpdatePump:
         try:
             item = await self.inbox.take(update_id, key)
             if item is not None:
-                await self._process(item)
+                await self._process(item, then_claim=None)
         except Exception:  # noqa: BLE001 - it stays in the inbox and runs in order
             log.exception("urgent update %s failed", update_id)
 
     # --- processing ------------------------------------------------------------------------------------------
-    async def _process(self, item: Claimed) -> None:
+    async def _process(self, item: Claimed, *, then_claim: str | None) -> Claimed | None:
+        """Run one update; once it is finished, claim `then_claim`'s next update (one database round trip)."""
         task = asyncio.create_task(self._feed(item.payload))
         self._claimed[item.update_id] = (item.chat_key, task)
         try:
@@ -143,17 +148,19 @@ class UpdatePump:
             if item.attempts < self.inbox.max_attempts and not self._closing:
                 log.warning("update %s failed (%s); it will run again", item.update_id, type(exc).__name__)
                 await self.inbox.release(item.update_id, failed=True)
-                return
-            await self.inbox.finish(item.update_id, error=f"{type(exc).__name__}: {exc}")
-            return
+                self._dirty.add(item.chat_key)  # look again: it is the chat's next update
+                return None
+            return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
         except Exception as exc:  # noqa: BLE001 - already reported to the user by the error router
             self._claimed.pop(item.update_id, None)
             log.exception("update %s failed", item.update_id)
-            await self.inbox.finish(item.update_id, error=f"{type(exc).__name__}: {exc}")
-            return
+            return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
         self._claimed.pop(item.update_id, None)
-        await self.inbox.finish(item.update_id)
         self.processed += 1
+        return await self._finish(item, None, then_claim)
+
+    async def _finish(self, item: Claimed, error: str | None, then_claim: str | None) -> Claimed | None:
+        return await self.inbox.finish(item.update_id, error, then_claim=None if self._closing else then_claim)
 
     async def _feed(self, payload: dict[str, Any]) -> Any:
         update = Update.model_validate(payload, context={"bot": self.bot})

@@ -10,13 +10,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from agents.errors import ModelCallError, ModelTimeoutError
 from agents.runtime import Brain, TurnRun
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
-from bot.storage import Database
-from bot.storage import repo
+from bot.storage import Database, repo
+from bot.storage.models import Chat
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,17 @@ class Mode:
     show_steps: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What a turn reads from the database before it starts."""
+
+    mode: Mode
+    history: list[Turn]
+    system_override: str | None  # an admin's system prompt, None for the prompts file's
+    stored: StoredAnswer | None  # the answer stored for this update by an earlier run
+    tokens_today: int  # this user's tokens today (read only when a quota is set)
+
+
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
@@ -59,9 +70,7 @@ class ChatService:
         self._recent: dict[int, list[float]] = {}
 
     # --- mode ---------------------------------------------------------------------------------------
-    async def get_mode(self, chat_id: int) -> Mode:
-        async with self.db.session() as s:
-            chat = await repo.get_chat(s, chat_id)
+    def _mode_of(self, chat: Chat | None) -> Mode:
         if chat is None:
             return self.default
         # a model that vanished (a deleted fine-tune) falls back to the default rather than failing every turn
@@ -69,38 +78,52 @@ class ChatService:
         level = chat.level if chat.level in self.brain.levels else self.default.level
         return Mode(level, model, chat.show_steps)
 
+    async def get_mode(self, chat_id: int) -> Mode:
+        return self._mode_of(await self.db.run(lambda s: repo.get_chat(s, chat_id)))
+
     async def set_mode(self, chat_id: int, names: list[str]) -> Mode:
         """Apply `/mode` arguments; raises UnknownNameError (with the valid names) for a bad one."""
         current = await self.get_mode(chat_id)
         level, model = self.brain.parse_mode(names, current.level, current.model)
-        async with self.db.session() as s, s.begin():
-            await repo.upsert_chat(s, chat_id, level=level, model=model)
+        await self.db.run(lambda s: repo.upsert_chat(s, chat_id, level=level, model=model))
         return Mode(level, model, current.show_steps)
 
     async def set_steps(self, chat_id: int, on: bool) -> None:
         current = await self.get_mode(chat_id)
-        async with self.db.session() as s, s.begin():
-            await repo.upsert_chat(s, chat_id, level=current.level, model=current.model, show_steps=on)
+        await self.db.run(lambda s: repo.upsert_chat(s, chat_id, level=current.level, model=current.model,
+                                                     show_steps=on))
 
     # --- memory and prompts ---------------------------------------------------------------------------
     async def reset(self, chat_id: int) -> int:
-        async with self.db.session() as s, s.begin():
-            return await repo.clear_history(s, chat_id)
+        return await self.db.run(lambda s: repo.clear_history(s, chat_id))
 
     async def history(self, chat_id: int) -> list[Turn]:
-        async with self.db.session() as s:
-            rows = await repo.history(s, chat_id, self.history_limit)
+        rows = await self.db.run(lambda s: repo.history(s, chat_id, self.history_limit))
         return [Turn(r.role, r.content) for r in rows]  # type: ignore[arg-type]
 
     async def system_prompt(self) -> tuple[str, bool]:
         """The system prompt in force and whether an admin replaced the default."""
-        async with self.db.session() as s:
-            custom = await repo.get_setting(s, SYSTEM_PROMPT_KEY)
+        custom = await self.db.run(lambda s: repo.get_setting(s, SYSTEM_PROMPT_KEY))
         return (custom, True) if custom else (self.brain.prompts().system, False)
 
     async def set_system_prompt(self, text: str | None) -> None:
-        async with self.db.session() as s, s.begin():
-            await repo.set_setting(s, SYSTEM_PROMPT_KEY, text.strip() if text else None)
+        await self.db.run(lambda s: repo.set_setting(s, SYSTEM_PROMPT_KEY, text.strip() if text else None))
+
+    async def prepare(self, chat_id: int, *, user_id: int | None = None, update_id: int | None = None) -> Prepared:
+        """Everything a turn reads from the database, in one unit of work."""
+
+        def read(s: Session) -> Prepared:
+            stored = repo.stored_answer(s, chat_id, update_id) if update_id is not None else None
+            usage = repo.usage_of(s, user_id, self.today()) if user_id is not None and self.daily_token_quota else None
+            return Prepared(
+                mode=self._mode_of(repo.get_chat(s, chat_id)),
+                history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
+                system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
+                stored=StoredAnswer(stored.content, stored.complete) if stored is not None else None,
+                tokens_today=usage.tokens if usage is not None else 0,
+            )
+
+        return await self.db.run(read)
 
     # --- usage ---------------------------------------------------------------------------------------
     @staticmethod
@@ -109,13 +132,17 @@ class ChatService:
 
     async def usage(self, user_id: int | None) -> list[tuple[int, int, int]]:
         """(user_id, messages, tokens) today: one user's, or everyone's when `user_id` is None."""
-        async with self.db.session() as s:
-            if user_id is None:
-                return [(u.user_id, u.messages, u.tokens) for u in await repo.usage_all(s, self.today())]
-            row = await repo.usage_of(s, user_id, self.today())
-        return [(user_id, row.messages if row else 0, row.tokens if row else 0)]
+        day = self.today()
 
-    async def _check_limits(self, user_id: int | None) -> None:
+        def read(s: Session) -> list[tuple[int, int, int]]:
+            if user_id is None:
+                return [(u.user_id, u.messages, u.tokens) for u in repo.usage_all(s, day)]
+            row = repo.usage_of(s, user_id, day)
+            return [(user_id, row.messages if row else 0, row.tokens if row else 0)]
+
+        return await self.db.run(read)
+
+    def _check_limits(self, user_id: int | None, tokens_today: int) -> None:
         if user_id is None:
             return
         if self.rate_limit_per_minute:
@@ -125,10 +152,8 @@ class ChatService:
                 raise ServiceError("rate_limited", seconds=int(60 - (now - recent[0])) + 1)
             recent.append(now)
             self._recent[user_id] = recent
-        if self.daily_token_quota:
-            (_, _, tokens), = await self.usage(user_id)
-            if tokens >= self.daily_token_quota:
-                raise ServiceError("quota_exceeded", quota=self.daily_token_quota)
+        if self.daily_token_quota and tokens_today >= self.daily_token_quota:
+            raise ServiceError("quota_exceeded", quota=self.daily_token_quota)
 
     # --- turns ---------------------------------------------------------------------------------------
     def is_busy(self, chat_id: int) -> bool:
@@ -142,28 +167,20 @@ class ChatService:
         run.cancel()
         return True
 
-    async def already_answered(self, chat_id: int, update_id: int) -> bool:
-        async with self.db.session() as s:
-            return await repo.answered(s, chat_id, update_id)
-
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
         """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
-        from bot.storage.models import Message
+        return (await self.prepare(chat_id, update_id=update_id)).stored
 
-        async with self.db.session() as s:
-            row = await s.scalar(select(Message).where(Message.chat_id == chat_id, Message.update_id == update_id,
-                                                       Message.role == "assistant").order_by(Message.id).limit(1))
-        return StoredAnswer(row.content, row.complete) if row is not None else None
-
-    async def reply(self, chat_id: int, text: str, *, user_id: int | None = None,
-                    update_id: int | None = None) -> AsyncIterator[ReplyEvent]:
+    async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
+                    prepared: Prepared | None = None) -> AsyncIterator[ReplyEvent]:
         """Answer `text` in this chat's mode, yielding reply events.
 
         The user turn and the answer are stored together once the answer is complete; an answer that fails
         or is stopped half-way is stored marked incomplete, so it never reaches the model as a real turn.
         A model call that fails before it produced anything is tried again (`model_retries`); a timeout is not
         (the user hears about it within the timeout). A turn abandoned by its caller (cancelled at shutdown) is
-        not stored at all: its update runs again after the restart.
+        not stored at all: its update runs again after the restart. `prepared` is what `prepare()` read, when the
+        caller has it already.
         """
         text = text.strip()
         if not text:
@@ -172,14 +189,14 @@ class ChatService:
             raise ServiceError("input_too_long", limit=self.max_input_chars, got=len(text))
         if chat_id in self._running:
             raise ServiceError("busy")
-        await self._check_limits(user_id)
-        mode = await self.get_mode(chat_id)
-        history = await self.history(chat_id)
-        custom, is_custom = await self.system_prompt()
+        if prepared is None:
+            prepared = await self.prepare(chat_id, user_id=user_id)
+        self._check_limits(user_id, prepared.tokens_today)
+        mode, history = prepared.mode, prepared.history
         attempt = 0
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
-                                        system_override=custom if is_custom else None)
+                                        system_override=prepared.system_override)
             self._running[chat_id] = run
             parts: list[str] = []
             tokens = 0
@@ -215,13 +232,17 @@ class ChatService:
 
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
                      update_id: int | None, user_id: int | None, tokens: int) -> None:
-        from bot.storage.models import Message
-
         complete = complete and bool(answer.strip())
-        async with self.db.session() as s, s.begin():
-            s.add(Message(chat_id=chat_id, role="user", content=text, complete=complete, update_id=update_id,
-                          level=mode.level, model=mode.model))
-            s.add(Message(chat_id=chat_id, role="assistant", content=answer, complete=complete,
-                          update_id=update_id, level=mode.level, model=mode.model))
+        day = self.today()
+
+        rows: list[dict[str, object]] = [
+            dict(chat_id=chat_id, role=role, content=content, complete=complete, update_id=update_id,
+                 level=mode.level, model=mode.model) for role, content in (("user", text), ("assistant", answer))
+        ]
+
+        def write(s: Session) -> None:
+            repo.add_turn(s, rows)
             if user_id is not None:
-                await repo.add_usage(s, user_id, self.today(), messages=1, tokens=tokens)
+                repo.add_usage(s, user_id, day, messages=1, tokens=tokens)
+
+        await self.db.run(write)

@@ -1,5 +1,9 @@
 """Shows a reply while it is generated: a typing indicator, then drafts (private chats, where the Bot API has
-sendMessageDraft) or a message edited at most once per interval; finally the formatted answer, split as needed."""
+sendMessageDraft) or a message edited at most once per interval; finally the formatted answer, split as needed.
+
+Nothing is shown during the first `grace` seconds: an answer that is ready by then arrives as one message, with no
+typing indicator or preview before it (two Telegram calls saved per quick answer, and no flicker).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ import asyncio
 import itertools
 import logging
 import time
-from typing import Any
 
 from aiogram import Bot
 from aiogram.enums import ChatAction
@@ -28,11 +31,11 @@ _drafts_refused: set[int] = set()
 
 class ReplyStreamer:
     def __init__(self, bot: Bot, chat_id: int, *, lang: str, private: bool, use_drafts: bool = True,
-                 interval: float = 1.0, reply_to: int | None = None, show_steps: bool = False,
-                 thread_id: int | None = None) -> None:
+                 interval: float = 1.0, grace: float = 0.0, reply_to: int | None = None,
+                 show_steps: bool = False, thread_id: int | None = None) -> None:
         self.bot, self.chat_id, self.lang = bot, chat_id, lang
         self.use_drafts = use_drafts and private and chat_id not in _drafts_refused
-        self.interval = interval
+        self.interval, self.grace = interval, grace
         self.reply_to, self.thread_id = reply_to, thread_id
         self.show_steps = show_steps
         self.text = ""
@@ -47,6 +50,7 @@ class ReplyStreamer:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def __aenter__(self) -> ReplyStreamer:
+        self._next_update = time.monotonic() + self.grace
         self._typing = asyncio.create_task(self._keep_typing())
         return self
 
@@ -60,6 +64,7 @@ class ReplyStreamer:
 
     async def _keep_typing(self) -> None:
         try:
+            await asyncio.sleep(self.grace)
             while True:
                 try:
                     await self.bot.send_chat_action(self.chat_id, ChatAction.TYPING,
@@ -207,5 +212,3 @@ def reset_draft_memory() -> None:
     """Forget which chats refused drafts (for tests)."""
     _drafts_refused.clear()
 
-
-_ = Any

@@ -24,6 +24,10 @@ _PREVIEW_METHODS = {"sendMessageDraft", "sendChatAction", "editMessageText"}
 _PACED_PREFIXES = ("send",)
 _MAX_PACED_CHATS = 10_000
 _essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
+# aiogram parses every reply as `Response[<the method's result type>]`. pydantic keeps such generic classes in a
+# weak cache: with no reference left they are collected and rebuilt, about 15 ms of schema building each time,
+# which was a tenth of the bot's CPU per message in bench/bench_bot.py. Holding them here keeps them built.
+_response_types: dict[type, object] = {}
 
 
 @contextmanager
@@ -46,6 +50,8 @@ class ResilientRequests(BaseRequestMiddleware):
 
     async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                        method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
+        if type(method) not in _response_types:
+            _response_types[type(method)] = Response[method.__returning__]  # type: ignore[name-defined]
         name = method.__api_method__
         if name == "getUpdates":
             return await make_request(bot, method)

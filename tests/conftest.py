@@ -55,6 +55,7 @@ def make_settings(tmp_path: Path, telegram: FakeTelegram | None, llm: ScriptedOp
         openai_timeout=5.0,
         openai_max_retries=0,
         stream_edit_interval=0.05,
+        stream_grace=0.0,  # previews from the first token, so streaming is visible to the tests
         send_interval=0.0,
         group_send_interval=0.0,
         send_retry_seconds=20.0,

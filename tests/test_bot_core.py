@@ -154,6 +154,22 @@ async def test_streaming_uses_drafts_in_private_chats(bot: BotRunner, telegram: 
     assert telegram.calls_of("sendChatAction")
 
 
+async def test_a_quick_answer_comes_as_one_message_a_slow_one_streams(bot: BotRunner, telegram: FakeTelegram,
+                                                                      llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", stream_grace=0.5)
+    llm.enqueue("instant answer")
+    telegram.user_says(14, "quick")
+    await telegram.wait_texts(14, 1)
+    assert telegram.texts(14) == ["instant answer"]
+    assert not telegram.calls_of("sendChatAction") and not telegram.drafts  # nothing flickered before it
+
+    llm.enqueue(Text("slow and steady answer", chunk_size=5, chunk_delay=0.25))
+    telegram.user_says(14, "slow")
+    await telegram.wait_texts(14, 2)
+    assert telegram.texts(14)[1] == "slow and steady answer"
+    assert telegram.calls_of("sendChatAction") and telegram.drafts  # typing, then the answer growing
+
+
 async def test_streaming_falls_back_to_edits(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
     telegram.drafts_supported = False
     await bot.start(default_mode="zero-shot")

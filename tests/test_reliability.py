@@ -122,8 +122,7 @@ async def test_stop_ends_the_answer_with_a_notice_and_it_is_not_remembered(bot: 
     telegram.user_says(8, "next")
     await telegram.wait_for(lambda: len(telegram.texts(8)) == 3)
     assert [m["content"] for m in llm.requests[-1]["messages"]] == ["next"]  # the stopped turn is not memory
-    async with bot.app.services.db.session() as s:
-        rows = await repo.all_messages(s, 8)
+    rows = await bot.app.services.db.run(lambda s: repo.all_messages(s, 8))
     assert [(r.role, r.complete) for r in rows] == [("user", False), ("assistant", False),
                                                     ("user", True), ("assistant", True)]
 

@@ -113,8 +113,7 @@ async def check_outcomes(telegram: FakeTelegram, db: Database, kinds: dict[str, 
                 assert text.startswith("echo:") and "⚠️" in text and text != expected, (chat, i, text)
             else:
                 assert text.startswith("⚠️"), (chat, i, kind, text)
-        async with db.session() as s:
-            rows = await repo.all_messages(s, chat)
+        rows = await db.run(lambda s: repo.all_messages(s, chat))
         assert [r.content for r in rows if r.role == "user"] == [label(chat, i) for i in range(PER_CHAT)]
         assert [r.role for r in rows] == ["user", "assistant"] * PER_CHAT  # every turn once, in order
         complete = [r.complete for r in rows if r.role == "assistant"]

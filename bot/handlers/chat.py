@@ -47,12 +47,12 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     update_id = event_update.update_id
     # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
     # an end its answer is stored, and it is delivered again rather than asking the model twice
-    stored = await chat_service.stored_answer(chat_id, update_id)
-    mode = await chat_service.get_mode(chat_id)
     user_id = message.from_user.id if message.from_user else None
+    prepared = await chat_service.prepare(chat_id, user_id=user_id, update_id=update_id)
+    stored, mode = prepared.stored, prepared.mode
     streamer = ReplyStreamer(
         bot, chat_id, lang=lang, private=message.chat.type == "private", use_drafts=settings.use_message_drafts,
-        interval=settings.stream_edit_interval, show_steps=mode.show_steps,
+        interval=settings.stream_edit_interval, grace=settings.stream_grace, show_steps=mode.show_steps,
         reply_to=None if message.chat.type == "private" else message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
     )
@@ -65,8 +65,8 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     notice: str | None = None
     async with streamer:
         try:
-            async with contextlib.aclosing(chat_service.reply(chat_id, text, user_id=user_id,
-                                                              update_id=update_id)) as events:
+            async with contextlib.aclosing(chat_service.reply(chat_id, text, user_id=user_id, update_id=update_id,
+                                                              prepared=prepared)) as events:
                 async for event in events:
                     await streamer.feed(event)
         except ServiceError as exc:

@@ -1,40 +1,101 @@
-"""The database: engine and session factory for SQLite (aiosqlite) or PostgreSQL (asyncpg)."""
+"""The database: SQLite (the default) or PostgreSQL (asyncpg), one transaction per unit of work.
+
+`Database.run(work)` runs `work(session)` — plain synchronous SQLAlchemy over a `Session` — as one transaction.
+On SQLite the whole unit runs in the database's own thread, so it costs the event loop one hop. Through aiosqlite
+every statement, fetch, commit and rollback is a hop of its own; with SQLite's single writer those hops line up
+behind each other, and under a burst of chats that queue, not SQL, was the bot's bottleneck (bench/bench_bot.py).
+On PostgreSQL the unit runs through the async engine (`AsyncSession.run_sync`), whose pool lets units run side by
+side. A unit of work that has started finishes even when its caller is cancelled; units must be short.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from bot.storage.models import Base
 
+T = TypeVar("T")
+
 
 class Database:
-    """Owns the engine; `session()` opens a unit of work."""
+    """Owns the engines; `run()` does a unit of work."""
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        kwargs: dict[str, object] = {"pool_pre_ping": True}
+        self._async_engine: AsyncEngine | None = None
+        self._sync: sessionmaker[Session] | None = None
+        self._thread: ThreadPoolExecutor | None = None
         if self.is_sqlite:
-            if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
-            # One connection, used in turn: SQLite has one writer anyway, and writers that wait on each other
-            # through busy_timeout sleep in steps of up to 100 ms (measured: 12x slower under a burst).
-            kwargs = {"connect_args": {"timeout": 30}, "pool_size": 1, "max_overflow": 0, "pool_timeout": 120}
-        self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        if self.is_sqlite:
-            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-        self.session = async_sessionmaker(self.engine, expire_on_commit=False, class_=AsyncSession)
+            memory = not self.url.database or self.url.database == ":memory:"
+            if not memory:
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
+            # one connection in one thread: SQLite has one writer anyway, and writers that wait on each other
+            # through busy_timeout sleep in steps of up to 100 ms (measured: 12x slower under a burst)
+            sync_engine = create_engine(self.url.set(drivername="sqlite"), poolclass=StaticPool,
+                                        connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+            self._sync = sessionmaker(sync_engine, expire_on_commit=False)
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (PostgreSQL's working engine; on SQLite only for `session()`)."""
+        if self._async_engine is None:
+            kwargs: dict[str, object] = {"pool_pre_ping": True}
+            if self.is_sqlite:
+                kwargs = {"connect_args": {"timeout": 30}, "pool_size": 1, "max_overflow": 0}
+            self._async_engine = create_async_engine(self.url, **kwargs)
+            if self.is_sqlite:
+                event.listen(self._async_engine.sync_engine, "connect", _sqlite_pragmas)
+        return self._async_engine
+
+    def session(self) -> AsyncSession:
+        """An async session (PostgreSQL units of work; on SQLite, tests and ad-hoc reads)."""
+        if self._sessions is None:
+            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        return self._sessions()
+
+    @property
+    def sync_engine(self) -> Engine | None:
+        return self._sync.kw["bind"] if self._sync is not None else None
+
+    async def run(self, work: Callable[[Session], T]) -> T:
+        """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
+        if self._sync is not None and self._thread is not None:
+            return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_here, work)
+        async with self.session() as s, s.begin():
+            return await s.run_sync(work)
+
+    def _run_here(self, work: Callable[[Session], T]) -> T:
+        assert self._sync is not None
+        with self._sync.begin() as s:
+            return work(s)
 
     async def create_all(self) -> None:
+        if self._sync is not None:
+            await self.run(lambda s: Base.metadata.create_all(s.connection()))
+            return
         async with self.engine.begin() as conn:
             await conn.run_sync(Base.metadata.create_all)
 
     async def dispose(self) -> None:
-        await self.engine.dispose()
+        if self._async_engine is not None:
+            await self._async_engine.dispose()
+        if self._thread is not None and self._sync is not None:
+            engine = self._sync.kw["bind"]
+            await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
@@ -44,3 +105,4 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+

@@ -1,22 +1,25 @@
-"""Queries, one small function each, over a session the caller owns."""
+"""Queries, one small function each, over a session the caller owns (inside `Database.run`)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, select
+from sqlalchemy import insert as insert_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from bot.storage.models import Chat, Message, Setting, Usage
 
 
-async def get_chat(session: AsyncSession, chat_id: int) -> Chat | None:
-    return await session.get(Chat, chat_id)
+def get_chat(session: Session, chat_id: int) -> Chat | None:
+    return session.get(Chat, chat_id)
 
 
-async def upsert_chat(session: AsyncSession, chat_id: int, *, level: str, model: str,
+def upsert_chat(session: Session, chat_id: int, *, level: str, model: str,
                       show_steps: bool | None = None) -> Chat:
-    chat = await session.get(Chat, chat_id)
+    chat = session.get(Chat, chat_id)
     if chat is None:
         chat = Chat(id=chat_id, level=level, model=model, show_steps=bool(show_steps))
         session.add(chat)
@@ -27,63 +30,69 @@ async def upsert_chat(session: AsyncSession, chat_id: int, *, level: str, model:
     return chat
 
 
-async def history(session: AsyncSession, chat_id: int, limit: int = 200) -> list[Message]:
+def history(session: Session, chat_id: int, limit: int = 200) -> list[Message]:
     """The last `limit` complete turns, oldest first."""
-    rows = await session.scalars(
+    rows = session.scalars(
         select(Message).where(Message.chat_id == chat_id, Message.complete.is_(True))
         .order_by(Message.id.desc()).limit(limit)
     )
     return list(reversed(list(rows)))
 
 
-async def all_messages(session: AsyncSession, chat_id: int) -> Sequence[Message]:
-    rows = await session.scalars(select(Message).where(Message.chat_id == chat_id).order_by(Message.id))
+def all_messages(session: Session, chat_id: int) -> Sequence[Message]:
+    rows = session.scalars(select(Message).where(Message.chat_id == chat_id).order_by(Message.id))
     return list(rows)
 
 
-async def answered(session: AsyncSession, chat_id: int, update_id: int) -> bool:
-    """Whether the update already has a stored assistant turn (a re-run must not answer twice)."""
-    found = await session.scalar(
-        select(func.count()).select_from(Message)
-        .where(Message.chat_id == chat_id, Message.update_id == update_id, Message.role == "assistant")
+def stored_answer(session: Session, chat_id: int, update_id: int) -> Message | None:
+    """The assistant turn stored for an update, if any (a re-run must not answer twice)."""
+    return session.scalar(
+        select(Message).where(Message.chat_id == chat_id, Message.update_id == update_id, Message.role == "assistant")
+        .order_by(Message.id).limit(1)
     )
-    return bool(found)
 
 
-async def clear_history(session: AsyncSession, chat_id: int) -> int:
-    result = await session.execute(delete(Message).where(Message.chat_id == chat_id))
+def clear_history(session: Session, chat_id: int) -> int:
+    result = session.execute(delete(Message).where(Message.chat_id == chat_id))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def get_setting(session: AsyncSession, key: str) -> str | None:
-    row = await session.get(Setting, key)
+def get_setting(session: Session, key: str) -> str | None:
+    row = session.get(Setting, key)
     return row.value if row else None
 
 
-async def set_setting(session: AsyncSession, key: str, value: str | None) -> None:
-    row = await session.get(Setting, key)
+def set_setting(session: Session, key: str, value: str | None) -> None:
+    row = session.get(Setting, key)
     if value is None:
         if row is not None:
-            await session.delete(row)
+            session.delete(row)
     elif row is None:
         session.add(Setting(key=key, value=value))
     else:
         row.value = value
 
 
-async def add_usage(session: AsyncSession, user_id: int, day: str, *, messages: int, tokens: int) -> None:
-    row = await session.get(Usage, (user_id, day))
-    if row is None:
-        session.add(Usage(user_id=user_id, day=day, messages=messages, tokens=tokens))
-    else:
-        row.messages += messages
-        row.tokens += tokens
+def add_usage(session: Session, user_id: int, day: str, *, messages: int, tokens: int) -> None:
+    """Add to a user's count for the day: one upsert, safe when several processes count at once."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Usage).values(user_id=user_id, day=day, messages=messages, tokens=tokens)
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[Usage.user_id, Usage.day],
+        set_={"messages": Usage.messages + stmt.excluded.messages, "tokens": Usage.tokens + stmt.excluded.tokens},
+    ))
 
 
-async def usage_of(session: AsyncSession, user_id: int, day: str) -> Usage | None:
-    return await session.get(Usage, (user_id, day))
+def add_turn(session: Session, rows: list[dict[str, object]]) -> None:
+    """Store a turn's messages (dicts of Message columns) in one statement."""
+    session.execute(insert_(Message), rows)
 
 
-async def usage_all(session: AsyncSession, day: str) -> list[Usage]:
-    rows = await session.scalars(select(Usage).where(Usage.day == day).order_by(Usage.tokens.desc()))
+def usage_of(session: Session, user_id: int, day: str) -> Usage | None:
+    return session.get(Usage, (user_id, day))
+
+
+def usage_all(session: Session, day: str) -> list[Usage]:
+    rows = session.scalars(select(Usage).where(Usage.day == day).order_by(Usage.tokens.desc()))
     return list(rows)

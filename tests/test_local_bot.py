@@ -1,0 +1,208 @@
+"""The `local` model through the real bot: a tiny random GGUF answers on every level, chats queue for it
+visibly while other chats' commands are answered at once, and /stop ends a local generation.
+
+The tiny model's answers are gibberish (see tests/tiny_gguf.py; it never ends free text on its own, so an
+answer runs to LOCAL_MAX_TOKENS): these tests check what a user notices, not what the model says.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.i18n import t
+from bot.storage import repo
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import ScriptedOpenAI
+from tests.fakes.telegram_server import FakeTelegram
+from tests.tiny_gguf import build_tiny_gguf
+
+HANDBOOK = ("Отпуск сотрудника составляет 28 календарных дней в году.\n\n"
+            "Код доступа к серверной комнате: ZX-4417. Его меняют каждый квартал.")
+ADMIN = 100
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny.gguf")
+
+
+async def start_local(bot: BotRunner, gguf: Path, *, max_tokens: int = 16, n_ctx: int = 4096,
+                      **overrides: Any) -> list[str]:
+    """Start the bot with LOCAL_MODEL_PATH=`gguf`; returns the list that collects every prompt the model gets."""
+    # One thread: on a tiny model ggml's worker threads cost more than they bring (and the CI box is shared).
+    await bot.start(local_model_path=gguf, local_max_tokens=max_tokens, local_n_ctx=n_ctx, local_n_threads=1,
+                    **overrides)
+    prompts: list[str] = []
+    local_model(bot).prompt_hook = prompts.append  # runs on the worker thread; list.append is atomic
+    return prompts
+
+
+async def stored(bot: BotRunner, chat_id: int) -> list[tuple[str, str, bool]]:
+    rows = await bot.app.services.db.run(lambda s: repo.all_messages(s, chat_id))
+    return [(r.role, r.content, r.complete) for r in rows]
+
+
+def shown_drafts(telegram: FakeTelegram, chat_id: int) -> list[str]:
+    return [d["text"] for d in telegram.drafts if int(d["chat_id"]) == chat_id]
+
+
+def local_model(bot: BotRunner) -> Any:
+    return bot.app.services.brain.models.get("local").chat_model()
+
+
+def final_texts(telegram: FakeTelegram, chat_id: int) -> list[str]:
+    """The chat's messages except the agent's steps message."""
+    return [text for text in telegram.texts(chat_id) if not text.startswith("🔧")]
+
+
+async def test_mode_local_answers_from_the_gguf_and_remembers(bot: BotRunner, telegram: FakeTelegram,
+                                                             llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    prompts = await start_local(bot, tiny_gguf, default_mode="zero-shot")
+    telegram.user_says(1, "/mode local")
+    await telegram.wait_for(lambda: telegram.texts(1) == ["Mode: zero-shot · local"])
+    telegram.user_says(1, "Hello, who are you?")
+    await telegram.wait_for(lambda: len(telegram.texts(1)) == 2)
+    answer = telegram.texts(1)[1]
+    assert answer.strip() and "⚠️" not in answer
+    assert shown_drafts(telegram, 1)  # it streamed before the final message
+    rows = await stored(bot, 1)
+    assert [(role, complete) for role, _, complete in rows] == [("user", True), ("assistant", True)]
+    assert rows[0][1] == "Hello, who are you?" and rows[1][1].strip()
+
+    telegram.user_says(1, "And what did I ask?")
+    await telegram.wait_for(lambda: len(telegram.texts(1)) == 3)
+    # the second prompt carries the first turn, rendered with the GGUF's own chat template
+    assert len(prompts) == 2
+    assert f"<|im_start|>user\nHello, who are you?<|im_end|>\n<|im_start|>assistant\n{rows[1][1]}" in prompts[1]
+    assert prompts[1].endswith("<|im_start|>user\nAnd what did I ask?<|im_end|>\n<|im_start|>assistant\n")
+    assert not llm.requests  # the cloud model was never called
+
+
+@pytest.mark.parametrize("level", [pytest.param("zero-shot", id="zero-shot"), pytest.param("prompt", id="prompt")])
+async def test_zero_shot_and_prompt_levels_on_local(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI,
+                                                   tiny_gguf: Path, level: str) -> None:
+    prompts = await start_local(bot, tiny_gguf)
+    telegram.user_says(2, f"/mode {level} local")
+    await telegram.wait_for(lambda: telegram.texts(2) == [f"Mode: {level} · local"])
+    telegram.user_says(2, "How much are 4 pens?")
+    await telegram.wait_for(lambda: len(telegram.texts(2)) == 2)
+    assert telegram.texts(2)[1].strip() and "⚠️" not in telegram.texts(2)[1]
+    question = "<|im_start|>user\nHow much are 4 pens?<|im_end|>\n<|im_start|>assistant\n"
+    if level == "zero-shot":
+        assert prompts == [question]  # the bare model: no system prompt
+    else:
+        system, _, rest = prompts[0].partition("<|im_end|>")
+        assert system.startswith("<|im_start|>system\n") and "adaptbot" in system and "step by step" in system
+        assert "A shop sells pens at 3 for 45 roubles." in rest  # the few-shot example
+        assert rest.endswith(question)
+    assert not llm.requests
+
+
+async def test_agent_level_on_local_every_step_parses(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI,
+                                                      tiny_gguf: Path) -> None:
+    # An agent step is one JSON object generated under a grammar: it needs room to close.
+    prompts = await start_local(bot, tiny_gguf, max_tokens=256, agent_max_steps=2)
+    local_model(bot).seed = 5  # reproducible gibberish (this seed calls the calculator twice)
+    telegram.user_says(3, "/mode agent local")
+    telegram.user_says(3, "/steps on")
+    await telegram.wait_for(lambda: len(telegram.texts(3)) == 2)
+    assert telegram.texts(3) == ["Mode: agent · local", "Agent steps: on."]
+    telegram.user_says(3, "What is 15% of 2400?")
+    await telegram.wait_for(lambda: len(final_texts(telegram, 3)) == 3, timeout=60)
+    answer = final_texts(telegram, 3)[2]
+    assert answer.strip() and "⚠️" not in answer  # an answer or the step-limit note, never an error
+
+    steps = [text for text in telegram.texts(3) if text.startswith("🔧")]
+    calls = steps[0].splitlines() if steps else []
+    assert all(line.startswith("🔧 calculator(") for line in calls)  # the only tool offered
+    # one prompt per model step; each step after a tool call shows the model what the tool returned
+    assert len(prompts) == min(len(calls) + 1, 2)
+    assert all("You can use tools." in p and "- calculator:" in p for p in prompts)
+    for call, next_prompt in zip(calls, prompts[1:], strict=False):
+        output = call.split(" → ", 1)[1].rstrip("…")
+        assert any(f"Tool calculator {verb}:\n{output}" in next_prompt for verb in ("returned", "failed"))
+    if len(calls) == 2:
+        assert answer.startswith("I stopped after 2 steps (the step limit)")
+    assert calls, "this seed should call a tool; pick another if the prompts changed"
+    assert not llm.requests
+
+
+@pytest.mark.slow
+async def test_rag_level_on_local_answers_with_sources(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI,
+                                                       tiny_gguf: Path) -> None:
+    prompts = await start_local(bot, tiny_gguf, admin_ids=str(ADMIN))
+    telegram.send_document(ADMIN, HANDBOOK.encode(), "handbook.txt", user_id=ADMIN)
+    await telegram.wait_for(lambda: any(text.startswith("✅ handbook.txt") for text in telegram.texts(ADMIN)),
+                            timeout=120)
+    telegram.user_says(ADMIN, "/mode rag local")
+    await telegram.wait_for(lambda: telegram.texts(ADMIN)[-1] == "Mode: rag · local")
+    telegram.user_says(ADMIN, "Какой код у серверной?")
+    await telegram.wait_for(lambda: len(telegram.texts(ADMIN)) == 3, timeout=60)
+    answer = telegram.texts(ADMIN)[2]
+    assert "⚠️" not in answer and "Sources:\n[1] handbook.txt" in answer
+    assert len(prompts) == 1
+    assert "<reference_data>" in prompts[0] and "ZX-4417" in prompts[0]
+    assert "Question: Какой код у серверной?<|im_end|>\n<|im_start|>assistant\n" in prompts[0]
+    assert not llm.requests
+
+
+async def test_other_chats_are_served_while_the_local_model_is_busy(bot: BotRunner, telegram: FakeTelegram,
+                                                                   llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    # A big context so that chat A's answer cannot end on its own before the test stops it.
+    prompts = await start_local(bot, tiny_gguf, max_tokens=24, n_ctx=32768, default_mode="zero-shot local")
+    model = local_model(bot)
+    model.max_tokens = 1_000_000  # chat A's answer runs until /stop (a call takes its limits when it is made)
+    telegram.user_says(1, "Tell me a very long story")
+    await telegram.wait_for(lambda: shown_drafts(telegram, 1))  # A's answer is streaming
+    model.max_tokens = 24  # chat B's answer will be short
+
+    telegram.user_says(2, "/help")
+    await telegram.wait_for(lambda: telegram.texts(2))
+    assert telegram.texts(2)[0].startswith("adaptbot answers on four levels")
+    assert telegram.texts(1) == []  # A is still generating: /help did not wait for it
+
+    telegram.user_says(2, "And a short one?")
+    waiting = t("queued", "en", ahead=1)
+    await telegram.wait_for(lambda: waiting in shown_drafts(telegram, 2))
+    assert len(telegram.texts(2)) == 1 and len(prompts) == 1  # B waits for the model, visibly
+
+    telegram.user_says(1, "/stop")
+    await telegram.wait_for(lambda: len(telegram.texts(2)) == 2, timeout=60)
+    await telegram.wait_for(lambda: telegram.texts(1) and telegram.texts(1)[-1].endswith("⏹ Stopped."))
+    b_answer = telegram.texts(2)[1]
+    assert b_answer.strip() and "⚠️" not in b_answer
+    assert shown_drafts(telegram, 2)[0] == waiting  # the notice, then B's answer streaming in its place
+    # B's answer was generated once A's generation had stopped
+    worker = bot.app.services.brain.models.get("local").worker
+    assert [record.status for record in worker.history] == ["cancelled", "done"]
+    assert len(prompts) == 2 and "And a short one?" in prompts[1]
+    assert [(role, complete) for role, _, complete in await stored(bot, 2)] == [("user", True), ("assistant", True)]
+    assert not llm.requests
+
+
+async def test_stop_ends_a_local_generation_and_it_is_not_remembered(bot: BotRunner, telegram: FakeTelegram,
+                                                                    llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    prompts = await start_local(bot, tiny_gguf, max_tokens=16, n_ctx=32768, default_mode="zero-shot local")
+    model = local_model(bot)
+    model.max_tokens = 1_000_000  # runs until /stop
+    telegram.user_says(4, "Talk for a long time")
+    await telegram.wait_for(lambda: shown_drafts(telegram, 4))
+    model.max_tokens = 16
+    telegram.user_says(4, "/stop")
+    await telegram.wait_for(lambda: telegram.texts(4) and telegram.texts(4)[-1].endswith("⏹ Stopped."))
+    partial = "".join(telegram.texts(4)).removesuffix("⏹ Stopped.").strip()
+    assert partial  # what was generated before /stop is shown, with the notice
+    rows = await stored(bot, 4)
+    assert [(role, complete) for role, _, complete in rows] == [("user", False), ("assistant", False)]
+
+    telegram.user_says(4, "next")
+    await telegram.wait_for(lambda: not telegram.texts(4)[-1].endswith("⏹ Stopped."))
+    # the stopped turn is not memory: the model sees only the new question
+    assert prompts[-1] == "<|im_start|>user\nnext<|im_end|>\n<|im_start|>assistant\n"
+    stopped, after = bot.app.services.brain.models.get("local").worker.history
+    assert stopped.status == "cancelled" and after.status == "done"  # the generation itself stopped...
+    assert stopped.emitted_after_cancel <= 2  # ...within a token or two of /stop
+    assert not llm.requests
