@@ -109,6 +109,17 @@ class KnowledgeBase:
     def embedder(self) -> Embedder:
         return self._store.embedder
 
+    def precheck(self, filename: str, size: int | None = None, date: str | None = None) -> str:
+        """What can be refused before the file is even downloaded: a path in the name, the size, a bad date.
+
+        Returns the document date (`YYYY-MM-DD`); raises what `add_document` would raise for the same input."""
+        check_filename(filename)  # the name is only ever displayed, but a path in it means a crafted upload
+        if size is not None and size > self.max_file_bytes:
+            raise FileTooLargeError(
+                f"The file is {size / 2**20:.1f} MB; the limit is {self.max_file_bytes / 2**20:.0f} MB."
+            )
+        return parse_date(date)
+
     async def add_document(
         self,
         data: bytes,
@@ -121,13 +132,8 @@ class KnowledgeBase:
 
         Raises a `KnowledgeError` subclass for unusable input; the knowledge base is then unchanged."""
         started = time.monotonic()
-        check_filename(filename)  # the name is only ever displayed, but a path in it means a crafted upload
+        doc_date = self.precheck(filename, len(data), date)
         name = sanitize_filename(filename)
-        doc_date = parse_date(date)
-        if len(data) > self.max_file_bytes:
-            raise FileTooLargeError(
-                f"The file is {len(data) / 2**20:.1f} MB; the limit is {self.max_file_bytes / 2**20:.0f} MB."
-            )
 
         def event(stage: IngestStage, **fields: Any) -> IngestProgress:
             return IngestProgress(stage=stage, name=name, seconds=time.monotonic() - started, **fields)

@@ -30,7 +30,12 @@ from knowledge.types import SEARCH_MODES, DocumentInfo, Hit, KBStats
 
 log = logging.getLogger(__name__)
 
-RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very first ranks
+# Reciprocal-rank-fusion constant. The textbook 60 flattens the first ranks, so mediocre chunks found by both
+# lists push out either list's best hit; that hurts whenever one list is weak for a query (the default,
+# English-only embedding model on a Russian question). A small constant keeps each list's first hits in the
+# top few while agreement still counts. bench_retrieval, hybrid recall@5 on 281 ru+en queries among 435
+# chunks: k=60 0.907, k=1 0.954 (BM25 alone 0.922, dense alone 0.605); on the set alone 0.954 -> 0.972.
+RRF_K = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id   TEXT PRIMARY KEY,

@@ -108,7 +108,8 @@ async def test_russian_txt_in_any_encoding_is_searchable_in_russian(kb: Knowledg
 
 
 async def test_markdown_ingest(kb: KnowledgeBase) -> None:
-    md = b"# Deploy guide\n\n## Rollback\n\nRun `make rollback` to restore the previous release.\n\n- step one\n- step two\n"
+    md = (b"# Deploy guide\n\n## Rollback\n\nRun `make rollback` to restore the previous release.\n\n"
+          b"- step one\n- step two\n")
     await kb.add_document(md, "deploy.md", "alice")
     assert (await kb.list_documents())[0].kind == "markdown"
     assert "make rollback" in (await kb.search("how to roll back a release", 1))[0].text
@@ -204,6 +205,27 @@ async def test_bad_date_and_mode_are_refused(kb: KnowledgeBase) -> None:
         await kb.search("x", 3, "fuzzy")  # type: ignore[arg-type]
 
 
+async def test_too_many_chunks_are_refused(kb: KnowledgeBase) -> None:
+    await kb.add_document(HANDBOOK.encode(), "handbook.txt", "alice")
+    before = await snapshot(kb)
+    kb.max_chunks = 3
+    long_text = "\n\n".join(f"Paragraph {i}: " + "filler words " * 60 for i in range(10))
+    with pytest.raises(FileTooLargeError, match="too much text"):
+        await kb.add_document(long_text.encode(), "long.txt", "mallory")
+    assert await snapshot(kb) == before
+
+
+async def test_precheck_refuses_before_any_bytes_arrive(kb: KnowledgeBase) -> None:
+    """What the bot asks before downloading: the same refusals `add_document` gives, from the name and size."""
+    assert kb.precheck("report.pdf", 1000, "2024-05-31") == "2024-05-31"
+    with pytest.raises(FileTooLargeError, match=r"25\.0 MB; the limit is 20 MB"):
+        kb.precheck("report.pdf", 25 * 2**20)
+    with pytest.raises(UnsafeFileNameError):
+        kb.precheck("../../etc/passwd", 10)
+    with pytest.raises(InvalidInputError, match="YYYY-MM-DD"):
+        kb.precheck("report.pdf", 10, "2024-02-30")
+
+
 # --- replace, delete, persistence ------------------------------------------------------------------
 
 
@@ -228,6 +250,21 @@ async def test_delete_removes_chunks_from_both_indexes(kb: KnowledgeBase) -> Non
     assert stats.chunks == stats.vectors == stats.lexical == keep.chunks
     for mode in ("bm25", "dense", "hybrid"):
         assert all(h.doc_id == keep.doc_id for h in await kb.search("ZX-4417 laptop vacation", 5, mode)), mode
+
+
+async def test_delete_and_search_do_not_wait_for_a_running_ingest(kb: KnowledgeBase) -> None:
+    gone = await kb.add_document(HANDBOOK.encode(), "handbook.txt", "alice")
+    seen: list[object] = []
+
+    async def while_ingesting(event: IngestProgress) -> None:
+        if event.stage == "extracted":  # the ingest holds its lock from parsing until the write
+            # a delete or search that queued behind the ingest would never return: the timeout is a deadlock guard
+            seen.append(await asyncio.wait_for(kb.delete(gone.doc_id), timeout=60))
+            seen.append([h.source for h in await asyncio.wait_for(kb.search("vacation", 3), timeout=60)])
+
+    added = await kb.add_document(RUSSIAN.encode(), "support.txt", "alice", progress=while_ingesting)
+    assert seen == [True, []]  # deleted mid-ingest; nothing left to find until the new document is written
+    assert [d.doc_id for d in await kb.list_documents()] == [added.doc_id]
 
 
 async def test_restart_keeps_documents_and_lexical_index(tmp_path: Path, embedder: Embedder) -> None:

@@ -91,5 +91,5 @@ async def test_http_client_stores_searches_and_survives_restart(
 async def test_unreachable_server_is_a_clear_error(tmp_path: Path, embedder: Embedder) -> None:
     from knowledge import StoreError
 
-    with pytest.raises(StoreError, match="chroma server at 127.0.0.1"):
+    with pytest.raises(StoreError, match=r"chroma server at 127\.0\.0\.1"):
         await KnowledgeBase.open(tmp_path / "data", MODEL, "127.0.0.1", _free_port(), embedder=embedder)

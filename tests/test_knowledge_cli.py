@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,17 @@ def kb_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-
 
     run.data_dir = data_dir  # type: ignore[attr-defined]
     return run
+
+
+def adaptbot(*argv: str, data_dir: Path) -> str:
+    """Run the installed `adaptbot` command (or `bot.cli` where it is not installed); returns its stdout."""
+    script = Path(sys.executable).parent / "adaptbot"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    env = {**os.environ, "DATA_DIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([*cmd, *argv], capture_output=True, text=True, check=False, timeout=120, env=env,
+                          cwd=data_dir.parent)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 def test_add_list_search_delete(kb_cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
@@ -54,6 +66,11 @@ def test_add_list_search_delete(kb_cli, tmp_path: Path, capsys: pytest.CaptureFi
     assert kb_cli("search", "how often to change the filter", "--k", "1") == 0
     out = capsys.readouterr().out
     assert "manual.pdf, p. 2" in out and "500 hours" in out
+
+    # `adaptbot kb` (settings from the environment, like the bot) sees the same store
+    assert adaptbot("kb", "list", "--json", data_dir=kb_cli.data_dir).splitlines() == [
+        json.dumps(d, ensure_ascii=False) for d in docs
+    ]
 
     pdf_id = next(d["doc_id"] for d in docs if d["name"] == "manual.pdf")
     assert kb_cli("delete", pdf_id) == 0
@@ -97,6 +114,52 @@ def test_usage_errors(kb_cli, capsys: pytest.CaptureFixture[str]) -> None:  # ty
     assert kb_cli("frobnicate") == 2
     assert kb_cli("search", "x", "--k", "0") == 2
     assert "QUERY or --queries" in capsys.readouterr().err
+
+
+def test_adaptbot_kb_add_shows_a_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+    import threading
+
+    doc = tmp_path / "guide.md"
+    doc.write_text("# Guide\n\n" + "\n\n".join(f"Step {i}: check valve V-{i:03d} twice. " * 8 for i in range(30)))
+    script = Path(sys.executable).parent / "adaptbot"
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "bot.cli"]
+    env = {**os.environ, "DATA_DIR": str(tmp_path / "data"), "HF_HUB_OFFLINE": "1"}
+    leader, follower = pty.openpty()  # tqdm draws its bar only on a terminal, and one with columns
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    received: list[bytes] = []
+
+    def drain() -> None:  # read as it comes: a full terminal buffer would block the command
+        while True:
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # the command exited and everything was read
+                return
+            if not data:
+                return
+            received.append(data)
+
+    proc = subprocess.Popen([*cmd, "kb", "add", str(doc)], stdout=subprocess.PIPE, stderr=follower, env=env,
+                            cwd=tmp_path)  # fmt: skip
+    os.close(follower)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        out = proc.communicate(timeout=180)[0].decode()
+    finally:
+        proc.kill()
+        reader.join(timeout=10)
+        os.close(leader)
+    terminal = b"".join(received).decode(errors="replace")
+    assert proc.returncode == 0, terminal
+    match = re.match(r"added \w+ guide\.md \(text, (\d+) chunks, ", out)
+    assert match and int(match.group(1)) > 1, out
+    chunks = match.group(1)
+    assert "guide.md" in terminal and f"{chunks}/{chunks}" in terminal and "chunk" in terminal, terminal
 
 
 def test_runs_as_a_module(tmp_path: Path) -> None:

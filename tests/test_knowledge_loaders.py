@@ -20,7 +20,8 @@ from knowledge.lexical import BM25Index, tokenize
 from knowledge.loaders import check_filename, decode_text, detect_kind, extract, sanitize_filename
 from knowledge.sandbox import ParseLimits, parse_in_subprocess
 
-RUSSIAN = "Сотрудник имеет право на ежегодный отпуск продолжительностью 28 календарных дней. Заявление подаётся заранее."
+RUSSIAN = ("Сотрудник имеет право на ежегодный отпуск продолжительностью 28 календарных дней. "
+           "Заявление подаётся заранее.")
 
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "cp1251", "koi8_r", "cp866", "utf-16"])
@@ -132,7 +133,8 @@ def test_html_drops_scripts_and_styles() -> None:
 
 
 def test_html_in_cp1251_with_meta_charset() -> None:
-    html = '<html><head><meta charset="windows-1251"></head><body><p>Возврат товара в течение 14 дней.</p></body></html>'
+    html = ('<html><head><meta charset="windows-1251"></head>'
+            "<body><p>Возврат товара в течение 14 дней.</p></body></html>")
     ((_, text),) = extract(html.encode("cp1251")).sections
     assert "Возврат товара в течение 14 дней." in text
 

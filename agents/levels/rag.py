@@ -40,8 +40,9 @@ def build_rag_messages(ctx: TurnContext, passages: Sequence[Passage]) -> list[Ba
     system = f"{ctx.prompts.system}\n\n{ctx.prompts.rag_instructions}".strip()
     question = f"{format_passages(passages)}\n\nQuestion: {ctx.text}"
     head = [SystemMessage(system)]
-    return trim_history(to_messages(ctx.history), ctx.token_budget, fixed=[*head, HumanMessage(question)],
-                        head=head) + [HumanMessage(question)]
+    history = trim_history(to_messages(ctx.history), ctx.token_budget, fixed=[*head, HumanMessage(question)],
+                           head=head)
+    return [*history, HumanMessage(question)]
 
 
 def cited_sources(answer: str, passages: Sequence[Passage]) -> list[Source]:

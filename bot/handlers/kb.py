@@ -6,18 +6,21 @@ from __future__ import annotations
 import io
 import logging
 import re
+from collections.abc import Iterable
 
 from aiogram import Bot, F, Router
+from aiogram.exceptions import TelegramAPIError
 from aiogram.filters import Command, CommandObject
 from aiogram.types import Message
+from aiohttp import ClientError
 
-from bot.config import Settings
 from bot.handlers.admin import IsAdmin
 from bot.i18n import t
 from bot.knowledge_link import LazyKnowledge
 
 log = logging.getLogger(__name__)
 _DATE = re.compile(r"\bdate=(\S+)")
+MESSAGE_LIMIT = 4000  # below Telegram's 4096 (UTF-16 units), with room for a header
 
 # Russian texts for the knowledge errors (their English messages are complete sentences already)
 _RU_ERRORS = {
@@ -26,9 +29,12 @@ _RU_ERRORS = {
     "EncryptedFileError": "Файл защищён паролем: пришлите его без пароля.",
     "CorruptFileError": "Файл повреждён и не читается; проверьте, что он открывается, и попробуйте снова.",
     "FileTooLargeError": "Файл слишком большой для индексации.",
-    "ParseTimeoutError": "Разбор файла занял слишком много времени.",
-    "ParseLimitError": "Разбор файла превысил пределы памяти.",
-    "UnsafeFileNameError": "Недопустимое имя файла.",
+    "ParseTimeoutError": "Разбор файла занял слишком много времени; возможно, файл испорчен.",
+    "ParseLimitError": "Разбор файла превысил пределы памяти; возможно, файл испорчен.",
+    "UnsafeFileNameError": "Имя файла содержит путь или управляющие символы; переименуйте файл и пришлите снова.",
+    "EmbeddingModelError": "Не удалось загрузить модель эмбеддингов; проверьте EMBEDDING_MODEL.",
+    "StoreError": "Хранилище базы знаний не ответило; ничего не изменено. Попробуйте позже.",
+    "InvalidInputError": "Неверные данные.",
 }
 
 
@@ -40,20 +46,63 @@ def _reason(exc: Exception, lang: str) -> str:
     return str(exc)
 
 
-async def upload(message: Message, bot: Bot, settings: Settings, knowledge: LazyKnowledge, lang: str) -> None:
-    from knowledge.errors import KnowledgeError
+def _uploader(message: Message) -> str:
+    """Who uploaded, for /kb: a readable name and the stable id."""
+    user = message.from_user
+    assert user is not None
+    name = f"@{user.username}" if user.username else " ".join(user.full_name.split())[:40]
+    return f"{name} ({user.id})"
+
+
+def pack_lines(lines: Iterable[str], header: str = "", limit: int = MESSAGE_LIMIT) -> list[str]:
+    """Lines packed into as few messages as fit under `limit` characters; the header opens the first."""
+    messages: list[str] = []
+    current = header
+    for line in lines:
+        line = line[:limit]
+        if current and len(current) + 1 + len(line) > limit:
+            messages.append(current)
+            current = line
+        else:
+            current = f"{current}\n{line}" if current else line
+    if current:
+        messages.append(current)
+    return messages
+
+
+async def upload(message: Message, bot: Bot, knowledge: LazyKnowledge, lang: str) -> None:
+    """Index an admin's file, editing one status message: downloaded -> extracted -> indexed (or why not)."""
+    from knowledge.errors import FileTooLargeError, InvalidInputError, KnowledgeError, UnsafeFileNameError
+    from knowledge.loaders import sanitize_filename
     from knowledge.types import IngestProgress
 
     doc = message.document
-    assert doc is not None and message.from_user is not None
-    name = doc.file_name or "document"
-    limit_mb = settings.kb_max_file_mb
-    if doc.file_size is not None and doc.file_size > limit_mb * 1024 * 1024:  # refuse before downloading
-        await message.answer(t("kb_too_large", lang, name=name, size=f"{doc.file_size / 2**20:.1f}", limit=limit_mb))
-        return
+    assert doc is not None
+    filename = doc.file_name or "document"
+    name = sanitize_filename(filename)  # for display only: the name is never a path
     date_match = _DATE.search(message.caption or "")
+    try:
+        kb = await knowledge.get()
+    except KnowledgeError as exc:
+        await message.answer(t("kb_failed", lang, name=name, reason=_reason(exc, lang)))
+        return
+    try:  # refuse what we can before downloading anything: a crafted name, the size, a bad date
+        date = kb.precheck(filename, doc.file_size, date_match.group(1) if date_match else None)
+    except FileTooLargeError:
+        size = f"{(doc.file_size or 0) / 2**20:.1f}"
+        await message.answer(t("kb_too_large", lang, name=name, size=size, limit=round(kb.max_file_bytes / 2**20)))
+        return
+    except InvalidInputError as exc:
+        reason = _reason(exc, lang) if isinstance(exc, UnsafeFileNameError) else t("kb_bad_date", lang)
+        await message.answer(t("kb_failed", lang, name=name, reason=reason))
+        return
     buffer = io.BytesIO()
-    await bot.download(doc, destination=buffer)
+    try:
+        await bot.download(doc, destination=buffer)
+    except (TelegramAPIError, ClientError, TimeoutError) as exc:
+        log.warning("download of %r failed: %s", name, type(exc).__name__)
+        await message.answer(t("kb_failed", lang, name=name, reason=t("kb_download_failed", lang)))
+        return
     data = buffer.getvalue()
     status = await message.answer(t("kb_downloaded", lang, name=name, size=max(1, len(data) // 1024)))
 
@@ -63,9 +112,7 @@ async def upload(message: Message, bot: Bot, settings: Settings, knowledge: Lazy
             await status.edit_text(t("kb_extracted", lang, name=name, pages=pages, chunks=event.chunks))
 
     try:
-        kb = await knowledge.get()
-        report = await kb.add_document(data, name, uploader=str(message.from_user.id),
-                                       date=date_match.group(1) if date_match else None, progress=progress)
+        report = await kb.add_document(data, filename, uploader=_uploader(message), date=date, progress=progress)
     except KnowledgeError as exc:
         log.info("upload of %r refused: %s", name, type(exc).__name__)
         await status.edit_text(t("kb_failed", lang, name=name, reason=_reason(exc, lang)))
@@ -76,29 +123,49 @@ async def upload(message: Message, bot: Bot, settings: Settings, knowledge: Lazy
 
 
 async def list_documents(message: Message, knowledge: LazyKnowledge, lang: str) -> None:
-    docs = await (await knowledge.get()).list_documents()
+    from knowledge.errors import KnowledgeError
+
+    try:
+        docs = await (await knowledge.get()).list_documents()
+    except KnowledgeError as exc:
+        await message.answer(f"❌ {_reason(exc, lang)}")
+        return
     if not docs:
         await message.answer(t("kb_empty", lang))
         return
-    rows = "\n".join(f"{d.doc_id} · {d.name} · {d.chunks} ch · {d.date} · by {d.uploader}" for d in docs)
-    await message.answer(t("kb_list", lang, n=len(docs), rows=rows))
+    rows = (t("kb_row", lang, doc_id=d.doc_id, name=d.name, chunks=d.chunks, date=d.date, uploader=d.uploader)
+            for d in docs)
+    for text in pack_lines(rows, header=t("kb_list", lang, n=len(docs))):
+        await message.answer(text)
 
 
 async def delete_document(message: Message, command: CommandObject, knowledge: LazyKnowledge, lang: str) -> None:
+    from knowledge.errors import KnowledgeError
+
     doc_id = (command.args or "").strip()
     if not doc_id:
         await message.answer(t("kb_del_usage", lang))
         return
-    deleted = await (await knowledge.get()).delete(doc_id)
+    try:
+        deleted = await (await knowledge.get()).delete(doc_id)
+    except KnowledgeError as exc:
+        await message.answer(f"❌ {_reason(exc, lang)}")
+        return
     await message.answer(t("kb_deleted" if deleted else "kb_not_found", lang, doc_id=doc_id))
 
 
 async def search(message: Message, command: CommandObject, knowledge: LazyKnowledge, lang: str) -> None:
+    from knowledge.errors import KnowledgeError
+
     query = (command.args or "").strip()
     if not query:
         await message.answer(t("kb_search_usage", lang))
         return
-    hits = await (await knowledge.get()).search(query, 5)
+    try:
+        hits = await (await knowledge.get()).search(query, 5)
+    except KnowledgeError as exc:
+        await message.answer(f"❌ {_reason(exc, lang)}")
+        return
     if not hits:
         await message.answer(t("kb_no_hits", lang))
         return
@@ -107,7 +174,7 @@ async def search(message: Message, command: CommandObject, knowledge: LazyKnowle
         page = f", p. {h.page}" if h.page else ""
         snippet = " ".join(h.text.split())[:300]
         lines.append(f"[{i}] {h.score:.3f} · {h.source}{page}\n{snippet}")
-    await message.answer("\n\n".join(lines)[:4000])
+    await message.answer("\n\n".join(lines)[:MESSAGE_LIMIT])
 
 
 def create_router() -> Router:
