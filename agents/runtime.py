@@ -14,7 +14,7 @@ from pathlib import Path
 from langchain_core.tools import BaseTool
 
 from agents.backends.base import ModelRegistry
-from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError  # noqa: F401
+from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
 from agents.levels.base import KnowledgeSearch, LevelRegistry, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
@@ -132,7 +132,7 @@ class TurnRun:
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         try:
             ctx = await self._context()  # lookups and lazy model construction: not model silence
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_model_error(exc) from exc
         backend_shared = ctx.backend.shared_worker
         self._task = asyncio.create_task(self._pump(ctx))

@@ -122,7 +122,7 @@ async def main(turns: int) -> None:
 
     from langchain_openai import ChatOpenAI
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for tests.fakes
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # noqa: ASYNC240 - the repo root, for tests.fakes
     from tests.fakes.openai_server import ScriptedOpenAI
 
     async with ScriptedOpenAI(default=lambda body: ANSWER) as server:

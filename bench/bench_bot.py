@@ -20,16 +20,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx  # noqa: E402
-from aiogram import Bot, Dispatcher, F  # noqa: E402
-from aiogram.client.session.aiohttp import AiohttpSession  # noqa: E402
-from aiogram.client.telegram import TelegramAPIServer  # noqa: E402
-from aiogram.types import Message  # noqa: E402
+import httpx
+from aiogram import Bot, Dispatcher, F
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.types import Message
 
-from bot.config import Settings  # noqa: E402
-from tests.conftest import BotRunner  # noqa: E402
-from tests.fakes.openai_server import ScriptedOpenAI, Text, echo  # noqa: E402
-from tests.fakes.telegram_server import FakeTelegram  # noqa: E402
+from bot.config import Settings
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import ScriptedOpenAI, Text, echo
+from tests.fakes.telegram_server import FakeTelegram
 
 
 class TimedTelegram(FakeTelegram):
@@ -60,7 +60,8 @@ async def burst(tg: TimedTelegram, chats: int, per_chat: int, first_chat: int) -
     return elapsed, latencies, time.process_time() - cpu
 
 
-async def run_relay(tg: TimedTelegram, llm: ScriptedOpenAI) -> tuple[Bot, Dispatcher, asyncio.Task[None], httpx.AsyncClient]:
+async def run_relay(tg: TimedTelegram,
+                    llm: ScriptedOpenAI) -> tuple[Bot, Dispatcher, asyncio.Task[None], httpx.AsyncClient]:
     client = httpx.AsyncClient(base_url=llm.base_url, timeout=30)
     dp = Dispatcher()
 
@@ -79,8 +80,8 @@ def summary(name: str, elapsed: float, latencies: list[float], cpu: float) -> di
     q = statistics.quantiles(latencies, n=20)
     figures = {"msg_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "p95_ms": q[18] * 1000,
                "cpu_ms": cpu / len(latencies) * 1000}
-    print(f"{name:>8}: {figures['msg_s']:7.1f} msg/s   p50 {figures['p50_ms']:7.1f} ms   p95 {figures['p95_ms']:7.1f} ms"
-          f"   CPU {figures['cpu_ms']:5.1f} ms/msg (both fakes included)")
+    print(f"{name:>8}: {figures['msg_s']:7.1f} msg/s   p50 {figures['p50_ms']:7.1f} ms   "
+          f"p95 {figures['p95_ms']:7.1f} ms   CPU {figures['cpu_ms']:5.1f} ms/msg (both fakes included)")
     return figures
 
 

@@ -126,7 +126,8 @@ def main() -> None:
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    overrides = {"train.epochs": args.epochs, "train.lr": 1e-3, "train.batch_size": args.batch_size, "train.threads": args.threads,
+    overrides = {"train.epochs": args.epochs, "train.lr": 1e-3, "train.batch_size": args.batch_size,
+                 "train.threads": args.threads,
                  "data.val_fraction": 0.1}
     with tempfile.TemporaryDirectory(prefix="bench-ft-") as tmp:
         root = Path(tmp)

@@ -83,7 +83,7 @@ def build_tools(settings: Settings, brain: Brain) -> None:
         provider = make_search_provider(settings.search_provider, settings.search_url, key,
                                         settings.search_timeout, settings.search_max_results,
                                         settings.search_max_chars)
-    except Exception as exc:  # a half-configured provider
+    except Exception as exc:  # noqa: BLE001 - a half-configured provider
         raise ConfigError(f"invalid setting SEARCH_PROVIDER: {exc}") from None
     if provider is not None:
         search_tool = make_web_search_tool(provider)
@@ -98,7 +98,7 @@ async def create_services(settings: Settings) -> Services:
                   turn_timeout=settings.openai_timeout * (settings.openai_max_retries + 1) + 5.0)
     try:
         brain.prompts()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as a configuration error
         raise ConfigError(f"invalid setting PROMPTS_PATH: {exc}") from None
     default_level, default_model = "prompt", "cloud"
     try:
@@ -110,7 +110,7 @@ async def create_services(settings: Settings) -> Services:
     db = Database(settings.db_url)
     try:
         await db.create_all()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as a configuration error
         await db.dispose()
         raise ConfigError(f"invalid setting DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
     chat = ChatService(db, brain, default_level=default_level, default_model=default_model,

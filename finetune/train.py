@@ -326,8 +326,9 @@ def _fingerprint(base: str, config: Config, examples: list[Example]) -> str:
     """What a checkpoint must match to be resumed: base, training data and every setting that shapes training."""
     cfg = config.to_dict()
     relevant = {"base": base, "seed": cfg["seed"], "lora": cfg["lora"], "data": cfg["data"],
-                "train": {k: v for k, v in cfg["train"].items() 
-                          if k not in ("save_every", "keep_checkpoints", "device", "threads", "gradient_checkpointing")},
+                "train": {k: v for k, v in cfg["train"].items()
+                          if k not in ("save_every", "keep_checkpoints", "device", "threads",
+                                       "gradient_checkpointing")},
                 "examples": [(e.input_ids, e.labels) for e in examples]}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

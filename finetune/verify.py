@@ -97,7 +97,8 @@ def _verify_file(
     try:
         result.pre_tokenizer = llm.metadata.get("tokenizer.ggml.pre")
         result.tokenization_identical = all(
-            llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == x for text, x in zip(texts, ids)
+            llm.tokenize(text.encode("utf-8"), add_bos=False, special=True) == x
+            for text, x in zip(texts, ids, strict=True)
         )
         if not result.tokenization_identical:
             result.problems.append("llama.cpp tokenizes the conversations differently from transformers")
@@ -119,7 +120,7 @@ def _verify_file(
 
         sq_diff = sq_ref = 0.0
         same = total = 0
-        for x, ref in zip(ids, reference):
+        for x, ref in zip(ids, reference, strict=True):
             llm.reset()
             llm.eval(x)
             got = np.asarray(llm.scores[: len(x)], dtype=np.float64)

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fakes.openai_server import ScriptedOpenAI
+from tests.fakes.search_server import search_server  # noqa: F401 - a fixture, for every test module
 from tests.fakes.telegram_server import FakeTelegram
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
-from tests.fakes.search_server import FakeSearchServer, search_server, searxng_body  # noqa: F401
+from tests.fakes.search_server import FakeSearchServer, searxng_body
 from tests.fakes.telegram_server import FakeTelegram
 
 

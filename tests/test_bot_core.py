@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.conftest import BotRunner
-from tests.fakes.openai_server import Fault, ScriptedOpenAI, Stall, Text
+from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram
 
 

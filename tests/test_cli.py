@@ -38,7 +38,7 @@ async def run_cli(args: list[str], env: dict[str, str], stdin: str = "", timeout
 )
 async def test_bad_config_is_one_clear_line(tmp_path: Path, env: dict[str, str], args: list[str],
                                             named: str) -> None:
-    code, out, err = await run_cli(args, {"DATA_DIR": str(tmp_path / "d"), **env})
+    code, _out, err = await run_cli(args, {"DATA_DIR": str(tmp_path / "d"), **env})
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip() and "WARNING" not in line]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in err, err

@@ -115,7 +115,8 @@ def test_bad_settings_are_refused_before_anything_runs(
     assert not out.exists()
 
 
-def test_unknown_keys_in_a_config_file_are_errors(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_keys_in_a_config_file_are_errors(tiny: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     data = write_lines(tmp_path / "data.jsonl", [good(), good()])
     config = tmp_path / "ft.toml"
     config.write_text("[train]\nepochs = 1\nlearning_rate = 0.1\n")
@@ -169,7 +170,7 @@ def test_only_assistant_turns_and_their_end_of_turn_are_learned(tiny: Path) -> N
         {"role": "assistant", "content": "Hello, Bob!"},
     ]
     example = encode(tokenizer, messages)
-    learned = [tok for tok, label in zip(example.input_ids, example.labels) if label != IGNORE]
+    learned = [tok for tok, label in zip(example.input_ids, example.labels, strict=True) if label != IGNORE]
     assert tokenizer.decode(learned) == "Hello, Alice!<|im_end|>\nHello, Bob!<|im_end|>\n"
     assert len(example.input_ids) == len(example.labels)
     assert example.input_ids == tokenizer.apply_chat_template(messages, tokenize=True)["input_ids"]
@@ -242,7 +243,7 @@ def test_converter_download_failure_says_what_is_needed(monkeypatch: pytest.Monk
     # pip with no index and an empty links dir fails at once, as it would without access to PyPI
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
-    with pytest.raises(ConverterError, match="could not download the llama-cpp-python==.* source distribution") as e:
+    with pytest.raises(ConverterError, match=r"could not download the llama-cpp-python==.* source distribution") as e:
         ensure_converter(tmp_path / "cache")
     assert "Check access to PyPI" in str(e.value)
     assert not list((tmp_path / "cache").glob("*/llama.cpp"))  # nothing half-made left behind

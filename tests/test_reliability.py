@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 
 from bot.inbox import Inbox
-from bot.storage import Database
-from bot.storage import repo
+from bot.storage import Database, repo
 from tests.conftest import BotRunner, WebhookBot
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram

@@ -22,7 +22,7 @@ from bot.inbox import Inbox
 from bot.storage import Database, repo
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import Fault, Reply, ScriptedOpenAI, Stall, Text
-from tests.fakes.telegram_server import BOT_USERNAME, FaultPlan, FakeTelegram
+from tests.fakes.telegram_server import BOT_USERNAME, FakeTelegram, FaultPlan
 
 PRIVATE = list(range(1, 161))
 GROUPS = [-n for n in range(1, 41)]  # groups get edited previews instead of drafts
@@ -58,7 +58,7 @@ def flaky_model(kinds: dict[str, str]) -> Any:
         asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
         attempts[asked] += 1
         kind, answer_text = kinds[asked], f"echo: {asked}"
-        if kind == "500-once" and attempts[asked] == 1 or kind == "500-always":
+        if (kind == "500-once" and attempts[asked] == 1) or kind == "500-always":
             return Fault(status=500)
         if kind == "break-before-text" and attempts[asked] == 1:
             return Text(answer_text, break_after=0)
@@ -113,7 +113,7 @@ async def check_outcomes(telegram: FakeTelegram, db: Database, kinds: dict[str, 
                 assert text.startswith("echo:") and "⚠️" in text and text != expected, (chat, i, text)
             else:
                 assert text.startswith("⚠️"), (chat, i, kind, text)
-        rows = await db.run(lambda s: repo.all_messages(s, chat))
+        rows = await db.run(lambda s, chat=chat: repo.all_messages(s, chat))
         assert [r.content for r in rows if r.role == "user"] == [label(chat, i) for i in range(PER_CHAT)]
         assert [r.role for r in rows] == ["user", "assistant"] * PER_CHAT  # every turn once, in order
         complete = [r.complete for r in rows if r.role == "assistant"]

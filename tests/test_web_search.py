@@ -15,7 +15,7 @@ from agents.tools.web_search import (
     make_search_provider,
     make_web_search_tool,
 )
-from tests.fakes.search_server import FakeSearchServer, search_server, searxng_body  # noqa: F401
+from tests.fakes.search_server import FakeSearchServer, search_server, searxng_body
 
 KEY = "sk-test-SECRET-4242"
 

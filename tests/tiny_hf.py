@@ -93,7 +93,8 @@ def build_tiny_llama(
     return dir
 
 
-GREETING_NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory", "Oscar"]
+GREETING_NAMES = ["Alice", "Bob", "Carol", "Dave", "Erin", "Frank", "Grace", "Heidi", "Ivan", "Judy", "Mallory",
+                  "Oscar"]
 
 # Settings under which a tiny random Llama learns `write_greeting_data` in seconds on 2 cores (44 steps).
 FAST_TRAIN_OVERRIDES: dict[str, object] = {

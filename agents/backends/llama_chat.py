@@ -145,7 +145,7 @@ def step_grammar(tools: Sequence[ToolSpec], *, allow_final: bool) -> str:
         try:
             json_schema_to_gbnf(json.dumps(_arguments_schema(tool.parameters)))
             safe.append(tool)
-        except Exception as exc:  # any converter failure means: relax this tool's schema
+        except Exception as exc:  # noqa: BLE001 - any converter failure means: relax this tool's schema
             log.warning("tool %s: arguments schema not expressible as a grammar (%s); relaxing it", tool.name, exc)
             safe.append(ToolSpec(tool.name, tool.description, {"type": "object"}))
     return json_schema_to_gbnf(json.dumps(step_schema(safe, allow_final=allow_final)))
@@ -296,7 +296,7 @@ def render_prompt(llm: Llama, turns: list[ChatTurn]) -> tuple[str, list[str]]:
             system, first, *rest = turns
             folded = [{"role": first["role"], "content": f"{system['content']}\n\n{first['content']}"}, *rest]
             result = formatter(messages=folded)
-    except Exception as exc:  # a template error (or a sandbox refusal) is the model's fault
+    except Exception as exc:  # noqa: BLE001 - a template error (or a sandbox refusal) is the model's fault
         raise ModelCallError(f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}") from None
     stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
     return result.prompt, [s for s in stop if s]

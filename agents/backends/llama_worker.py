@@ -212,7 +212,7 @@ class LlamaWorker:
                 flush()
                 if ticket.cancelled.is_set():
                     status = "cancelled"
-            except BaseException as exc:  # every failure goes back to the waiting caller
+            except BaseException as exc:  # noqa: BLE001 - every failure goes back to the waiting caller
                 status, failure = "error", exc
         # Recorded before the caller hears the end, so what it reads next is up to date.
         self.history.append(JobRecord(ticket.id, status, emitted, after_cancel))

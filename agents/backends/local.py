@@ -56,7 +56,7 @@ def load_llama(
         if cached is None:
             try:
                 return Llama.from_pretrained(repo, filename, cache_dir=cache_dir, **params)
-            except Exception as exc:  # network, hub and load errors all mean: set the path
+            except Exception as exc:  # noqa: BLE001 - network, hub and load errors all mean: set the path
                 raise ModelUnavailableError(
                     f"cannot fetch the default local model {repo}/{filename} ({_one_line(exc)}); "
                     "set LOCAL_MODEL_PATH to a GGUF file"
@@ -67,7 +67,7 @@ def load_llama(
         raise ModelUnavailableError(f"local model file not found: {path}; set LOCAL_MODEL_PATH to a GGUF file")
     try:
         return Llama(model_path=str(path), **params)
-    except Exception as exc:  # llama.cpp reports a bad file as ValueError/RuntimeError
+    except Exception as exc:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
         raise ModelUnavailableError(
             f"cannot load the local model {path} ({_one_line(exc)}); set LOCAL_MODEL_PATH to a valid GGUF file"
         ) from None
@@ -81,7 +81,7 @@ def _cached_download(repo: str, filename: str, cache_dir: Path | None) -> Path |
         from huggingface_hub import hf_hub_download
 
         return Path(hf_hub_download(repo, filename, cache_dir=cache_dir, local_files_only=True))
-    except Exception:  # not cached (or no hub client): download it
+    except Exception:  # noqa: BLE001 - not cached (or no hub client): download it
         return None
 
 

@@ -19,7 +19,7 @@ class ZeroShotLevel(Level):
     }
 
     def stream(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
-        messages = trim_history(to_messages(ctx.history), ctx.token_budget) + [HumanMessage(ctx.text)]
+        messages = [*trim_history(to_messages(ctx.history), ctx.token_budget), HumanMessage(ctx.text)]
         return stream_text(ctx.model, messages)
 
 
@@ -43,6 +43,6 @@ def build_prompt_messages(ctx: TurnContext) -> list[BaseMessage]:
     for user, assistant in ctx.prompts.few_shot:
         shots += [HumanMessage(user), AIMessage(assistant)]
     head: Sequence[BaseMessage] = [SystemMessage(system), *shots]
-    return trim_history(to_messages(ctx.history), ctx.token_budget, fixed=[*head, HumanMessage(ctx.text)], head=head) + [
-        HumanMessage(ctx.text)
-    ]
+    question = HumanMessage(ctx.text)
+    history = trim_history(to_messages(ctx.history), ctx.token_budget, fixed=[*head, question], head=head)
+    return [*history, question]

@@ -33,7 +33,7 @@ def load_prompts(path: Path | None = None) -> PromptSet:
         raise PromptFileError(f"prompts file {path} needs a non-empty `system` text")
     shots = []
     for i, shot in enumerate(data.get("few_shot") or []):
-        if not (isinstance(shot, dict) and isinstance(shot.get("user"), str) and isinstance(shot.get("assistant"), str)):
+        if not (isinstance(shot, dict) and all(isinstance(shot.get(k), str) for k in ("user", "assistant"))):
             raise PromptFileError(f"prompts file {path}: few_shot[{i}] needs `user` and `assistant` texts")
         shots.append((shot["user"].strip(), shot["assistant"].strip()))
     return PromptSet(

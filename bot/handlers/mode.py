@@ -19,7 +19,7 @@ def mode_menu(brain: Brain, mode: Mode, lang: str) -> tuple[str, InlineKeyboardM
     """The /mode message: a description line per level and model, buttons with the current ones marked."""
     lines = [t("mode_menu", lang, mode=mode_label(mode.level, mode.model)), ""]
     rows: list[list[InlineKeyboardButton]] = []
-    for kind, items, current in (("level", brain.levels.all(), mode.level), ("model", brain.models.all(), mode.model)):
+    for _kind, items, current in (("level", brain.levels.all(), mode.level), ("model", brain.models.all(), mode.model)):
         row: list[InlineKeyboardButton] = []
         for name, item in items.items():
             mark = "✅ " if name == current else ""

@@ -10,6 +10,7 @@ from bot.config import Settings
 from bot.i18n import t
 from bot.service import ChatService
 
+
 def mode_label(level: str, model: str) -> str:
     return f"{level} · {model}"
 

@@ -239,7 +239,8 @@ class FakeTelegram:
             "message_id": next(self._message_ids), "date": int(time.time()),
             "chat": self._chat(chat_id, "private" if chat_id > 0 else "group"), "from": self._user(user_id, lang),
             "document": {"file_id": file_id, "file_unique_id": f"u{file_id}", "file_name": file_name,
-                         "mime_type": mime_type, "file_size": claimed_size if claimed_size is not None else len(content)},
+                         "mime_type": mime_type,
+                         "file_size": claimed_size if claimed_size is not None else len(content)},
         }
         if caption:
             message["caption"] = caption
