@@ -95,7 +95,7 @@ class UpdatePump:
                 if time.monotonic() >= self._next_prune:
                     self._next_prune = time.monotonic() + _PRUNE_EVERY
                     await self.inbox.prune(_KEEP_FINISHED)
-            except Exception:
+            except Exception:  # the database may be down for a moment; keep going
                 log.exception("inbox scan failed")
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
@@ -115,7 +115,7 @@ class UpdatePump:
                 item = await self._process(item, then_claim=key)
             if item is not None:  # claimed just as the shutdown began: it is the next run's
                 await self.inbox.release(item.update_id)
-        except Exception:
+        except Exception:  # the next scan starts a new worker
             log.exception("worker for %s failed", key)
         finally:
             self._workers.pop(key, None)
@@ -125,7 +125,7 @@ class UpdatePump:
             item = await self.inbox.take(update_id, key)
             if item is not None:
                 await self._process(item, then_claim=None)
-        except Exception:
+        except Exception:  # it stays in the inbox and runs in order
             log.exception("urgent update %s failed", update_id)
 
     # --- processing ------------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ class UpdatePump:
                 self._dirty.add(item.chat_key)  # look again: it is the chat's next update
                 return None
             return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
-        except Exception as exc:
+        except Exception as exc:  # already reported to the user by the error router
             self._claimed.pop(item.update_id, None)
             log.exception("update %s failed", item.update_id)
             return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
@@ -187,7 +187,7 @@ class UpdatePump:
                     keys = sorted({key for key, _ in self._claimed.values()})
                     for update_id, key in await self.inbox.urgent_for(keys):
                         self._start_urgent(update_id, key)
-            except Exception:
+            except Exception:  # the database may be down for a moment
                 log.warning("inbox heartbeat failed", exc_info=True)
 
     async def drain(self, timeout: float) -> None:
@@ -246,7 +246,7 @@ async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int 
             try:
                 await pump.submit(raw)
                 break
-            except Exception:
+            except Exception:  # not recorded means not confirmed: keep trying
                 log.exception("could not record %d updates; retrying", len(raw))
                 await asyncio.sleep(1.0)
         offset = max(u.update_id for u in updates) + 1

@@ -29,7 +29,7 @@ def render(markdown: str, limit: int = TELEGRAM_LIMIT) -> list[Chunk]:
         text, entities = convert(keep_html_as_text(markdown))
         parts = split_entities(text, entities, limit)
         chunks = [Chunk(t, [e.to_dict() for e in ents]) for t, ents in parts]
-    except Exception:
+    except Exception:  # a converter bug must not lose the answer: fall back to plain text
         log.exception("markdown conversion failed; sending plain text")
         chunks = [Chunk(p) for p in split_plain(markdown, limit)]
     chunks = [c for c in chunks if c.text.strip()]

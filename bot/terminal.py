@@ -86,7 +86,7 @@ async def _answer(services: Services, chat_id: int, text: str, lang: str, out: o
                     page = f", p. {s.page}" if s.page else ""
                     write(f"[{s.index}] {s.name}{page}")  # type: ignore[operator]
         write()  # type: ignore[operator]
-    except Exception as exc:
+    except Exception as exc:  # expected failures are shown; bugs re-raised
         message = user_message(exc, lang)
         if message is None:
             raise

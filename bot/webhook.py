@@ -109,7 +109,7 @@ class WebhookServer:
             return web.Response(status=400, text="expected a JSON update")
         try:
             await self.pump.submit([update])
-        except Exception:
+        except Exception:  # not recorded: a non-2xx makes Telegram deliver it again later
             log.exception("could not record update %s", update["update_id"])
             return web.Response(status=500, text="not recorded")
         self.received += 1
