@@ -18,7 +18,7 @@ from aiogram.utils.token import TokenValidationError, validate_token
 
 from agents.backends import ModelRegistry
 from agents.backends.cloud import CloudBackend
-from agents.errors import UnknownNameError
+from agents.errors import AgentsError, UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.config import ConfigError, Settings
@@ -122,7 +122,19 @@ async def create_services(settings: Settings) -> Services:
                        model_retries=min(1, settings.openai_max_retries))
     services = Services(settings, db, brain, chat)
     _attach_knowledge(services)
+    await _warm_up(brain, default_model)
     return services
+
+
+async def _warm_up(brain: Brain, model: str) -> None:
+    """Build the default model's client now, in a thread: importing langchain-openai takes about a second, which
+    the first question would otherwise spend with the event loop blocked. Local models stay lazy (they load
+    gigabytes); a model that cannot be built yet says so on first use."""
+    backend = brain.models.get(model)
+    if backend.name != "cloud":
+        return
+    with contextlib.suppress(AgentsError):
+        await asyncio.to_thread(backend.chat_model)
 
 
 def _attach_knowledge(services: Services) -> None:
