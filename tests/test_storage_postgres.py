@@ -88,6 +88,15 @@ async def test_memory_modes_prompts_and_usage_round_trip(database_url: str, tmp_
 # --- the inbox ------------------------------------------------------------------------------------------------
 
 
+async def test_replicas_starting_together_create_the_tables_once(database_url: str) -> None:
+    replicas = [Database(database_url) for _ in range(4)]
+    try:
+        await asyncio.gather(*(r.create_all() for r in replicas))  # none fails on a half-created catalogue
+        assert await Inbox(replicas[0], "a").add([msg(1, 1)]) == [1]
+    finally:
+        await asyncio.gather(*(r.dispose() for r in replicas))
+
+
 async def test_duplicates_are_recorded_once(db: Database) -> None:
     inbox = Inbox(db, "a")
     assert await inbox.add([msg(1, 5), msg(2, 5), msg(1, 5)]) == [1, 2]

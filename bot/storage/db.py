@@ -16,8 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -85,9 +86,18 @@ class Database:
 
     async def create_all(self) -> None:
         if self._sync is not None:
-            await self.run(lambda s: Base.metadata.create_all(s.connection()))
-            return
+            for attempt in range(3):
+                try:
+                    await self.run(lambda s: Base.metadata.create_all(s.connection()))
+                    return
+                except OperationalError as exc:
+                    # another process created a table between the check and the CREATE: look again
+                    if "already exists" not in str(exc) or attempt == 2:
+                        raise
         async with self.engine.begin() as conn:
+            # replicas starting together would race to create the same tables (a unique violation in the
+            # catalogue): one takes this lock and creates them, the others wait and find them there
+            await conn.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
             await conn.run_sync(Base.metadata.create_all)
 
     async def dispose(self) -> None:
