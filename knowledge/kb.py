@@ -86,16 +86,21 @@ class KnowledgeBase:
         chunk_overlap: int = DEFAULT_OVERLAP_CHARS,
         max_chunks: int = 20_000,
         embedder: Embedder | None = None,
+        shared_name: str = "default",
     ) -> KnowledgeBase:
         """Open (or create) the knowledge base under `data_dir`; the embedding model loads on first use.
 
+        With `chroma_host` the knowledge base lives on the chroma server: every process opening it with the
+        same `shared_name` sees the same documents (`data_dir` then holds nothing of it).
         `embedder` lets several knowledge bases in one process share a loaded model (it must be for
         `embedding_model`)."""
         if embedder is None:
             embedder = Embedder(embedding_model)
         elif embedder.model_id != embedding_model:
             raise ValueError(f"embedder is for {embedder.model_id!r}, not {embedding_model!r}")
-        store = await asyncio.to_thread(KnowledgeStore, Path(data_dir), embedder, chroma_host, chroma_port)
+        store = await asyncio.to_thread(
+            KnowledgeStore, Path(data_dir), embedder, chroma_host, chroma_port, shared_name
+        )
         return cls(
             store,
             max_file_bytes=max_file_bytes,
@@ -198,6 +203,9 @@ class KnowledgeBase:
         return await asyncio.to_thread(self._store.search, query, k, mode)
 
     async def is_empty(self) -> bool:
+        """Whether there is nothing to search; with a chroma server, as the other processes left it."""
+        if self._store.shared:
+            await asyncio.to_thread(self._store.refresh)
         return self._store.is_empty()
 
     async def stats(self) -> KBStats:

@@ -1,19 +1,27 @@
 """The synchronous store: documents and chunks in SQLite, vectors in chroma, BM25 in memory, fused by RRF.
 
-SQLite (`data_dir/knowledge.sqlite3`) is the source of truth for documents and chunk texts; chroma holds the
-vectors (`data_dir/chroma`, or a chroma server); the BM25 index is rebuilt from SQLite at open. A write adds
-the new vectors first, then commits SQLite in one transaction, then drops the replaced vectors: a failure at
+Local mode (no chroma host): SQLite (`data_dir/knowledge.sqlite3`) is the source of truth for documents and
+chunk texts; chroma holds the vectors (`data_dir/chroma`); the BM25 index is rebuilt from SQLite at open. A write
+adds the new vectors first, then commits SQLite in one transaction, then drops the replaced vectors: a failure at
 any step leaves the documents exactly as they were, and `open` removes vectors no document owns.
-Every method blocks: call them from a worker thread (`knowledge.KnowledgeBase` does).
+
+Shared mode (a chroma server, several bot processes): the server is the source of truth. Each chunk is stored
+with its text and metadata; a small registry collection holds one record per document (its `nonce` says which
+write of the document is current) and a generation record that every add and delete changes last. Each process
+keeps a private in-memory SQLite mirror and BM25 index; before each read it fetches the generation (one small
+request, about 1.5 ms on loopback) and, when it changed, brings the mirror up to date from the registry and the
+stored chunks. Every method blocks: call them from a worker thread (`knowledge.KnowledgeBase` does).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -60,6 +68,12 @@ CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, idx);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _DOC_COLUMNS = "doc_id, name, kind, sha256, size, pages, chunks, date, uploader, created"
+_GENERATION_ID = "~generation"  # the registry record every write changes; document ids are hex, never this
+_SHARED_NAME = re.compile(r"[A-Za-z0-9_-]{1,12}")
+# Shared mode: a chunk no registered document owns is removed at open only once it is this old. An upload in
+# another process writes its vectors first and registers the document after embedding and writing them (seconds
+# to minutes for a big file), so a younger unowned chunk may be one in flight, not the remains of a crash.
+ORPHAN_GRACE_S = 600.0
 
 
 def collection_name(kb_id: str, model_id: str) -> str:
@@ -77,17 +91,26 @@ class KnowledgeStore:
         embedder: Embedder,
         chroma_host: str | None = None,
         chroma_port: int = 8000,
+        shared_name: str = "default",
     ) -> None:
+        """With `chroma_host`, every store opened with the same `shared_name` on that server is one knowledge
+        base, whatever its `data_dir`."""
         self.data_dir = Path(data_dir)
         self.embedder = embedder
+        self.shared = bool(chroma_host)
+        if self.shared and not _SHARED_NAME.fullmatch(shared_name):
+            raise InvalidInputError("shared_name: 1-12 letters, digits, - or _")
         self._lock = threading.RLock()  # one writer at a time; SQLite reads share the connection
         self._bm25 = BM25Index()
         self._closed = False
+        self._nonces: dict[str, str] = {}  # shared mode: doc id -> the write the mirror holds
+        self._generation: str | None = None  # shared mode: the registry generation the mirror reflects
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.data_dir / "knowledge.sqlite3", check_same_thread=False, isolation_level=None
-            )
+            # Shared mode keeps a private mirror in memory: replicas may share DATA_DIR, and a file written by
+            # several of them would be a second source of truth to keep consistent.
+            where = ":memory:" if self.shared else self.data_dir / "knowledge.sqlite3"
+            self._db = sqlite3.connect(where, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
@@ -96,11 +119,20 @@ class KnowledgeStore:
             raise StoreError(f"Cannot open the documents table under {self.data_dir}: {exc}") from exc
         self._client: Any = None
         try:
-            self.kb_id = self._get_meta("kb_id") or self._init_kb_id()
+            self.kb_id = shared_name if self.shared else self._get_meta("kb_id") or self._init_kb_id()
             self._client, self._collection = self._open_chroma(chroma_host, chroma_port)
             self._chunk_count = self._scalar("SELECT COUNT(*) FROM chunks")
             self._bm25.add(self._db.execute("SELECT chunk_id, text FROM chunks").fetchall())
-            self._reconcile()
+            if self.shared:
+                try:
+                    self._registry = self._client.get_or_create_collection(
+                        f"{self._collection.name}_docs", embedding_function=None  # records carry a dummy vector
+                    )
+                    self._sync(self._read_generation(), full=True)
+                except Exception as exc:
+                    raise StoreError(f"Cannot read the knowledge base from the chroma server: {exc}") from exc
+            else:
+                self._reconcile()
         except BaseException:
             self.close()  # a half-opened store must not keep the database or the chroma client
             raise
@@ -155,6 +187,123 @@ class KnowledgeStore:
                 log.warning("could not delete the old collection %s", previous, exc_info=True)
         self._set_meta("collection", self._collection.name)
         self._set_meta("embedding_model", self.embedder.model_id)
+
+    # --- shared mode: the chroma server is the truth, this process holds a mirror -------------------
+
+    def _read_generation(self) -> str:
+        got = self._registry.get(ids=[_GENERATION_ID], include=["metadatas"])
+        metas = got.get("metadatas") or []
+        return str(metas[0]["token"]) if got["ids"] and metas and metas[0] else ""
+
+    def _bump_generation(self) -> None:
+        """Tell the other processes that the documents changed: always the last step of a write or delete."""
+        try:
+            self._registry.upsert(
+                ids=[_GENERATION_ID], embeddings=[[1.0]], metadatas=[{"token": secrets.token_hex(8)}]
+            )
+        except Exception:  # the change is stored; other processes see it at the next change
+            log.exception("could not publish a knowledge base change to the other processes")
+
+    def refresh(self) -> None:
+        """Shared mode: bring the mirror up to date when another process changed the documents (one small
+        request when nothing changed). An unreachable server leaves the mirror as it was."""
+        if not self.shared or self._closed:
+            return
+        try:
+            token = self._read_generation()
+            if token == self._generation:
+                return
+            with self._lock:
+                if token != self._generation:
+                    self._sync(token, full=False)
+        except Exception:  # the dense half of a search reports the outage; list and emptiness stay usable
+            log.warning("could not refresh the knowledge base from the chroma server", exc_info=True)
+
+    def _sync(self, token: str, full: bool) -> None:
+        """Make the mirror match the registry; `full` (at open) reads every chunk once and also removes chunks
+        no registered document owns, once they are older than ORPHAN_GRACE_S."""
+        with self._lock:
+            # Read the generation before the registry (the caller did): a change made while we read has a
+            # newer generation, so the next refresh syncs again.
+            registry = self._read_registry()
+            for doc_id in [d for d, nonce in self._nonces.items() if registry.get(d, {}).get("nonce") != nonce]:
+                self._forget(doc_id)
+            wanted = {d: m for d, m in registry.items() if self._nonces.get(d) != m["nonce"]}
+            if full:
+                buckets: dict[tuple[str, str], list[tuple[str, str, dict[str, Any]]]] = {}
+                orphans: list[str] = []
+                cutoff = time.time() - ORPHAN_GRACE_S
+                for cid, text, meta in self._fetch_chunks(None):
+                    key = (str(meta.get("doc_id")), str(meta.get("nonce")))
+                    if registry.get(key[0], {}).get("nonce") == key[1]:
+                        buckets.setdefault(key, []).append((cid, text, meta))
+                    elif float(meta.get("written", 0)) < cutoff:  # chunks from before timestamps count as old
+                        orphans.append(cid)
+                if orphans:
+                    log.warning("removing %d vectors that no document owns (older than %.0f s)",
+                                len(orphans), ORPHAN_GRACE_S)  # fmt: skip
+                    self._delete_vectors_quietly(orphans)
+                for doc_id, meta in sorted(wanted.items(), key=lambda item: str(item[1]["created"])):
+                    self._load(doc_id, meta, buckets.get((doc_id, meta["nonce"]), []))
+            else:
+                for doc_id, meta in wanted.items():
+                    where = {"$and": [{"doc_id": doc_id}, {"nonce": meta["nonce"]}]}
+                    self._load(doc_id, meta, self._fetch_chunks(where))
+            self._generation = token
+
+    def _read_registry(self) -> dict[str, dict[str, Any]]:
+        got = self._registry.get(include=["metadatas"])
+        return {
+            cid: dict(meta)
+            for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)
+            if cid != _GENERATION_ID and meta
+        }
+
+    def _fetch_chunks(self, where: dict[str, Any] | None) -> list[tuple[str, str, dict[str, Any]]]:
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        offset = 0
+        while True:
+            got = self._collection.get(
+                where=where, include=["documents", "metadatas"], limit=1000, offset=offset
+            )
+            page = list(zip(got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True))
+            out.extend((cid, text or "", dict(meta or {})) for cid, text, meta in page)
+            if len(page) < 1000:
+                return out
+            offset += len(page)
+
+    def _load(self, doc_id: str, meta: dict[str, Any], chunks: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Put one registered document into the mirror; skipped while its chunks are incomplete."""
+        if len(chunks) != int(meta["chunks"]):
+            # Only while another process deletes or replaces it: that process changes the generation after,
+            # and the next refresh loads the outcome.
+            log.info("document %s is changing in another process; loaded at the next refresh", doc_id)
+            return
+        chunks.sort(key=lambda c: int(c[2].get("index", 0)))
+        row = (doc_id, meta["name"], meta["kind"], meta["sha256"], int(meta["size"]), meta.get("pages"),
+               int(meta["chunks"]), meta["date"], meta["uploader"], meta["created"])  # fmt: skip
+        for (other,) in self._db.execute(
+            "SELECT doc_id FROM documents WHERE doc_id = ? OR sha256 = ?", (doc_id, meta["sha256"])
+        ).fetchall():
+            self._forget(other)
+        with self._transaction() as db:
+            db.execute(f"INSERT INTO documents({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+            db.executemany(
+                "INSERT INTO chunks(chunk_id, doc_id, idx, page, text) VALUES (?, ?, ?, ?, ?)",
+                [(cid, doc_id, int(m.get("index", 0)), m.get("page"), text) for cid, text, m in chunks],
+            )
+        self._bm25.add((cid, text) for cid, text, _ in chunks)
+        self._chunk_count += len(chunks)
+        self._nonces[doc_id] = str(meta["nonce"])
+
+    def _forget(self, doc_id: str) -> None:
+        """Drop one document from the mirror (and the BM25 index); chroma is not touched."""
+        ids = [r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+        with self._transaction() as db:
+            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks cascade
+        self._bm25.remove(ids)
+        self._chunk_count -= len(ids)
+        self._nonces.pop(doc_id, None)
 
     def _vector_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -215,6 +364,9 @@ class KnowledgeStore:
     @staticmethod
     def _meta(row: dict[str, Any]) -> dict[str, Any]:
         meta = {"doc_id": row["doc_id"], "source": row["source"], "date": row["date"], "index": row["index"]}
+        if row.get("nonce"):  # which write of the document the chunk belongs to, and when it was written
+            meta["nonce"] = row["nonce"]
+            meta["written"] = int(time.time())
         if row["page"] is not None:
             meta["page"] = row["page"]  # chroma metadata cannot hold None
         return meta
@@ -248,11 +400,13 @@ class KnowledgeStore:
     # --- documents ------------------------------------------------------------------------------
 
     def list_documents(self) -> list[DocumentInfo]:
+        self.refresh()
         with self._lock:
             rows = self._db.execute(f"SELECT {_DOC_COLUMNS} FROM documents ORDER BY rowid").fetchall()
         return [self._doc(r) for r in rows]
 
     def get_document(self, doc_id: str) -> DocumentInfo | None:
+        self.refresh()
         with self._lock:
             row = self._db.execute(
                 f"SELECT {_DOC_COLUMNS} FROM documents WHERE doc_id = ?", (doc_id,)
@@ -267,6 +421,7 @@ class KnowledgeStore:
         return self._doc(row) if row else None
 
     def stats(self) -> KBStats:
+        self.refresh()
         return KBStats(
             documents=self._scalar("SELECT COUNT(*) FROM documents"),
             chunks=self._scalar("SELECT COUNT(*) FROM chunks"),
@@ -275,6 +430,7 @@ class KnowledgeStore:
         )
 
     def is_empty(self) -> bool:
+        """As of the last refresh (shared mode: call `refresh` first, off the event loop)."""
         return self._chunk_count == 0
 
     def _new_doc_id(self, sha256: str) -> str:
@@ -302,6 +458,7 @@ class KnowledgeStore:
         if len(chunks) != len(vectors) or not chunks:
             raise ValueError("one vector per chunk, and at least one chunk")
         with self._lock:
+            self.refresh()  # shared mode: the same content uploaded through another process is replaced
             existing = self.find_by_sha256(sha256)
             doc_id = existing.doc_id if existing else self._new_doc_id(sha256)
             created = datetime.now(UTC).isoformat(timespec="seconds")
@@ -310,7 +467,12 @@ class KnowledgeStore:
             ids = [f"{doc_id}-{nonce}-{c.index}" for c in chunks]
             texts = [c.text for c in chunks]
             metas = [
-                self._meta({"doc_id": doc_id, "source": name, "date": date, "index": c.index, "page": c.page})
+                self._meta(
+                    {
+                        "doc_id": doc_id, "source": name, "date": date, "index": c.index, "page": c.page,
+                        "nonce": nonce,
+                    }
+                )
                 for c in chunks
             ]
             old_ids = (
@@ -325,6 +487,18 @@ class KnowledgeStore:
                 raise StoreError(
                     f"The vector store refused the document; nothing was changed ({exc})."
                 ) from exc
+            if self.shared:  # the document exists for every process once its registry record is written
+                record = {"name": name, "kind": kind, "sha256": sha256, "size": size, "chunks": len(chunks),
+                          "date": date, "uploader": uploader, "created": created, "nonce": nonce}  # fmt: skip
+                if pages is not None:
+                    record["pages"] = pages  # chroma metadata cannot hold None
+                try:
+                    self._registry.upsert(ids=[doc_id], embeddings=[[1.0]], metadatas=[record])
+                except Exception as exc:
+                    self._delete_vectors_quietly(ids)
+                    raise StoreError(
+                        f"The vector store refused the document; nothing was changed ({exc})."
+                    ) from exc
             try:
                 with self._transaction() as db:
                     db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks cascade
@@ -346,12 +520,21 @@ class KnowledgeStore:
             self._bm25.add(zip(ids, texts, strict=True))
             if old_ids:
                 self._delete_vectors_quietly(old_ids)
+            if self.shared:
+                self._nonces[doc_id] = nonce
+                self._bump_generation()
         return info, existing is not None
 
     def delete(self, doc_id: str) -> bool:
         """Remove a document and its chunks; False when there is no such document."""
         with self._lock:
+            self.refresh()  # shared mode: a document added through another process can be deleted here
             ids = [r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
+            if self.shared and ids:
+                try:  # unregister first: from then on no process loads it, whatever happens next
+                    self._registry.delete(ids=[doc_id])
+                except Exception as exc:
+                    raise StoreError(f"Could not delete the document; nothing was changed ({exc}).") from exc
             try:
                 with self._transaction() as db:
                     deleted = db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,)).rowcount
@@ -362,6 +545,9 @@ class KnowledgeStore:
             self._chunk_count -= len(ids)
             self._bm25.remove(ids)
             self._delete_vectors_quietly(ids)
+            if self.shared:
+                self._nonces.pop(doc_id, None)
+                self._bump_generation()
         return True
 
     # --- search -------------------------------------------------------------------------------
@@ -387,6 +573,7 @@ class KnowledgeStore:
         if mode not in SEARCH_MODES:
             raise InvalidInputError(f"Unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}.")
         query = query.strip()
+        self.refresh()
         if not query or k <= 0 or self._chunk_count == 0:
             return []
         depth = max(4 * k, 30)  # fusion needs candidates beyond the top k of each list

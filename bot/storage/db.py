@@ -68,10 +68,6 @@ class Database:
             self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         return self._sessions()
 
-    @property
-    def sync_engine(self) -> Engine | None:
-        return self._sync.kw["bind"] if self._sync is not None else None
-
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
         if self._sync is not None and self._thread is not None:
@@ -104,8 +100,9 @@ class Database:
         if self._async_engine is not None:
             await self._async_engine.dispose()
         if self._thread is not None and self._sync is not None:
-            engine = self._sync.kw["bind"]
+            engine: Engine = self._sync.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
+            self._thread.shutdown(wait=False)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
