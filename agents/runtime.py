@@ -73,8 +73,8 @@ class Brain:
         return tools
 
     def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,
-                   system_override: str | None = None) -> TurnRun:
-        return TurnRun(self, level, model, history, text, system_override)
+                   system_override: str | None = None, lang: str = "en") -> TurnRun:
+        return TurnRun(self, level, model, history, text, system_override, lang)
 
 
 _DONE = object()
@@ -89,9 +89,9 @@ class TurnRun:
     """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled)."""
 
     def __init__(self, brain: Brain, level: str, model: str, history: Sequence[Turn], text: str,
-                 system_override: str | None) -> None:
+                 system_override: str | None, lang: str = "en") -> None:
         self._brain = brain
-        self._args = (level, model, history, text, system_override)
+        self._args = (level, model, history, text, system_override, lang)
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
@@ -102,14 +102,14 @@ class TurnRun:
             self._task.cancel()
 
     async def _context(self) -> TurnContext:
-        level_name, model_name, history, text, system_override = self._args
+        level_name, model_name, history, text, system_override, lang = self._args
         brain = self._brain
         backend = brain.models.get(model_name)
         level = brain.levels.get(level_name)
         ctx = TurnContext(
             history=history, text=text, backend=backend, model=backend.chat_model(),
             prompts=brain.prompts(system_override), token_budget=brain.token_budget,
-            knowledge=brain.knowledge, max_steps=brain.max_steps, rag_top_k=brain.rag_top_k,
+            knowledge=brain.knowledge, max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
         )
         if level.name == "agent":
             ctx.tools = await brain.tools()

@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import signal
 import statistics
 import sys
@@ -61,7 +60,8 @@ from aiohttp import web
 
 from bot.inbox import chat_key_of
 from tests.conftest import make_settings
-from tests.fakes.openai_server import Fault, Reply, ScriptedOpenAI, Stall, Text
+from tests.fakes.fault_mix import ANSWERED, MODEL_FAULTS, flaky_model, label, plan_model_faults
+from tests.fakes.openai_server import ScriptedOpenAI
 from tests.fakes.telegram_server import FakeTelegram, FaultPlan
 
 log = logging.getLogger("bench_inbox")
@@ -73,10 +73,6 @@ SETTINGS: dict[str, Any] = dict(default_mode="zero-shot", send_interval=0.0, gro
                                 openai_max_retries=2, send_retry_seconds=300, stream_edit_interval=0.2,
                                 shutdown_timeout=60)
 SEND_METHODS = {"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"}
-# model faults, share of messages (10% in all); outcome: the answer (after retries) or a notice
-MODEL_FAULTS = {"500-once": 0.03, "500-always": 0.01, "break-before-text": 0.02, "break-half-way": 0.02,
-                "stall": 0.02}
-ANSWERED = {"ok", "500-once", "break-before-text"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -238,10 +234,6 @@ class Variant:
         return len(self.latencies[phase])
 
 
-def label(chat: int, i: int) -> str:
-    return f"c{chat} m{i}"
-
-
 async def send(variant: Variant, phase: str, plan: list[tuple[float, int, int]],
                kinds: dict[str, str] | None = None, patience: float = 300.0) -> tuple[float, float]:
     """Send `plan` [(offset s, chat, i)], wait for every answer, check them, record; returns (seconds, CPU s)."""
@@ -292,42 +284,6 @@ def burst_plan(chats: Sequence[int], per_chat: int) -> list[tuple[float, int, in
 def paced_plan(chats: Sequence[int], count: int, rate: float) -> list[tuple[float, int, int]]:
     """`count` messages at `rate`/s, chats in turn (a chat's next message comes after len(chats)/rate s)."""
     return [(k / rate, chats[k % len(chats)], k // len(chats)) for k in range(count)]
-
-
-def model_faults(chats: Sequence[int], per_chat: int, seed: int) -> dict[str, str]:
-    rng = random.Random(seed)
-    kinds: dict[str, str] = {}
-    for chat in chats:
-        for i in range(per_chat):
-            roll, kind = rng.random(), "ok"
-            for name, share in MODEL_FAULTS.items():
-                if roll < share:
-                    kind = name
-                    break
-                roll -= share
-            kinds[label(chat, i)] = kind
-    return kinds
-
-
-def flaky_model(kinds: dict[str, str]) -> Any:
-    """The model's side of the fault mix; other messages are echoed (as in every phase)."""
-    attempts: dict[str, int] = {}
-
-    def answer(body: dict[str, Any]) -> Reply:
-        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-        attempts[asked] = n = attempts.get(asked, 0) + 1
-        kind, text = kinds.get(asked, "ok"), f"echo: {asked}"
-        if (kind == "500-once" and n == 1) or kind == "500-always":
-            return Fault(status=500)
-        if kind == "break-before-text" and n == 1:
-            return Text(text, break_after=0)
-        if kind == "break-half-way":
-            return Text(text, chunk_size=3, break_after=6)
-        if kind == "stall":
-            return Stall(seconds=30)
-        return Text(text, chunk_size=4)
-
-    return answer
 
 
 def pct(values: list[float], q: int) -> float:
@@ -433,7 +389,7 @@ async def main(messages: int, chats: int, rounds: int, fault_chats: int, fault_p
         ranges = [range(200_000 * (j + 1), 200_000 * (j + 1) + fault_chats) for j in range(len(variants))]
         kinds: dict[str, str] = {}
         for chats_range in ranges:
-            kinds.update(model_faults(chats_range, fault_per_chat, seed=11))
+            kinds.update(plan_model_faults(chats_range, fault_per_chat, seed=11))
         llm.default = flaky_model(kinds)
         for v in variants:
             v.tg.faults = FaultPlan(set(SEND_METHODS), rate_429=0.20, retry_after=(1, 3), rate_5xx=0.05, seed=3)

@@ -172,7 +172,7 @@ class ChatService:
         return (await self.prepare(chat_id, update_id=update_id)).stored
 
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
-                    prepared: Prepared | None = None) -> AsyncIterator[ReplyEvent]:
+                    prepared: Prepared | None = None, lang: str = "en") -> AsyncIterator[ReplyEvent]:
         """Answer `text` in this chat's mode, yielding reply events.
 
         The user turn and the answer are stored together once the answer is complete; an answer that fails
@@ -196,7 +196,7 @@ class ChatService:
         attempt = 0
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
-                                        system_override=prepared.system_override)
+                                        system_override=prepared.system_override, lang=lang)
             self._running[chat_id] = run
             parts: list[str] = []
             tokens = 0

@@ -87,3 +87,15 @@ async def test_step_limit_ends_the_turn_politely(bot: BotRunner, telegram: FakeT
     await telegram.wait_for(lambda: telegram.texts(6))
     assert "step" in telegram.texts(6)[-1].lower()
     assert len(llm.requests) == 2
+
+
+async def test_step_limit_note_comes_in_the_users_language(bot: BotRunner, telegram: FakeTelegram,
+                                                           llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="agent", agent_max_steps=2)
+    llm.default = lambda body: ToolCalls(("calculator", {"expression": "1+1"}))  # never answers
+    telegram.user_says(5, "считай бесконечно", lang="ru")
+    await telegram.wait_texts(5, 1)
+    assert "шагов (это предел)" in telegram.texts(5)[0]
+    telegram.user_says(6, "count forever", lang="en")
+    await telegram.wait_texts(6, 1)
+    assert "steps (the step limit)" in telegram.texts(6)[0]

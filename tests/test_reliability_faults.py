@@ -12,70 +12,25 @@ one short notice, and the stored turn is marked incomplete (kept for the record,
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import Counter
-from typing import Any
 
 import pytest
 
 from bot.inbox import Inbox
 from bot.storage import Database, repo
 from tests.conftest import BotRunner
-from tests.fakes.openai_server import Fault, Reply, ScriptedOpenAI, Stall, Text
+from tests.fakes.fault_mix import ANSWERED, MODEL_FAULTS, flaky_model, label, plan_model_faults
+from tests.fakes.openai_server import ScriptedOpenAI
 from tests.fakes.telegram_server import BOT_USERNAME, FakeTelegram, FaultPlan
 
 PRIVATE = list(range(1, 161))
 GROUPS = [-n for n in range(1, 41)]  # groups get edited previews instead of drafts
 PER_CHAT = 5
-# kind of model fault -> share of messages; outcome: answered (after retries) or a notice
-KINDS = {"500-once": 0.03, "500-always": 0.01, "break-before-text": 0.02, "break-half-way": 0.02, "stall": 0.02}
-ANSWERED = {"ok", "500-once", "break-before-text"}
-
-
-def label(chat: int, i: int) -> str:
-    return f"{'g' if chat < 0 else 'c'}{abs(chat)} m{i}"
-
-
-def plan_faults(seed: int) -> dict[str, str]:
-    rng = random.Random(seed)
-    kinds: dict[str, str] = {}
-    for chat in PRIVATE + GROUPS:
-        for i in range(PER_CHAT):
-            roll, kind = rng.random(), "ok"
-            for name, share in KINDS.items():
-                if roll < share:
-                    kind = name
-                    break
-                roll -= share
-            kinds[label(chat, i)] = kind
-    return kinds
-
-
-def flaky_model(kinds: dict[str, str]) -> Any:
-    attempts: Counter[str] = Counter()
-
-    def answer(body: dict[str, Any]) -> Reply:
-        asked = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
-        attempts[asked] += 1
-        kind, answer_text = kinds[asked], f"echo: {asked}"
-        if (kind == "500-once" and attempts[asked] == 1) or kind == "500-always":
-            return Fault(status=500)
-        if kind == "break-before-text" and attempts[asked] == 1:
-            return Text(answer_text, break_after=0)
-        if kind == "break-half-way":
-            return Text(answer_text, chunk_size=3, break_after=6)
-        if kind == "stall":
-            return Stall(seconds=30)
-        return Text(answer_text, chunk_size=4)
-
-    return answer
-
-
 @pytest.mark.slow
 async def test_every_message_gets_one_final_answer_in_order(bot: BotRunner, telegram: FakeTelegram,
                                                            llm: ScriptedOpenAI) -> None:
-    kinds = plan_faults(seed=11)
-    assert {k for k in kinds.values()} == {"ok", *KINDS}  # every kind of fault is in the mix
+    kinds = plan_model_faults(PRIVATE + GROUPS, PER_CHAT, seed=11)
+    assert {k for k in kinds.values()} == {"ok", *MODEL_FAULTS}  # every kind of fault is in the mix
     llm.default = flaky_model(kinds)
     telegram.faults = FaultPlan({"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction",
                                  "deleteMessage"}, rate_429=0.20, retry_after=(1, 3), rate_5xx=0.05, seed=3)

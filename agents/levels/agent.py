@@ -50,7 +50,7 @@ def build_agent(ctx: TurnContext) -> Any:
     """The compiled agent graph for this turn (cheap: about 2 ms)."""
     system = "\n\n".join(p.strip() for p in (ctx.prompts.system, ctx.prompts.agent_instructions) if p.strip())
     middleware: list[AgentMiddleware[Any, Any, Any]] = [
-        AgentStepLimit(ctx.max_steps),
+        AgentStepLimit(ctx.max_steps, ctx.lang),
         TrimToBudget(ctx.token_budget, ctx.tools),
         ToolErrorMiddleware(_tool_failure),
     ]
@@ -141,9 +141,16 @@ class _AnswerStream:
 class AgentStepLimit(AgentMiddleware[Any, Any, Any]):
     """Ends the turn with a short note once the model has used `max_steps` rounds of tool calls."""
 
-    def __init__(self, max_steps: int) -> None:
+    NOTE = {
+        "en": "I stopped after {n} steps (the step limit) before reaching a final answer. "
+              "Ask me to continue, or narrow the question.",
+        "ru": "Я остановился после {n} шагов (это предел) и не успел получить окончательный ответ. "
+              "Попросите продолжить или сузьте вопрос.",
+    }
+
+    def __init__(self, max_steps: int, lang: str = "en") -> None:
         super().__init__()
-        self.max_steps = max_steps
+        self.max_steps, self.lang = max_steps, lang
 
     @property
     def name(self) -> str:
@@ -156,8 +163,7 @@ class AgentStepLimit(AgentMiddleware[Any, Any, Any]):
         if steps < self.max_steps:
             return None
         log.info("agent turn stopped at the step limit (%d)", self.max_steps)
-        note = (f"I stopped after {self.max_steps} steps (the step limit) before reaching a final answer. "
-                "Ask me to continue, or narrow the question.")
+        note = self.NOTE.get(self.lang, self.NOTE["en"]).format(n=self.max_steps)
         return {"jump_to": "end", "messages": [AIMessage(note)]}
 
     @hook_config(can_jump_to=["end"])

@@ -47,6 +47,7 @@ class TurnContext:
     knowledge: KnowledgeSearch | None = None
     max_steps: int = 6
     rag_top_k: int = 5
+    lang: str = "en"  # the user's language, for the few texts a level writes itself
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -66,7 +66,7 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     async with streamer:
         try:
             async with contextlib.aclosing(chat_service.reply(chat_id, text, user_id=user_id, update_id=update_id,
-                                                              prepared=prepared)) as events:
+                                                              prepared=prepared, lang=lang)) as events:
                 async for event in events:
                     await streamer.feed(event)
         except ServiceError as exc:
