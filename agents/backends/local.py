@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,18 +138,35 @@ class LocalBackend(Backend):
 
 
 class FinetunedProvider:
-    """`finetuned:NAME` backends from `data_dir/finetuned/*.json`, rescanned on every call.
+    """`finetuned:NAME` backends from `data_dir/finetuned/*.json`.
 
-    A backend is reused while its name and GGUF path stay the same, so each model is loaded once.
+    The registry asks on every turn, on the event loop, so the manifests are read again only when the directory
+    changed (manifests are written by an atomic rename) or the last read is `RESCAN_S` old (a GGUF deleted under
+    a manifest). A backend is reused while its name and GGUF path stay the same, so each model is loaded once.
     """
+
+    RESCAN_S = 5.0
 
     def __init__(self, data_dir: Path, **llama_kwargs: Any) -> None:
         self.directory = data_dir / "finetuned"
         self._llama_kwargs = llama_kwargs
         self._backends: dict[tuple[str, Path], LocalBackend] = {}
         self._warned: set[tuple[Path, float]] = set()
+        self._cache: tuple[int, float, dict[str, Backend]] | None = None  # (dir mtime, read at, result)
 
     def __call__(self) -> dict[str, Backend]:
+        try:
+            stamp = self.directory.stat().st_mtime_ns
+        except OSError:
+            stamp = -1
+        now = time.monotonic()
+        if self._cache is not None and self._cache[0] == stamp and now - self._cache[1] < self.RESCAN_S:
+            return dict(self._cache[2])
+        found = self._scan()
+        self._cache = (stamp, now, found)
+        return dict(found)
+
+    def _scan(self) -> dict[str, Backend]:
         found: dict[str, Backend] = {}
         for manifest in sorted(self.directory.glob("*.json")) if self.directory.is_dir() else []:
             entry = self._read(manifest)
