@@ -164,7 +164,9 @@ class Inbox:
         self._pending = (select(InboxItem.chat_key, func.min(InboxItem.update_id).label("first"))
                          .where(_workable(InboxItem, now), ~self._busy_elsewhere(InboxItem.chat_key, now))
                          .group_by(InboxItem.chat_key).order_by(text("first")).limit(bindparam("limit")))
-        self._finish = (update(InboxItem).where(InboxItem.update_id == bindparam("uid", type_=BigInteger))
+        # only the owner finishes: a process whose lease ran out must not mark done what another now runs
+        self._finish = (update(InboxItem).where(InboxItem.update_id == bindparam("uid", type_=BigInteger),
+                                                InboxItem.owner == self.owner)
                         .values(status=bindparam("new_status"), error=bindparam("new_error"), lease_until=None)
                         .execution_options(synchronize_session=False))
 
@@ -263,7 +265,12 @@ class Inbox:
         params = {"uid": update_id, "new_status": "failed" if error else "done", "new_error": error}
 
         def work(s: Session) -> Claimed | None:
-            s.execute(self._finish, params)
+            if then_claim is not None:
+                self._lock_chat(s, then_claim)  # the chat lock before any row lock, as in claim(): no deadlock
+            if not s.execute(self._finish, params).rowcount:
+                log.error("update %s: its lease ran out before it finished and another process took it over",
+                          update_id)
+                return None
             return self._claim_in(s, then_claim) if then_claim is not None else None
 
         return await self.db.run(work)

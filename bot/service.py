@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -112,18 +113,19 @@ class ChatService:
     async def prepare(self, chat_id: int, *, user_id: int | None = None, update_id: int | None = None) -> Prepared:
         """Everything a turn reads from the database, in one unit of work."""
 
-        def read(s: Session) -> Prepared:
+        def read(s: Session) -> tuple[Chat | None, Prepared]:
             stored = repo.stored_answer(s, chat_id, update_id) if update_id is not None else None
             usage = repo.usage_of(s, user_id, self.today()) if user_id is not None and self.daily_token_quota else None
-            return Prepared(
-                mode=self._mode_of(repo.get_chat(s, chat_id)),
+            return repo.get_chat(s, chat_id), Prepared(
+                mode=self.default,  # resolved below, on the event loop: the model registry is not thread-safe
                 history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
                 stored=StoredAnswer(stored.content, stored.complete) if stored is not None else None,
                 tokens_today=usage.tokens if usage is not None else 0,
             )
 
-        return await self.db.run(read)
+        chat, prepared = await self.db.run(read)
+        return dataclasses.replace(prepared, mode=self._mode_of(chat))
 
     # --- usage ---------------------------------------------------------------------------------------
     @staticmethod

@@ -243,13 +243,14 @@ class KnowledgeStore:
                     log.warning("removing %d vectors that no document owns (older than %.0f s)",
                                 len(orphans), ORPHAN_GRACE_S)  # fmt: skip
                     self._delete_vectors_quietly(orphans)
-                for doc_id, meta in sorted(wanted.items(), key=lambda item: str(item[1]["created"])):
-                    self._load(doc_id, meta, buckets.get((doc_id, meta["nonce"]), []))
+                loaded = [self._load(doc_id, meta, buckets.get((doc_id, meta["nonce"]), []))
+                          for doc_id, meta in sorted(wanted.items(), key=lambda item: str(item[1]["created"]))]
             else:
-                for doc_id, meta in wanted.items():
-                    where = {"$and": [{"doc_id": doc_id}, {"nonce": meta["nonce"]}]}
-                    self._load(doc_id, meta, self._fetch_chunks(where))
-            self._generation = token
+                loaded = [self._load(doc_id, meta, self._fetch_chunks({"$and": [{"doc_id": doc_id},
+                                                                                {"nonce": meta["nonce"]}]}))
+                          for doc_id, meta in wanted.items()]
+            if all(loaded):  # otherwise the next refresh syncs again, document by document
+                self._generation = token
 
     def _read_registry(self) -> dict[str, dict[str, Any]]:
         got = self._registry.get(include=["metadatas"])
@@ -272,13 +273,13 @@ class KnowledgeStore:
                 return out
             offset += len(page)
 
-    def _load(self, doc_id: str, meta: dict[str, Any], chunks: list[tuple[str, str, dict[str, Any]]]) -> None:
-        """Put one registered document into the mirror; skipped while its chunks are incomplete."""
+    def _load(self, doc_id: str, meta: dict[str, Any], chunks: list[tuple[str, str, dict[str, Any]]]) -> bool:
+        """Put one registered document into the mirror; False (skipped) while its chunks are incomplete."""
         if len(chunks) != int(meta["chunks"]):
-            # Only while another process deletes or replaces it: that process changes the generation after,
-            # and the next refresh loads the outcome.
+            # Another process is deleting or replacing it, or a paged read missed rows that moved under it:
+            # the caller does not record this generation, so the next refresh reads the document again.
             log.info("document %s is changing in another process; loaded at the next refresh", doc_id)
-            return
+            return False
         chunks.sort(key=lambda c: int(c[2].get("index", 0)))
         row = (doc_id, meta["name"], meta["kind"], meta["sha256"], int(meta["size"]), meta.get("pages"),
                int(meta["chunks"]), meta["date"], meta["uploader"], meta["created"])  # fmt: skip
@@ -295,6 +296,7 @@ class KnowledgeStore:
         self._bm25.add((cid, text) for cid, text, _ in chunks)
         self._chunk_count += len(chunks)
         self._nonces[doc_id] = str(meta["nonce"])
+        return True
 
     def _forget(self, doc_id: str) -> None:
         """Drop one document from the mirror (and the BM25 index); chroma is not touched."""

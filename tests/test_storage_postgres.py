@@ -134,6 +134,18 @@ async def test_expired_lease_is_claimed_again(db: Database, second_db: Database)
     assert await b.renew([1]) == {1}
 
 
+async def test_a_process_that_lost_its_lease_cannot_finish_or_run_on(db: Database, second_db: Database) -> None:
+    a, b = Inbox(db, "owner-a", lease_seconds=-1), Inbox(second_db, "owner-b")  # a's leases are born expired
+    await a.add([msg(1, 5), msg(2, 5)])
+    assert (await a.claim("c5")) is not None
+    assert (await b.claim("c5")) is not None  # a stalled past its lease: b runs update 1 now
+    # a comes back and finishes: that must neither mark b's work done nor start the chat's next update beside it
+    assert await a.finish(1, then_claim="c5") is None
+    assert await a.counts() == {"processing": 1, "pending": 1}
+    following = await b.finish(1, then_claim="c5")
+    assert following is not None and following.update_id == 2
+
+
 async def test_renewed_lease_keeps_the_chat(db: Database, second_db: Database) -> None:
     a, b = Inbox(db, "owner-a", lease_seconds=-1), Inbox(second_db, "owner-b")
     await a.add([msg(1, 5)])
