@@ -308,27 +308,20 @@ async def databases(url: str | None, names: Sequence[str]) -> AsyncIterator[dict
         return
     if not url.startswith("postgresql"):
         raise SystemExit("--database-url: expected postgresql+asyncpg://user@host:port/db (SQLite is the default)")
-    import asyncpg
     from sqlalchemy.engine import make_url
+
+    from tests.pg import pg_execute
 
     base = make_url(url)
     created = {name: f"adaptbot_bench_{uuid.uuid4().hex[:8]}_{i}" for i, name in enumerate(names)}
 
-    async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(host=base.host, port=base.port, user=base.username, password=base.password,
-                                     database=base.database)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
     for db in created.values():
-        await admin(f'CREATE DATABASE "{db}"')
+        await pg_execute(url, f'CREATE DATABASE "{db}"')
     try:
         yield {name: base.set(database=db).render_as_string(hide_password=False) for name, db in created.items()}
     finally:
         for db in created.values():
-            await admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await pg_execute(url, f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
 
 
 # --- the run ---------------------------------------------------------------------------------------------------

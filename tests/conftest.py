@@ -155,21 +155,10 @@ async def bot(tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI) -> As
 
 def _pg_admin(sql: str) -> None:
     """Run one statement on the PG_TEST_URL server (in a thread with its own event loop: fixtures here are sync)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(os.environ["PG_TEST_URL"])
-
-    async def run() -> None:
-        conn = await asyncpg.connect(host=url.host, port=url.port, user=url.username, password=url.password,
-                                     database=url.database)
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
+    from tests.pg import pg_execute
 
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(asyncio.run, run()).result()
+        pool.submit(asyncio.run, pg_execute(os.environ["PG_TEST_URL"], sql)).result()
 
 
 @pytest.fixture

@@ -219,9 +219,8 @@ async def test_finished_updates_are_pruned_after_a_while(db: Database) -> None:
     for key, update_id in (("c5", 1), ("c6", 2)):
         await inbox.claim(key)
         await inbox.finish(update_id)
-    async with db.session() as s, s.begin():
-        await s.execute(update(InboxItem).where(InboxItem.update_id == 1)
-                        .values(created_at=datetime.now(UTC) - timedelta(days=5)))
+    await db.run(lambda s: s.execute(update(InboxItem).where(InboxItem.update_id == 1)
+                                     .values(created_at=datetime.now(UTC) - timedelta(days=5))))
     assert await inbox.prune(3 * 86400) == 1
     assert await inbox.counts() == {"done": 1, "pending": 1}
 

@@ -29,15 +29,20 @@ T = TypeVar("T")
 
 
 class Database:
-    """Owns the engines; `run()` does a unit of work."""
+    """Owns the engine (SQLite: a synchronous one in its own thread; PostgreSQL: asyncpg); `run()` does a unit of
+    work."""
 
     def __init__(self, url: str) -> None:
         self.url = make_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._async_engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._sync: sessionmaker[Session] | None = None
         self._thread: ThreadPoolExecutor | None = None
-        if self.is_sqlite:
+        if not self.is_sqlite:  # engines connect on first use
+            self._async_engine = create_async_engine(self.url, pool_pre_ping=True)
+            self._sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
+        else:
             memory = not self.url.database or self.url.database == ":memory:"
             if not memory:
                 Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
@@ -48,31 +53,13 @@ class Database:
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
-
-    @property
-    def engine(self) -> AsyncEngine:
-        """The async engine (PostgreSQL's working engine; on SQLite only for `session()`)."""
-        if self._async_engine is None:
-            kwargs: dict[str, object] = {"pool_pre_ping": True}
-            if self.is_sqlite:
-                kwargs = {"connect_args": {"timeout": 30}, "pool_size": 1, "max_overflow": 0}
-            self._async_engine = create_async_engine(self.url, **kwargs)
-            if self.is_sqlite:
-                event.listen(self._async_engine.sync_engine, "connect", _sqlite_pragmas)
-        return self._async_engine
-
-    def session(self) -> AsyncSession:
-        """An async session (PostgreSQL units of work; on SQLite, tests and ad-hoc reads)."""
-        if self._sessions is None:
-            self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-        return self._sessions()
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
         if self._sync is not None and self._thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_here, work)
-        async with self.session() as s, s.begin():
+        assert self._sessions is not None
+        async with self._sessions() as s, s.begin():
             return await s.run_sync(work)
 
     def _run_here(self, work: Callable[[Session], T]) -> T:
@@ -81,20 +68,20 @@ class Database:
             return work(s)
 
     async def create_all(self) -> None:
-        if self._sync is not None:
-            for attempt in range(3):
-                try:
-                    await self.run(lambda s: Base.metadata.create_all(s.connection()))
-                    return
-                except OperationalError as exc:
-                    # another process created a table between the check and the CREATE: look again
-                    if "already exists" not in str(exc) or attempt == 2:
-                        raise
-        async with self.engine.begin() as conn:
-            # replicas starting together would race to create the same tables (a unique violation in the
-            # catalogue): one takes this lock and creates them, the others wait and find them there
-            await conn.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
-            await conn.run_sync(Base.metadata.create_all)
+        def create(s: Session) -> None:
+            if not self.is_sqlite:
+                # replicas starting together would race to create the same tables (a unique violation in the
+                # catalogue): one takes this lock and creates them, the others wait and find them there
+                s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
+            Base.metadata.create_all(s.connection())
+
+        for attempt in range(3):
+            try:
+                return await self.run(create)
+            except OperationalError as exc:
+                # SQLite: another process created a table between the check and the CREATE; look again
+                if "already exists" not in str(exc) or attempt == 2:
+                    raise
 
     async def dispose(self) -> None:
         if self._async_engine is not None:
