@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from langchain_core.tools import BaseTool
 
 from agents.backends.base import ModelRegistry
 from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
-from agents.levels.base import KnowledgeSearch, LevelRegistry, TurnContext
+from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
 
@@ -46,9 +46,7 @@ class Brain:
         if self._prompts is None:
             self._prompts = load_prompts(self.prompts_path)
         if system_override:
-            p = self._prompts
-            return PromptSet(system_override, p.chain_of_thought, list(p.few_shot), p.rag_instructions,
-                             p.agent_instructions)
+            return replace(self._prompts, system=system_override)
         return self._prompts
 
     def parse_mode(self, names: Sequence[str], level: str, model: str) -> tuple[str, str]:
@@ -101,7 +99,7 @@ class TurnRun:
         if self._task is not None:
             self._task.cancel()
 
-    async def _context(self) -> TurnContext:
+    async def _context(self) -> tuple[TurnContext, Level]:
         level_name, model_name, history, text, system_override, lang = self._args
         brain = self._brain
         backend = brain.models.get(model_name)
@@ -113,13 +111,12 @@ class TurnRun:
         )
         if level.name == "agent":
             ctx.tools = await brain.tools()
-        ctx.extra["level"] = level
-        return ctx
+        return ctx, level
 
-    async def _pump(self, ctx: TurnContext) -> None:
+    async def _pump(self, ctx: TurnContext, level: Level) -> None:
         token = set_progress_callback(self._queue.put_nowait)
         try:
-            async for event in ctx.extra["level"].stream(ctx):
+            async for event in level.stream(ctx):
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
         except asyncio.CancelledError:
@@ -131,11 +128,11 @@ class TurnRun:
 
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         try:
-            ctx = await self._context()  # lookups and lazy model construction: not model silence
+            ctx, level = await self._context()  # lookups and lazy model construction: not model silence
         except Exception as exc:
             raise map_model_error(exc) from exc
         backend_shared = ctx.backend.shared_worker
-        self._task = asyncio.create_task(self._pump(ctx))
+        self._task = asyncio.create_task(self._pump(ctx, level))
         if self._cancelled:
             self._task.cancel()
         try:

@@ -100,10 +100,12 @@ class DirectPump:
     def closing(self) -> bool:
         return self._closing
 
-    async def submit(self, updates: Sequence[dict[str, Any]]) -> list[int]:
+    async def submit(self, updates: Sequence[dict[str, Any]], parsed: Sequence[Update] = ()) -> list[int]:
+        objects = {u.update_id: u for u in parsed}
         for raw in updates:
             key = chat_key_of(raw)
-            self._queues.setdefault(key, deque()).append(raw)
+            self._queues.setdefault(key, deque()).append(
+                objects.get(raw["update_id"]) or Update.model_validate(raw, context={"bot": self.bot}))
             if key not in self._workers and not self._closing:
                 self._workers[key] = asyncio.create_task(self._drain(key), name=f"direct-{key}")
         return sorted(int(u["update_id"]) for u in updates)
@@ -112,11 +114,11 @@ class DirectPump:
         queue = self._queues[key]
         try:
             while queue and not self._closing:
-                raw = queue.popleft()
+                update = queue.popleft()
                 try:
-                    await self.dp.feed_update(self.bot, Update.model_validate(raw, context={"bot": self.bot}))
+                    await self.dp.feed_update(self.bot, update)
                 except Exception:  # as the inbox pump does: log it, go on with the chat
-                    log.exception("update %s failed", raw["update_id"])
+                    log.exception("update %s failed", update.update_id)
                 self.processed += 1
         finally:
             del self._workers[key]

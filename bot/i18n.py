@@ -96,6 +96,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "kb_no_hits": {"en": "Nothing found.", "ru": "Ничего не найдено."},
     "kb_bad_date": {"en": "Bad date in the caption: use date=YYYY-MM-DD.",
                     "ru": "Неверная дата в подписи: используйте date=ГГГГ-ММ-ДД."},
+    "restarted": {"en": "the bot restarted", "ru": "бот перезапустился"},
     "on": {"en": "on", "ru": "вкл"},
     "off": {"en": "off", "ru": "выкл"},
     "cmd_start": {"en": "Start", "ru": "Начать"},

@@ -138,7 +138,7 @@ class Inbox:
     def __init__(self, db: Database, owner: str, *, lease_seconds: float = 20.0, max_attempts: int = 5) -> None:
         self.db, self.owner = db, owner
         self.lease_seconds, self.max_attempts = lease_seconds, max_attempts
-        self.is_postgres = db.url.get_backend_name() == "postgresql"
+        self.is_postgres = not db.is_sqlite
         self._build_statements()
 
     def _build_statements(self) -> None:
@@ -312,6 +312,3 @@ class Inbox:
     async def counts(self) -> dict[str, int]:
         stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)
         return await self.db.run(lambda s: {status: n for status, n in s.execute(stmt)})
-
-    async def max_update_id(self) -> int | None:
-        return await self.db.run(lambda s: s.scalar(select(func.max(InboxItem.update_id))))

@@ -43,15 +43,22 @@ class UpdatePump:
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._next_prune = 0.0
-        self.processed = 0  # updates this pump finished (answered, or given up on)
+        self._parsed: dict[int, Update] = {}  # updates received here as objects, until they run
 
-    async def submit(self, updates: Sequence[dict[str, Any]]) -> list[int]:
-        """Record updates durably, then schedule them; returns the new update ids."""
+    async def submit(self, updates: Sequence[dict[str, Any]], parsed: Sequence[Update] = ()) -> list[int]:
+        """Record updates durably, then schedule them; returns the new update ids.
+
+        `parsed`: the same updates as aiogram objects, when the caller has them (polling), kept so that they are
+        not validated a second time when they run here.
+        """
         new = set(await self.inbox.add(updates))
+        objects = {u.update_id: u for u in parsed}
         for raw in updates:
             update_id = int(raw["update_id"])
             if update_id not in new or self._closing:
                 continue  # a duplicate, or shutting down: recorded is enough, another run will answer it
+            if update_id in objects:
+                self._parsed[update_id] = objects[update_id]
             key = chat_key_of(raw)
             if is_urgent(raw):
                 self._start_urgent(update_id, key)
@@ -131,7 +138,7 @@ class UpdatePump:
     # --- processing ------------------------------------------------------------------------------------------
     async def _process(self, item: Claimed, *, then_claim: str | None) -> Claimed | None:
         """Run one update; once it is finished, claim `then_claim`'s next update (one database round trip)."""
-        task = asyncio.create_task(self._feed(item.payload))
+        task = asyncio.create_task(self._feed(item))
         self._claimed[item.update_id] = (item.chat_key, task)
         try:
             await asyncio.shield(task)
@@ -156,14 +163,15 @@ class UpdatePump:
             log.exception("update %s failed", item.update_id)
             return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
         self._claimed.pop(item.update_id, None)
-        self.processed += 1
         return await self._finish(item, None, then_claim)
 
     async def _finish(self, item: Claimed, error: str | None, then_claim: str | None) -> Claimed | None:
         return await self.inbox.finish(item.update_id, error, then_claim=None if self._closing else then_claim)
 
-    async def _feed(self, payload: dict[str, Any]) -> Any:
-        update = Update.model_validate(payload, context={"bot": self.bot})
+    async def _feed(self, item: Claimed) -> Any:
+        update = self._parsed.pop(item.update_id, None)
+        if update is None:  # recorded by another process or an earlier run
+            update = Update.model_validate(item.payload, context={"bot": self.bot})
         return await self.dp.feed_update(self.bot, update)
 
     async def _tick(self) -> None:
@@ -244,7 +252,7 @@ async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int 
         raw = [u.model_dump(mode="json", exclude_none=True, by_alias=True) for u in updates]
         while True:
             try:
-                await pump.submit(raw)
+                await pump.submit(raw, updates)
                 break
             except Exception:  # not recorded means not confirmed: keep trying
                 log.exception("could not record %d updates; retrying", len(raw))

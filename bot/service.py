@@ -171,7 +171,8 @@ class ChatService:
 
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
         """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
-        return (await self.prepare(chat_id, update_id=update_id)).stored
+        row = await self.db.run(lambda s: repo.stored_answer(s, chat_id, update_id))
+        return StoredAnswer(row.content, row.complete) if row is not None else None
 
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
                     prepared: Prepared | None = None, lang: str = "en") -> AsyncIterator[ReplyEvent]:

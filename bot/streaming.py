@@ -79,7 +79,8 @@ class ReplyStreamer:
     async def feed(self, event: ReplyEvent) -> None:
         if isinstance(event, TextDelta):
             self.text += event.text
-            await self._show(preview(self.text))
+            if time.monotonic() >= self._next_update:  # building the preview costs O(answer): only when due
+                await self._show(preview(self.text))
         elif isinstance(event, ToolStep):
             self.steps.append(event)
             if self.show_steps:
@@ -207,8 +208,4 @@ def _entities(chunk: Chunk) -> list[MessageEntity] | None:
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
-
-def reset_draft_memory() -> None:
-    """Forget which chats refused drafts (for tests)."""
-    _drafts_refused.clear()
 

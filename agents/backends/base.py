@@ -12,15 +12,10 @@ from agents.errors import UnknownNameError
 
 
 class Backend(ABC):
-    """A named source of a LangChain chat model.
-
-    `native_tools` says whether the model's `bind_tools` produces tool calls natively (cloud APIs) or
-    through constrained decoding (local); either way `create_agent` gets a chat model that supports it.
-    """
+    """A named source of a LangChain chat model (whose `bind_tools` works, natively or by constrained decoding)."""
 
     name: str
     description: Mapping[str, str]  # language code -> one line
-    native_tools: ClassVar[bool] = True
     shared_worker: ClassVar[bool] = False  # True: one worker serves every chat (turns queue for it)
 
     @abstractmethod

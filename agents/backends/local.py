@@ -89,7 +89,6 @@ def _cached_download(repo: str, filename: str, cache_dir: Path | None) -> Path |
 class LocalBackend(Backend):
     """A GGUF model run in-process; one worker thread serves every chat in FIFO order."""
 
-    native_tools = False
     shared_worker = True
 
     def __init__(

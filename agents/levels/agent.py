@@ -92,9 +92,9 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                         yield TextDelta(text)
                 elif node == "tools" and isinstance(message, ToolMessage):
                     name, args = calls.get(message.tool_call_id, (message.name or "?", {}))
-                    yield ToolStep(tool=name, input=_render_args(args), output=_text(message.content))
+                    yield ToolStep(tool=name, input=_render_args(args), output=message.text)
                 elif node == STEP_LIMIT_NODE and isinstance(message, AIMessage):
-                    yield TextDelta(_text(message.content))
+                    yield TextDelta(message.text)
     if usage_seen:
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
@@ -116,7 +116,7 @@ class _AnswerStream:
             self._tool_calling, self._held = True, ""
         if self._tool_calling:
             return []
-        text = _text(chunk.content)
+        text = chunk.text
         if not text:
             return []
         if not self._live:
@@ -131,7 +131,7 @@ class _AnswerStream:
         """The model's message is complete: flush the rest of a final answer, drop a tool-calling one."""
         rest = ""
         if not message.tool_calls:
-            final = _text(message.content)
+            final = message.text
             # A model that does not stream delivers everything here.
             rest = final[len(self._emitted):] if final.startswith(self._emitted) else self._held
         self._reset()
@@ -224,14 +224,6 @@ def _last_human(messages: Sequence[BaseMessage]) -> int:
             return i
     return -1
 
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # content blocks
-        return "".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content
-                       if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text"))
-    return str(content)
 
 
 def _render_args(args: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -48,7 +48,6 @@ class TurnContext:
     max_steps: int = 6
     rag_top_k: int = 5
     lang: str = "en"  # the user's language, for the few texts a level writes itself
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Level(ABC):

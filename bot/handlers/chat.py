@@ -16,8 +16,6 @@ from bot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
 
-_RESTARTED = {"en": "the bot restarted", "ru": "бот перезапустился"}
-
 
 async def addressed_text(message: Message, bot: Bot) -> str | None:
     """The text meant for the bot, or None when a group message is not addressed to it."""
@@ -59,7 +57,7 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     if stored is not None:
         log.info("update %s was answered before; delivering the stored answer", update_id)
         streamer.text = stored.text
-        reason = _RESTARTED.get(lang, _RESTARTED["en"])
+        reason = t("restarted", lang)
         await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason))
         return
     notice: str | None = None
