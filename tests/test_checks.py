@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from agents.checks.numbers import invented_numbers
+from agents.checks.repetition import LoopDetector, find_loop, repeated_tool_calls
 from agents.checks.text import mask_code_and_urls, normalize
+
+DATA = Path(__file__).parent / "data"
 
 # ---------------------------------------------------------------- text
 
@@ -118,3 +124,153 @@ def test_every_kind_of_source_counts() -> None:
     sources = ["сколько будет 7?", "раньше было 12", "[1] handbook: 40%", "1234", "99"]
     assert invented_numbers(answer, sources) == []
     assert invented_numbers(answer, sources[:-1]) == ["99"]
+
+
+# ---------------------------------------------------------------- repetition
+
+OPEN_EN = "Sure! Here is what I found about the warranty. The handbook covers it in section 4. "
+OPEN_RU = "Конечно! Вот что я нашёл о гарантии. В справочнике об этом говорится в разделе 4. "
+PARAGRAPH_EN = ("The warranty covers manufacturing defects for two years from the date of purchase. It does not "
+                "cover accidental damage, water damage or normal wear, and it is void if the device was opened "
+                "by anyone other than an authorised service centre.\n\n")
+PARAGRAPH_RU = ("Гарантия распространяется на производственные дефекты в течение двух лет с даты покупки. Она не "
+                "покрывает случайные повреждения, попадание воды и естественный износ и теряет силу, если "
+                "устройство вскрывал кто-то, кроме авторизованного сервисного центра.\n\n")
+
+
+def _numbered(opening: str, item: str, count: int) -> tuple[str, int]:
+    head = opening + "1. " + item + "\n"
+    return head + "".join(f"{n}. {item}\n" for n in range(2, count + 2)), len(head)
+
+
+def _looped(opening: str, unit: str, chars: int = 1500) -> tuple[str, int]:
+    text = opening + unit
+    start = len(text)
+    while len(text) < start + chars:
+        text += unit
+    return text, start
+
+
+LOOPS = [
+    pytest.param(*_looped("", "the "), id="en-word-from-the-start"),
+    pytest.param(*_looped("", "да "), id="ru-word-from-the-start"),
+    pytest.param(*_looped(OPEN_EN, "very, "), id="en-word-after-opening"),
+    pytest.param(*_looped(OPEN_RU, "очень, "), id="ru-word-after-opening"),
+    pytest.param(*_looped(OPEN_EN, "Please check the cable. "), id="en-sentence"),
+    pytest.param(*_looped(OPEN_RU, "Проверьте кабель. "), id="ru-sentence"),
+    pytest.param(*_looped(OPEN_EN + "\n\n", PARAGRAPH_EN), id="en-paragraph"),
+    pytest.param(*_looped(OPEN_RU + "\n\n", PARAGRAPH_RU), id="ru-paragraph"),
+    pytest.param(*_numbered("Steps:\n", "Restart the router and wait a minute.", 40), id="en-numbered-list"),
+    pytest.param(*_numbered("Шаги:\n", "Перезагрузите роутер и подождите минуту.", 40), id="ru-numbered-list"),
+    pytest.param(*_looped("Here:\n\n", "="), id="endless-divider-line"),
+]
+
+
+def _stream(text: str, size: int = 4) -> LoopDetector:
+    detector = LoopDetector()
+    for start in range(0, len(text), size):
+        if detector.feed(text[start:start + size]) is not None:
+            break
+    return detector
+
+
+@pytest.mark.parametrize(("text", "start"), LOOPS)
+def test_a_streamed_loop_is_cut_within_300_characters_keeping_one_copy(text: str, start: int) -> None:
+    detector = _stream(text)
+    assert detector.offset is not None and detector.detected_at is not None
+    assert 0 <= detector.detected_at - start <= 300
+    # What is kept is the opening and one copy (a character or two of the copy may go with the cut).
+    assert abs(detector.offset - start) <= 2
+
+
+@pytest.mark.parametrize(("text", "start"), LOOPS)
+def test_a_finished_text_reports_where_its_loop_begins(text: str, start: int) -> None:
+    offset = find_loop(text)
+    assert offset is not None and abs(offset - start) <= 2
+
+
+def test_detection_does_not_depend_on_how_the_stream_is_split() -> None:
+    text, _ = _looped(OPEN_RU + "\n\n", PARAGRAPH_RU)
+    offsets = {_stream(text, size).offset for size in (1, 3, 7, 50)}
+    assert offsets == {find_loop(text)}
+
+
+def test_after_a_loop_every_feed_repeats_its_offset() -> None:
+    detector = _stream(_looped("", "no ")[0])
+    assert detector.offset is not None
+    assert detector.feed("something new") == detector.offset
+
+
+CLEAN = [
+    pytest.param("Here is the code:\n\n```python\n" + "x = 0\n" * 60 + "```\n\nThat's it.", id="en-code-block"),
+    pytest.param("Вот код:\n\n```\n" + "print('привет')\n" * 40 + "```", id="ru-code-block"),
+    pytest.param("| Day | Open |\n|---|---|\n" + "| Weekday | 09:00-18:00 |\n" * 15, id="en-table-same-rows"),
+    pytest.param("| День | Статус |\n|---|---|\n" + "| рабочий | открыто |\n" * 15, id="ru-table-same-rows"),
+    pytest.param("Status:\n" + "".join(f"- server{n}: OK\n" for n in range(1, 30)), id="en-list-same-shape"),
+    pytest.param("Расписание:\n" + "".join(f"{n}. {d} — выходной\n" for n, d in enumerate(
+        ["Понедельник", "Вторник", "Среда", "Четверг", "Пятница", "Суббота", "Воскресенье"], 1)),
+        id="ru-list-same-shape"),
+    pytest.param("Sing it loud and sing it clear,\nThe summer's here, the summer's here!\n" * 2, id="en-chorus-twice"),
+    pytest.param("Зима, зима, зима,\nБелые дома,\n\nПадает снег на крыши,\nПадает снег на сад.\n\n"
+                 "Зима, зима, зима,\nБелые дома,\n\nКатятся санки с горки.\n\nЗима, зима, зима,\nБелые дома.",
+                 id="ru-poem-refrain"),
+    pytest.param("Let it snow! Let it snow! Let it snow!\nThe fire is slowly dying.\nLet it snow! Let it snow! "
+                 "Let it snow!", id="en-song-refrain"),
+    pytest.param("Ла-ла-ла, ла-ла-ла,\nВесна пришла, весна пришла!\nЛа-ла-ла, ла-ла-ла,\nИ речка лёд свой унесла.",
+                 id="ru-song-la-la"),
+    pytest.param("Report\n" + "=" * 60 + "\nTotal: 5\n" + "-" * 60 + "\nDone\n" + "=" * 60, id="divider-lines"),
+    pytest.param("Повторяйте: я спокоен. Я спокоен. Я спокоен. Дышите медленно.", id="ru-mantra-three-times"),
+]
+
+
+@pytest.mark.parametrize("text", CLEAN)
+def test_legitimate_repetition_is_not_a_loop(text: str) -> None:
+    assert find_loop(text) is None
+    assert _stream(text, 1).offset is None
+
+
+def test_clean_answers_data_has_no_loop() -> None:
+    records = [json.loads(line) for line in (DATA / "answers_clean.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) >= 200 and {r["lang"] for r in records} == {"en", "ru"}
+    assert [r["n"] for r in records if find_loop(r["text"]) is not None] == []
+
+
+def test_a_runaway_code_block_is_cut_eventually() -> None:
+    text = "```python\n" + "print('again')\n" * 200
+    offset = find_loop(text)
+    assert offset is not None and text[:offset].count("print('again')") <= 2
+
+
+def test_a_long_stream_without_loops_keeps_memory_bounded() -> None:
+    import random
+    import tracemalloc
+
+    rng = random.Random(1)
+    words = ["alpha", "beta", "gamma", "дельта", "эпсилон", "zeta", "eta", "тета", "iota", "kappa"]
+    detector = LoopDetector()
+    tracemalloc.start()
+    for _ in range(60_000):
+        detector.feed(rng.choice(words) + rng.choice([" ", ", ", ". ", "\n"]))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert detector.offset is None
+    assert peak < 300_000  # about 400 kB streamed
+
+
+@pytest.mark.parametrize(
+    ("calls", "looping"),
+    [
+        pytest.param([("search", {"q": "погода"})] * 3, True, id="same-call-three-times"),
+        pytest.param([("search", {"q": "weather"})] * 2, False, id="twice-is-fine"),
+        pytest.param([("calc", {"a": 1, "b": 2}), ("calc", {"b": 2, "a": 1}), ("calc", {"a": 1, "b": 2})], True,
+                     id="argument-order-does-not-matter"),
+        pytest.param([("search", {"q": f"page {n}"}) for n in range(5)], False, id="same-tool-new-arguments"),
+        pytest.param([("search", {"q": "x"}), ("calc", {"e": "1"}), ("search", {"q": "x"}), ("search", {"q": "x"})],
+                     False, id="interrupted"),
+        pytest.param([("calc", {"e": "1"}), ("search", {"q": "x"}), ("search", {"q": "x"}), ("search", {"q": "x"})],
+                     True, id="loop-after-other-calls"),
+    ],
+)
+def test_repeated_tool_calls(calls: list[tuple[str, dict[str, object]]], looping: bool) -> None:
+    assert repeated_tool_calls({"name": name, "args": args, "id": str(i)} for i, (name, args) in enumerate(calls)) \
+        is looping
