@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from agents.checks.language import detect_language, wrong_language
 from agents.checks.numbers import invented_numbers
 from agents.checks.repetition import LoopDetector, find_loop, repeated_tool_calls
 from agents.checks.text import mask_code_and_urls, normalize
@@ -274,3 +275,66 @@ def test_a_long_stream_without_loops_keeps_memory_bounded() -> None:
 def test_repeated_tool_calls(calls: list[tuple[str, dict[str, object]]], looping: bool) -> None:
     assert repeated_tool_calls({"name": name, "args": args, "id": str(i)} for i, (name, args) in enumerate(calls)) \
         is looping
+
+
+# ---------------------------------------------------------------- language
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        pytest.param("Да", "ru", id="ru-one-word"),
+        pytest.param("Спасибо, всё работает!", "ru", id="ru-short"),
+        pytest.param("Yes", "en", id="en-one-word"),
+        pytest.param("Thanks, it works!", "en", id="en-short"),
+        pytest.param("privet, kak dela?", "ru", id="translit-short"),
+        pytest.param("spasibo bolshoe", "ru", id="translit-two-words"),
+        pytest.param("Zdravstvuyte! Podskazhite, kogda budet gotov moy zakaz?", "ru", id="translit-sentence"),
+        pytest.param("Segodnya horoshaya pogoda, poydem gulyat v park?", "ru", id="translit-nonstandard-spelling"),
+        pytest.param("Вот пример:\n\n```python\nimport asyncio\n\nasync def main():\n    print('hello world, this is "
+                     "English inside code')\n\nasyncio.run(main())\n```\n\nЭтот код выводит приветствие.", "ru",
+                     id="ru-code-block-ignored"),
+        pytest.param("Here is an example:\n\n```python\n# приветствие на русском языке\nprint('привет, мир, "
+                     "как дела у всех')\n```\n\nThis prints a greeting.", "en", id="en-code-block-ignored"),
+        pytest.param("Запустите `pip install --upgrade aiogram langchain openai` и перезапустите бота.", "ru",
+                     id="ru-inline-code-ignored"),
+        pytest.param("Подробности: https://docs.python.org/3/library/asyncio-task.html#creating-tasks", "ru",
+                     id="ru-url-ignored"),
+        pytest.param("Details: https://ru.wikipedia.org/wiki/Москва_(город) and nothing else", "en",
+                     id="en-cyrillic-url-ignored"),
+        pytest.param("Фраза «to be or not to be, that is the question» принадлежит Гамлету.", "ru",
+                     id="ru-quoted-english"),
+        pytest.param("She said «я обязательно вернусь завтра утром» and left.", "en", id="en-quoted-russian"),
+        pytest.param("> Это цитата из письма клиента целиком на русском.\n\nThe client is asking about delivery.",
+                     "en", id="en-blockquote-ignored"),
+        pytest.param("Microsoft Teams или Zoom?", "ru", id="ru-brand-names"),
+        pytest.param("Откройте Settings → Privacy и нажмите Clear Data.", "ru", id="ru-english-ui-names"),
+        pytest.param("I live in Москва and work at Яндекс.", "en", id="en-russian-names"),
+    ],
+)
+def test_language_of_the_writers_own_words(text: str, lang: str) -> None:
+    assert detect_language(text) == lang
+    other = "en" if lang == "ru" else "ru"
+    assert wrong_language(text, other) and not wrong_language(text, lang)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("42", id="digits"),
+        pytest.param("```python\nprint('hello world')\n```", id="code-only"),
+        pytest.param("https://example.com/привет", id="url-only"),
+        pytest.param("OK", id="acronym"),
+        pytest.param("", id="empty"),
+    ],
+)
+def test_language_of_texts_without_words_is_unknown_and_never_wrong(text: str) -> None:
+    assert detect_language(text) is None
+    assert not wrong_language(text, "ru") and not wrong_language(text, "en")
+
+
+def test_language_labelled_set_accuracy() -> None:
+    records = [json.loads(line) for line in (DATA / "language_labelled.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(records) >= 60
+    wrong = [r["text"] for r in records if detect_language(r["text"]) != r["lang"]]
+    assert len(wrong) <= len(records) // 20, wrong
