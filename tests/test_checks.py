@@ -9,6 +9,7 @@ import pytest
 
 from agents.checks.language import detect_language, wrong_language
 from agents.checks.numbers import invented_numbers
+from agents.checks.refusal import is_refusal
 from agents.checks.repetition import LoopDetector, find_loop, repeated_tool_calls
 from agents.checks.text import mask_code_and_urls, normalize
 
@@ -338,3 +339,51 @@ def test_language_labelled_set_accuracy() -> None:
     assert len(records) >= 60
     wrong = [r["text"] for r in records if detect_language(r["text"]) != r["lang"]]
     assert len(wrong) <= len(records) // 20, wrong
+
+
+# ---------------------------------------------------------------- refusal
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("I could not find that information in the documents you uploaded.", id="en-could-not-find"),
+        pytest.param("I don’t know.", id="en-dont-know-typographic-apostrophe"),
+        pytest.param("The handbook does not mention parental leave.", id="en-source-does-not-mention"),
+        pytest.param("There is no information about this in the provided sources.", id="en-no-information"),
+        pytest.param("This is not specified in the documents. Please ask HR.", id="en-not-specified-in-documents"),
+        pytest.param("Sorry, I don't have up-to-date information on exchange rates.", id="en-dont-have-information"),
+        pytest.param("I can't tell from the context you gave me.", id="en-cant-tell"),
+        pytest.param("Не знаю.", id="ru-ne-znayu"),
+        pytest.param("К сожалению, в загруженных документах нет информации об этом.", id="ru-net-informatsii"),
+        pytest.param("В справочнике об этом ничего не сказано.", id="ru-ne-skazano-v-spravochnike"),
+        pytest.param("Я не нашёл упоминаний об этом.", id="ru-ne-nashyol-yo"),
+        pytest.param("Я не нашел упоминаний об этом.", id="ru-ne-nashel-e"),
+        pytest.param("Мне не удалось найти эти данные.", id="ru-ne-udalos-nayti"),
+        pytest.param("Сведений об этом нет.", id="ru-svedeniy-net"),
+        pytest.param("ЗАТРУДНЯЮСЬ ОТВЕТИТЬ", id="ru-upper-case"),
+        pytest.param("Точных данных о выручке за 2023 год в источниках нет.", id="ru-dannykh-net"),
+    ],
+)
+def test_refusals_for_lack_of_information(text: str) -> None:
+    assert is_refusal(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("Employees get 25 days of paid vacation per year.", id="en-answer"),
+        pytest.param("If you don't know your password, reset it on the login page.", id="en-conditional-advice"),
+        pytest.param("The timeout is not specified in the config, so it defaults to 60 seconds.",
+                     id="en-not-specified-not-a-source"),
+        pytest.param("I'm sorry, but I can't help with that request.", id="en-policy-refusal"),
+        pytest.param("```\nerror: no information available\n```\nThe build failed because a file is missing.",
+                     id="en-phrase-inside-code"),
+        pytest.param("Отпуск — 28 календарных дней.", id="ru-answer"),
+        pytest.param("Если я не знаю ответа, я так и говорю, а вот ответ: 28 дней.", id="ru-conditional"),
+        pytest.param("Параметр timeout не указан, поэтому запрос может зависнуть.", id="ru-not-specified-parameter"),
+        pytest.param("Компилятор не нашёл файл, проверьте путь.", id="ru-compiler-did-not-find"),
+    ],
+)
+def test_answers_and_advice_are_not_refusals(text: str) -> None:
+    assert not is_refusal(text)
