@@ -55,6 +55,13 @@ class Sources:
 
 
 @dataclass(frozen=True, slots=True)
+class Passages:
+    """The texts the answer was given as reference data (retrieved passages): what its numbers may come from."""
+
+    texts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Queued:
     """The turn waits for a shared resource (the local model); `ahead` requests are before it."""
 
@@ -69,7 +76,7 @@ class Usage:
     completion_tokens: int = 0
 
 
-ReplyEvent = TextDelta | ToolStep | Sources | Queued | Usage
+ReplyEvent = TextDelta | ToolStep | Sources | Passages | Queued | Usage
 
 
 @dataclass(slots=True)

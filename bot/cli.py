@@ -1,4 +1,4 @@
-"""The `adaptbot` command: run (Telegram), chat (terminal), kb (knowledge base), finetune."""
+"""The `adaptbot` command: run (Telegram), chat (terminal), kb (knowledge base), eval, finetune."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     chat.add_argument("--lang", choices=["en", "ru"], default=None)
     sub.add_parser("kb", help="manage the knowledge base (kb add|list|delete|search)", add_help=False)
     sub.add_parser("finetune", help="LoRA fine-tuning to a verified GGUF", add_help=False)
+    sub.add_parser("eval", help="measure levels and models on your own cases", add_help=False)
     return parser
 
 
@@ -30,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         from finetune.cli import main as finetune_main
 
         return finetune_main(argv[1:])
+    if argv and argv[0] == "eval":
+        from evals.cli import main as eval_main
+
+        return _guard(lambda settings: eval_main(argv[1:], settings))
     if argv and argv[0] == "kb":
         return _guard(lambda settings: _kb(settings, argv[1:]))
     args = _parser().parse_args(argv)

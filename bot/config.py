@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     kb_max_file_mb: int = Field(20, ge=1, le=2000)
     rag_top_k: int = Field(5, ge=1, le=50)
 
+    # --- Evaluation -------------------------------------------------------------------------------
+    eval_prices: str | None = None  # "cloud=0.15/0.6": per-million-token prices (in/out) by model name, for cost
+
     # --- Local models (llama.cpp) -----------------------------------------------------------------
     local_model_path: Path | None = None
     local_model_repo: str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"

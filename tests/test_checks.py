@@ -113,6 +113,8 @@ def test_numbers_equal_in_any_form_are_not_invented(answer: str, source: str) ->
                      id="en-reported-once"),
         pytest.param("Opens at 10:30.", ["opens 10:00"], ["10:30"], id="time"),
         pytest.param("Windows 11 and 3.11", ["3.11"], ["11"], id="number-after-name-counts"),
+        pytest.param("The Pro plan costs 4 900 RUB [1].", ["Pro: 5 400 RUB"], ["4 900"],
+                     id="citation-marker-is-not-a-figure"),
     ],
 )
 def test_numbers_missing_from_sources_are_reported_as_written(

@@ -14,7 +14,7 @@ A number is compared by what it means, not how it is written:
   (`01/03/2024` may be either day/month order); a day and month without a year match any date on that day; a
   date in a source also provides its year as a number. Times (`14:30`) are one item too;
 - ordinals and decades are their number (`21st`, `3-й`, `1990s`, `90-х`); list numbering at the start of a line
-  (`1. `, `2) `) is structure, not a figure, and is skipped in the answer;
+  (`1. `, `2) `) and citation markers (`[1]`) are structure, not figures, and are skipped in the answer;
 - digits glued to a preceding letter (`GPT-4`, `H2O`, `COVID-19`) are names, not figures, and are skipped;
 - in the answer, fenced code, inline code and URLs are skipped; sources are read whole (a figure in a
   source's code or link still supports the answer), and their number words (`twenty`, `двадцать`) count too.
@@ -60,6 +60,7 @@ _DATE_RES = [
 ]
 _TIME_RE = re.compile(r"(?<![\d:.])(?P<h>\d{1,2}):(?P<m>\d{2})(?::\d{2})?(?![\d:])")
 _LIST_MARKER_RE = re.compile(r"(?m)^[ \t>]*(?:#+[ \t]*)?(?:\*\*)?\d{1,3}[.)](?=[ \t])")
+_CITATION_RE = re.compile(r"\[\d{1,2}\]")  # `[1]`: a rag answer citing its first source, not a figure
 _GROUP_SPACE = "\u0020\u00a0\u202f\u2009\u2007"  # space, no-break, narrow no-break, thin, figure
 _NUMBER_RE = re.compile(
     rf"""(?P<num>\d{{1,3}}(?:[{_GROUP_SPACE}]\d{{3}}(?!\d))+(?:[.,]\d+)*|\d+(?:[.,]\d+)*)
@@ -162,6 +163,7 @@ def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
     work = mask_code_and_urls(text) if answer else text
     if answer:
         work = _LIST_MARKER_RE.sub(lambda m: " " * len(m.group(0)), work)
+        work = _CITATION_RE.sub(lambda m: " " * len(m.group(0)), work)
     found: list[NumberMention] = []
 
     for pattern in _DATE_RES:

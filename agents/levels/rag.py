@@ -10,7 +10,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from agents.levels.base import Level, Passage, TurnContext
 from agents.messages import stream_text, to_messages, trim_history
 from agents.tools.knowledge import format_passages
-from agents.types import ReplyEvent, Source, Sources, TextDelta
+from agents.types import Passages, ReplyEvent, Source, Sources, TextDelta
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -26,6 +26,8 @@ class RagLevel(Level):
         passages: Sequence[Passage] = []
         if ctx.knowledge is not None and not await ctx.knowledge.is_empty():
             passages = await ctx.knowledge.search(ctx.text, ctx.rag_top_k)
+        if passages:
+            yield Passages(tuple(p.text for p in passages))
         answer: list[str] = []
         async for event in stream_text(ctx.model, build_rag_messages(ctx, passages)):
             if isinstance(event, TextDelta):
