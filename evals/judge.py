@@ -49,6 +49,7 @@ class Judge:
         self._cache: dict[str, bool] | None = None
         self._lock = asyncio.Lock()
         self._evaluator: Any = None
+        self._inflight: dict[str, asyncio.Future[bool | None]] = {}  # one judge call per answer, repeats wait
 
     def _key(self, case: Case, answer: str) -> str:
         blob = json.dumps([case.question, list(case.expected), answer, self.name], ensure_ascii=False)
@@ -96,6 +97,21 @@ class Judge:
         key = self._key(case, answer)
         if key in cache:
             return cache[key]
+        if key in self._inflight:
+            return await asyncio.shield(self._inflight[key])
+        future: asyncio.Future[bool | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            verdict = await self._ask(case, answer, key, cache)
+            future.set_result(verdict)
+            return verdict
+        except BaseException:
+            future.cancel()  # repeats waiting on this answer are cancelled with it
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _ask(self, case: Case, answer: str, key: str, cache: dict[str, bool]) -> bool | None:
         reference = "\n".join(case.expected) or "(no reference: judge whether the answer is correct and on topic)"
         try:
             result = await self._judge()(inputs=case.question, outputs=answer, reference_outputs=reference)

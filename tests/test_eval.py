@@ -193,3 +193,38 @@ def test_cli_exit_codes_for_bad_input(tmp_path: Path) -> None:
                               env=env, cwd=Path(__file__).parent.parent, timeout=120)
         assert done.returncode == 2, done.stderr
         assert done.stdout == "" and "adaptbot eval:" in done.stderr
+
+
+JUDGE_CASES = [
+    {"id": "capital", "question": "What is the capital of France?", "expected": "Paris", "match": "judge"},
+    {"id": "open", "question": "Say something nice.", "match": "judge"},
+]
+
+
+async def test_judge_grades_caches_and_a_failing_judge_leaves_runs_ungraded(services: Any, tmp_path: Path,
+                                                                            llm: ScriptedOpenAI) -> None:
+    from evals.job import EvalSpec, run_job
+    from tests.fakes.openai_server import Fault, ToolCalls
+
+    def model_and_judge(body: dict[str, Any]) -> Any:
+        if body.get("tools"):  # the judge: openevals asks for a structured verdict
+            graded = body["messages"][-1]["content"]
+            return ToolCalls(("score", {"reasoning": "compared", "score": "Lyon" not in graded}))
+        return "Lyon is the capital." if "France" in body["messages"][-1]["content"] else "You are great."
+
+    llm.default = model_and_judge
+    cases = load_cases(write_cases(tmp_path / "c.jsonl", JUDGE_CASES))
+    spec = EvalSpec.build(services, modes=["zero-shot cloud"], repeats=2, judge="cloud")
+    report, _ = await run_job(services, spec, cases, tmp_path / "out")
+    verdicts = {(r["case"], r["repeat"]): r["passed"] for r in report["runs"]}
+    assert verdicts == {("capital", 0): False, ("capital", 1): False, ("open", 0): True, ("open", 1): True}
+    judged = sum(1 for r in llm.requests if r.get("tools"))
+    assert judged == 2  # the same (question, expected, answer) is judged once: the second repeat hits the cache
+    assert (services.settings.data_dir / "eval" / "judge_cache.jsonl").exists()
+
+    # a judge that fails leaves the runs ungraded, never failed
+    llm.default = lambda body: Fault(status=500) if body.get("tools") else "Something else entirely."
+    report, _ = await run_job(services, spec, cases, tmp_path / "out2")
+    assert [r["passed"] for r in report["runs"]] == [None] * 4
+    assert report["modes"][0]["ungraded"] == 4 and report["modes"][0]["accuracy"] is None
+    assert report["recommendation"]["mode"] is None
