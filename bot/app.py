@@ -26,6 +26,7 @@ from bot.handlers import build_router
 from bot.i18n import t
 from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
+from bot.permissions import GroupAdmins
 from bot.pump import UpdatePump, poll
 from bot.service import ChatService
 from bot.storage import Database
@@ -167,6 +168,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["brain"] = services.brain
     dp["services"] = services
     dp["knowledge"] = services.extras.get("knowledge")
+    dp["group_admins"] = GroupAdmins(services.settings.admin_ids)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)

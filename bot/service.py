@@ -68,6 +68,7 @@ class ChatService:
         self.daily_token_quota = daily_token_quota
         self.model_retries = model_retries
         self._running: dict[int, TurnRun] = {}
+        self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
         self._recent: dict[int, list[float]] = {}
 
     # --- mode ---------------------------------------------------------------------------------------
@@ -161,6 +162,10 @@ class ChatService:
     def is_busy(self, chat_id: int) -> bool:
         return chat_id in self._running
 
+    def asker(self, chat_id: int) -> int | None:
+        """The user whose answer is running in this chat (None: nothing running, or nobody in particular)."""
+        return self._askers.get(chat_id)
+
     def stop(self, chat_id: int) -> bool:
         """Cancel this chat's answer in progress; False when there is none."""
         run = self._running.get(chat_id)
@@ -200,7 +205,7 @@ class ChatService:
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
                                         system_override=prepared.system_override, lang=lang)
-            self._running[chat_id] = run
+            self._running[chat_id], self._askers[chat_id] = run, user_id
             parts: list[str] = []
             tokens = 0
             events = 0
@@ -225,6 +230,7 @@ class ChatService:
                 raise
             finally:
                 self._running.pop(chat_id, None)
+                self._askers.pop(chat_id, None)
                 if outcome in ("complete", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
