@@ -102,10 +102,10 @@ class LRUCache(Generic[K, V]):
             del self._data[key]
 
     def _shrink(self) -> None:
-        if len(self._data) <= self.max_size:
-            return
-        self._expire()
+        # the least recently used go first, expired or not: a full pass for expired entries on every insert would
+        # cost O(max_size) per message once the cache is full
         while len(self._data) > self.max_size:
-            key, (_, value) = self._data.popitem(last=False)
-            if self._on_evict is not None:
+            key, (at, value) = self._data.popitem(last=False)
+            expired = self.ttl is not None and self._clock() - at >= self.ttl
+            if self._on_evict is not None and not expired:
                 self._on_evict(key, value)
