@@ -26,6 +26,7 @@ from bot.handlers import build_router
 from bot.i18n import t
 from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
+from bot.permissions import GroupAdmins
 from bot.pump import UpdatePump, poll
 from bot.service import ChatService
 from bot.storage import Database
@@ -56,13 +57,13 @@ def build_models(settings: Settings) -> ModelRegistry:
                                  base_url=settings.openai_base_url, timeout=settings.openai_timeout,
                                  max_retries=settings.openai_max_retries, temperature=settings.temperature))
     try:
-        from agents.backends.local import LocalBackend, finetuned_provider
+        from agents.backends.local import LoadedModels, LocalBackend, finetuned_provider
     except ImportError:  # pragma: no cover - llama-cpp-python missing
         log.warning("llama-cpp-python is not installed: local models are off")
         return models
     llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
                  n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
-                 max_tokens=settings.local_max_tokens)
+                 max_tokens=settings.local_max_tokens, loaded=LoadedModels(settings.local_max_loaded_models))
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))
@@ -167,6 +168,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["brain"] = services.brain
     dp["services"] = services
     dp["knowledge"] = services.extras.get("knowledge")
+    dp["group_admins"] = GroupAdmins(services.settings.admin_ids)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)

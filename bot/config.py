@@ -93,6 +93,7 @@ class Settings(BaseSettings):
     local_n_threads: int | None = None
     local_n_gpu_layers: int = 0
     local_max_tokens: int = Field(512, ge=1)
+    local_max_loaded_models: int = Field(2, ge=1)  # llama models in memory at once; the least recently used goes
 
     # --- Reliability and limits -----------------------------------------------------------------
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited

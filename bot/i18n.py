@@ -40,7 +40,20 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Sorry, this bot is private. Ask its owner to add your id ({user_id}).",
         "ru": "Извините, это закрытый бот. Попросите владельца добавить ваш id ({user_id}).",
     },
-    "admin_only": {"en": "Sorry, this command is for admins only.", "ru": "Извините, эта команда только для администраторов."},
+    "admin_only": {"en": "Sorry, this command is for the bot's admins only.",
+                   "ru": "Извините, эта команда только для администраторов бота."},
+    "group_admin_only": {
+        "en": "Sorry, in a group only its administrators (or the bot's admins) may use /{command}: it changes the chat for everyone.",
+        "ru": "Извините, в группе /{command} могут использовать только её администраторы (или администраторы бота): команда меняет чат для всех.",
+    },
+    "stop_not_yours": {
+        "en": "Sorry, only the person who asked, or a group administrator, may stop this answer.",
+        "ru": "Извините, остановить этот ответ может только тот, кто задал вопрос, или администратор группы.",
+    },
+    "admin_check_failed": {
+        "en": "I could not check with Telegram whether you administer this group. Please try again in a moment.",
+        "ru": "Не удалось узнать у Telegram, администратор ли вы в этой группе. Попробуйте ещё раз чуть позже.",
+    },
     "prompt_show": {"en": "System prompt ({origin}):\n\n{text}", "ru": "Системный промпт ({origin}):\n\n{text}"},
     "prompt_default": {"en": "default", "ru": "по умолчанию"},
     "prompt_custom": {"en": "set by an admin", "ru": "задан администратором"},

@@ -20,6 +20,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
 from aiogram.types import Update
 
+from agents.lru import LRUCache
 from bot.inbox import Claimed, Inbox, chat_key_of, is_urgent
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 _RETRYABLE = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OSError)
 _KEEP_FINISHED = 3 * 86400.0  # Telegram redelivers for about a day; finished updates are forgotten after three
 _PRUNE_EVERY = 3600.0
+_MAX_PARSED = 1024  # parsed updates kept for their run (a fetch brings at most 100)
 
 
 class UpdatePump:
@@ -43,7 +45,9 @@ class UpdatePump:
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._next_prune = 0.0
-        self._parsed: dict[int, Update] = {}  # updates received here as objects, until they run
+        # updates received here as objects, until they run; one never run here (another process took it) would stay
+        # for good, so the oldest are dropped beyond a cap (they are parsed again from the inbox if they do run)
+        self._parsed: LRUCache[int, Update] = LRUCache(_MAX_PARSED)
 
     async def submit(self, updates: Sequence[dict[str, Any]], parsed: Sequence[Update] = ()) -> list[int]:
         """Record updates durably, then schedule them; returns the new update ids.

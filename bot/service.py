@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from agents.errors import ModelCallError, ModelTimeoutError
+from agents.lru import LRUCache
 from agents.runtime import Brain, TurnRun
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
 from bot.storage import Database, repo
@@ -22,6 +23,9 @@ from bot.storage.models import Chat
 log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT_KEY = "system_prompt"
+# Users whose messages of the last minute are counted. Beyond it the least recently active user's count is
+# forgotten (at worst one user among this many gets a fresh minute).
+MAX_RATE_LIMITED_USERS = 4096
 
 
 class ServiceError(Exception):
@@ -30,6 +34,29 @@ class ServiceError(Exception):
     def __init__(self, code: str, **params: object) -> None:
         self.code, self.params = code, params
         super().__init__(code)
+
+
+class RateLimiter:
+    """At most `per_minute` messages per user in any 60 seconds (0: unlimited); remembers only the users active in
+    the last minute, up to MAX_RATE_LIMITED_USERS."""
+
+    def __init__(self, per_minute: int, max_users: int = MAX_RATE_LIMITED_USERS) -> None:
+        self.per_minute = per_minute
+        self._recent: LRUCache[int, list[float]] = LRUCache(max_users, ttl=60.0)
+
+    def check(self, user_id: int) -> None:
+        """Count one message of `user_id`; raises ServiceError("rate_limited") when it is over the limit."""
+        if not self.per_minute:
+            return
+        now = time.monotonic()
+        recent = [t for t in self._recent.get(user_id, []) if now - t < 60]
+        if len(recent) >= self.per_minute:
+            raise ServiceError("rate_limited", seconds=int(60 - (now - recent[0])) + 1)
+        recent.append(now)
+        self._recent[user_id] = recent
+
+    def __len__(self) -> int:
+        return len(self._recent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +91,11 @@ class ChatService:
         self.default = Mode(default_level, default_model)
         self.max_input_chars = max_input_chars
         self.history_limit = history_limit
-        self.rate_limit_per_minute = rate_limit_per_minute
+        self.rate_limiter = RateLimiter(rate_limit_per_minute)
         self.daily_token_quota = daily_token_quota
         self.model_retries = model_retries
         self._running: dict[int, TurnRun] = {}
-        self._recent: dict[int, list[float]] = {}
+        self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
 
     # --- mode ---------------------------------------------------------------------------------------
     def _mode_of(self, chat: Chat | None) -> Mode:
@@ -147,19 +174,17 @@ class ChatService:
     def _check_limits(self, user_id: int | None, tokens_today: int) -> None:
         if user_id is None:
             return
-        if self.rate_limit_per_minute:
-            now = time.monotonic()
-            recent = [t for t in self._recent.get(user_id, []) if now - t < 60]
-            if len(recent) >= self.rate_limit_per_minute:
-                raise ServiceError("rate_limited", seconds=int(60 - (now - recent[0])) + 1)
-            recent.append(now)
-            self._recent[user_id] = recent
+        self.rate_limiter.check(user_id)
         if self.daily_token_quota and tokens_today >= self.daily_token_quota:
             raise ServiceError("quota_exceeded", quota=self.daily_token_quota)
 
     # --- turns ---------------------------------------------------------------------------------------
     def is_busy(self, chat_id: int) -> bool:
         return chat_id in self._running
+
+    def asker(self, chat_id: int) -> int | None:
+        """The user whose answer is running in this chat (None: nothing running, or nobody in particular)."""
+        return self._askers.get(chat_id)
 
     def stop(self, chat_id: int) -> bool:
         """Cancel this chat's answer in progress; False when there is none."""
@@ -200,7 +225,7 @@ class ChatService:
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
                                         system_override=prepared.system_override, lang=lang)
-            self._running[chat_id] = run
+            self._running[chat_id], self._askers[chat_id] = run, user_id
             parts: list[str] = []
             tokens = 0
             events = 0
@@ -225,6 +250,7 @@ class ChatService:
                 raise
             finally:
                 self._running.pop(chat_id, None)
+                self._askers.pop(chat_id, None)
                 if outcome in ("complete", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",

@@ -17,6 +17,7 @@ from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import MessageEntity
 
+from agents.lru import LRUCache
 from agents.types import Queued, ReplyEvent, Sources, TextDelta, ToolStep
 from bot.i18n import t
 from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
@@ -25,8 +26,10 @@ from bot.telegram_session import essential
 log = logging.getLogger(__name__)
 
 _draft_ids = itertools.count(1)
-# Chats where sendMessageDraft was refused: they get edits from then on.
-_drafts_refused: set[int] = set()
+# Chats where sendMessageDraft was refused: they get edits from then on. Bounded: a chat forgotten here tries a
+# draft once more, which costs one refused request.
+_MAX_DRAFTS_REFUSED = 4096
+_drafts_refused: LRUCache[int, bool] = LRUCache(_MAX_DRAFTS_REFUSED)
 
 
 class ReplyStreamer:
@@ -135,7 +138,7 @@ class ReplyStreamer:
                     return
                 except TelegramBadRequest as exc:
                     log.info("sendMessageDraft refused in chat %s (%s); using edits", self.chat_id, exc.message)
-                    _drafts_refused.add(self.chat_id)
+                    _drafts_refused[self.chat_id] = True
                     self.use_drafts = False
             if self._message_id is None:
                 msg = await self.bot.send_message(self.chat_id, text, message_thread_id=self.thread_id,

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # Previews (drafts, streamed edits, typing) are worth nothing late: they fail fast and the streamer moves on.
 _PREVIEW_METHODS = {"sendMessageDraft", "sendChatAction", "editMessageText"}
+# A user waits on these: better "please try again" now than a minute of retries.
+_FAIL_FAST_METHODS = _PREVIEW_METHODS | {"getChatMember"}
 _PACED_PREFIXES = ("send",)
 _MAX_PACED_CHATS = 10_000
 _essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
@@ -55,7 +57,7 @@ class ResilientRequests(BaseRequestMiddleware):
         name = method.__api_method__
         if name == "getUpdates":
             return await make_request(bot, method)
-        preview = name in _PREVIEW_METHODS and not _essential.get()
+        preview = name in _FAIL_FAST_METHODS and not _essential.get()
         chat_id = getattr(method, "chat_id", None)
         if name.startswith(_PACED_PREFIXES) and name not in _PREVIEW_METHODS and chat_id is not None:
             await self._pace(chat_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
+from bot.service import Mode
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI, Text
-from tests.fakes.telegram_server import FakeTelegram
+from tests.fakes.telegram_server import FakeTelegram, FaultPlan
 
 
 def sent_messages(llm: ScriptedOpenAI, index: int = -1) -> list[tuple[str, str]]:
@@ -248,3 +249,126 @@ async def test_russian_users_get_russian_texts(bot: BotRunner, telegram: FakeTel
     assert "Память этого чата очищена" in telegram.texts(50)[0]
     commands = telegram.calls_of("setMyCommands")
     assert {c.get("language_code") for c in commands} >= {"ru"}
+
+
+# --- groups: settings that act on everyone need an administrator ----------------------------------------------------
+
+GROUP, ADMIN, MEMBER, BOT_ADMIN = -200, 50, 51, 900
+
+
+async def _group_says(telegram: FakeTelegram, text: str, user_id: int, lang: str = "en") -> str:
+    """What the bot answers to `text` in the group (the next new message there)."""
+    before = len(telegram.messages(GROUP))
+    telegram.user_says(GROUP, text, user_id=user_id, lang=lang)
+    await telegram.wait_for(lambda: len(telegram.messages(GROUP)) > before)
+    return telegram.texts(GROUP)[before]
+
+
+async def test_group_settings_need_a_group_administrator(bot: BotRunner, telegram: FakeTelegram,
+                                                         llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", admin_ids=str(BOT_ADMIN), stream_grace=30)  # an answer comes whole
+    telegram.chat_admins[GROUP] = {ADMIN}
+    chat = bot.app.services.chat
+    assert await _group_says(telegram, "@adapt_test_bot remember 7", MEMBER) == "echo: remember 7"
+
+    for command, name in (("/reset", "reset"), ("/mode prompt", "mode"), ("/steps on", "steps")):
+        refusal = await _group_says(telegram, command, MEMBER)
+        assert f"only its administrators (or the bot's admins) may use /{name}" in refusal
+    refusal = await _group_says(telegram, "/reset", 52, lang="ru")
+    assert "только её администраторы" in refusal
+    assert len(await chat.history(GROUP)) == 2  # the group's memory is intact
+    assert await chat.get_mode(GROUP) == Mode("zero-shot", "cloud", False)
+
+    menu = await _group_says(telegram, "/mode", MEMBER)  # looking is fine...
+    assert "Choose a level and a model" in menu
+    menu_id = telegram.messages(GROUP)[-1].message_id
+    telegram.press_button(GROUP, menu_id, "mode:prompt", user_id=MEMBER)  # ...pressing is not
+    await telegram.wait_for(lambda: telegram.calls_of("answerCallbackQuery"))
+    alert = telegram.calls_of("answerCallbackQuery")[-1]
+    assert "only its administrators" in alert["text"] and alert["show_alert"] is True
+    assert await chat.get_mode(GROUP) == Mode("zero-shot", "cloud", False)
+
+    assert await _group_says(telegram, "/mode prompt", ADMIN) == "Mode: prompt · cloud"
+    assert await _group_says(telegram, "/steps on", BOT_ADMIN) == "Agent steps: on."  # ADMIN_IDS may, too
+    assert await _group_says(telegram, "/reset", ADMIN) == "Memory of this chat cleared (2 messages)."
+    assert await chat.get_mode(GROUP) == Mode("prompt", "cloud", True)
+    asked = [c for c in telegram.calls_of("getChatMember") if c["user_id"] == ADMIN]
+    assert len(asked) == 1  # the answer is remembered for a while
+
+    telegram.user_says(MEMBER, "/reset", user_id=MEMBER)  # a private chat belongs to its user
+    await telegram.wait_for(lambda: telegram.texts(MEMBER))
+    assert telegram.texts(MEMBER) == ["Memory of this chat cleared (0 messages)."]
+    assert await _group_says(telegram, "/prompt set You are a pirate.", ADMIN) == \
+        "Sorry, this command is for the bot's admins only."  # a bot-wide setting: group admins are not enough
+
+
+async def test_group_admin_check_failure_refuses_with_try_again(bot: BotRunner, telegram: FakeTelegram,
+                                                               llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", stream_grace=30)  # an answer comes whole
+    telegram.chat_admins[GROUP] = {ADMIN}
+    assert await _group_says(telegram, "@adapt_test_bot remember 7", ADMIN) == "echo: remember 7"
+    telegram.faults = FaultPlan(methods={"getChatMember"}, rate_5xx=1.0)
+    refusal = await _group_says(telegram, "/reset", ADMIN)
+    assert "could not check with Telegram" in refusal and "try again" in refusal
+    assert len(await bot.app.services.chat.history(GROUP)) == 2  # not allowed on a failed check
+    telegram.faults = None
+    assert await _group_says(telegram, "/reset", ADMIN) == "Memory of this chat cleared (2 messages)."
+
+
+async def _ask_slowly(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, user_id: int) -> asyncio.Event:
+    """`user_id` asks in the group; the answer is held until the returned gate opens (or someone stops it)."""
+    gate = asyncio.Event()
+    llm.enqueue(Text("a long answer", gate=gate))
+    telegram.user_says(GROUP, "@adapt_test_bot tell me a story", user_id=user_id)
+
+    async def running() -> None:
+        while not bot.app.services.chat.is_busy(GROUP):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(running(), 20)
+    return gate
+
+
+async def test_group_stop_stops_only_your_own_answer(bot: BotRunner, telegram: FakeTelegram,
+                                                    llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    telegram.chat_admins[GROUP] = {ADMIN}
+    asker = 60
+    gate = await _ask_slowly(bot, telegram, llm, asker)
+    refusal = await _group_says(telegram, "/stop", MEMBER)
+    assert refusal == "Sorry, only the person who asked, or a group administrator, may stop this answer."
+    assert bot.app.services.chat.is_busy(GROUP)  # the answer goes on
+    assert await _group_says(telegram, "/stop", asker) == "⏹ Stopped."
+    gate.set()
+
+    gate = await _ask_slowly(bot, telegram, llm, asker)
+    assert await _group_says(telegram, "/stop", ADMIN) == "⏹ Stopped."  # an administrator may stop anyone's
+    gate.set()
+
+
+async def test_group_admin_answers_are_remembered_briefly_and_boundedly(telegram: FakeTelegram) -> None:
+    from aiogram import Bot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import Chat, User
+
+    from bot.permissions import GroupAdmins
+
+    bot = Bot(telegram.token, session=AiohttpSession(api=TelegramAPIServer.from_base(telegram.base_url)))
+    group = Chat(id=GROUP, type="supergroup")
+    users = [User(id=uid, is_bot=False, first_name=f"U{uid}") for uid in (1, 2, 3)]
+    telegram.chat_admins[GROUP] = {1}
+    try:
+        admins = GroupAdmins([], max_size=2)
+        assert [await admins.is_admin(bot, group, u) for u in users] == [True, False, False]
+        assert await admins.is_admin(bot, group, users[2]) is False
+        assert len(telegram.calls_of("getChatMember")) == 3  # remembered...
+        assert await admins.is_admin(bot, group, users[0]) is True
+        assert len(telegram.calls_of("getChatMember")) == 4  # ...but only the two most recent answers
+
+        admins = GroupAdmins([], ttl=0)  # every answer expired at once: a demotion is seen on the next check
+        assert await admins.is_admin(bot, group, users[0]) is True
+        telegram.chat_admins[GROUP] = set()
+        assert await admins.is_admin(bot, group, users[0]) is False
+    finally:
+        await bot.session.close()

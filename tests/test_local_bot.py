@@ -206,3 +206,106 @@ async def test_stop_ends_a_local_generation_and_it_is_not_remembered(bot: BotRun
     assert stopped.status == "cancelled" and after.status == "done"  # the generation itself stopped...
     assert stopped.emitted_after_cancel <= 2  # ...within a token or two of /stop
     assert not llm.requests
+
+
+# --- LOCAL_MAX_LOADED_MODELS: the least recently used model is freed, never in the middle of a turn ------------------
+
+
+def worker_threads() -> list[str]:
+    import threading
+
+    return sorted(t.name for t in threading.enumerate()
+                  if t.name.startswith(("local-", "finetuned:")) and t.name.endswith("-worker") and t.is_alive())
+
+
+async def until_true(check: Any, timeout: float = 30.0) -> None:
+    """Poll `check()` (a state the test cannot be told about: a worker thread ending) until it holds."""
+    import asyncio
+
+    async def poll() -> None:
+        while not check():
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+def register_finetune(bot: BotRunner, gguf: Path, name: str, version: int) -> None:
+    """Write (or rewrite) the manifest of fine-tune `name`, pointing at its own copy of the tiny GGUF."""
+    import json
+    import os
+    import shutil
+
+    directory = bot.tmp_path / "data" / "finetuned"
+    directory.mkdir(parents=True, exist_ok=True)
+    copy = directory / f"{name}-v{version}.gguf"
+    shutil.copyfile(gguf, copy)
+    tmp = directory / f".{name}.tmp"
+    tmp.write_text(json.dumps({"name": name, "gguf": str(copy)}), encoding="utf-8")
+    os.replace(tmp, directory / f"{name}.json")
+
+
+async def ask(telegram: FakeTelegram, chat_id: int, text: str, timeout: float = 60) -> str:
+    before = len(telegram.texts(chat_id))
+    telegram.user_says(chat_id, text)
+    await telegram.wait_for(lambda: len(telegram.texts(chat_id)) > before, timeout=timeout)
+    return telegram.texts(chat_id)[before]
+
+
+def loaded_models(bot: BotRunner) -> list[str]:
+    return sorted(name for name, backend in bot.app.services.brain.models.all().items()
+                  if getattr(backend, "worker", None) is not None and backend.worker.loaded)
+
+
+async def test_loaded_models_stay_within_the_limit_and_replaced_finetunes_are_freed(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    await start_local(bot, tiny_gguf, max_tokens=8, default_mode="zero-shot local", local_max_loaded_models=2)
+    register_finetune(bot, tiny_gguf, "a", 1)
+    register_finetune(bot, tiny_gguf, "b", 1)
+    assert await ask(telegram, 1, "/mode finetuned:a") == "Mode: zero-shot · finetuned:a"
+    assert await ask(telegram, 2, "/mode finetuned:b") == "Mode: zero-shot · finetuned:b"
+    for chat in (3, 1, 2):  # local, a, b: the third model frees the least recently used (local)
+        assert "⚠️" not in await ask(telegram, chat, "hello")
+    await until_true(lambda: worker_threads() == ["finetuned:a-worker", "finetuned:b-worker"])
+    assert loaded_models(bot) == ["finetuned:a", "finetuned:b"]
+
+    for version in range(2, 7):  # b is re-registered five times, each version answers once
+        register_finetune(bot, tiny_gguf, "b", version)
+        assert "⚠️" not in await ask(telegram, 2, f"hello from v{version}")
+    await until_true(lambda: len(worker_threads()) <= 2)
+    assert loaded_models(bot) == ["finetuned:a", "finetuned:b"]
+    provider = bot.app.services.brain.models._providers[0]
+    assert len(provider._backends) == 2  # the replaced versions are gone, not kept with their weights
+
+    assert "⚠️" not in await ask(telegram, 3, "local again")  # a freed model loads again when asked
+    await until_true(lambda: len(worker_threads()) <= 2)
+    assert "local" in loaded_models(bot) and len(loaded_models(bot)) == 2
+    assert not llm.requests
+
+
+async def test_a_model_is_freed_only_once_its_turn_ends(bot: BotRunner, telegram: FakeTelegram,
+                                                        llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    await start_local(bot, tiny_gguf, max_tokens=8, n_ctx=32768, default_mode="zero-shot local",
+                      local_max_loaded_models=1)
+    register_finetune(bot, tiny_gguf, "a", 1)
+    assert await ask(telegram, 2, "/mode finetuned:a") == "Mode: zero-shot · finetuned:a"
+    model = local_model(bot)
+    model.max_tokens = 1_000_000  # chat 1's answer runs until /stop
+    telegram.user_says(1, "Tell me a very long story")
+    await telegram.wait_for(lambda: shown_drafts(telegram, 1))
+    model.max_tokens = 8
+    assert "⚠️" not in await ask(telegram, 2, "meanwhile, a short one")  # asks for a second model: local must go
+    worker = bot.app.services.brain.models.get("local").worker
+    assert worker.loaded and telegram.texts(1) == []  # ...but not while it is generating
+    drafts = len(shown_drafts(telegram, 1))
+    await telegram.wait_for(lambda: len(shown_drafts(telegram, 1)) > drafts)  # still streaming
+    telegram.user_says(1, "/stop")
+    await telegram.wait_for(lambda: telegram.texts(1) and telegram.texts(1)[-1].endswith("⏹ Stopped."))
+    await until_true(lambda: worker.history)  # the job is recorded once its thread notices the stop
+    assert [r.status for r in worker.history] == ["cancelled"]  # it stopped because it was asked to, not closed
+    await until_true(lambda: worker_threads() == ["finetuned:a-worker"])  # then the model and its thread went
+    assert not worker.loaded
+
+    answer = await ask(telegram, 1, "and now?")  # a later turn loads it again (and frees `a`)
+    assert answer.strip() and "⚠️" not in answer
+    await until_true(lambda: worker_threads() == ["local-worker"])
+    assert loaded_models(bot) == ["local"]

@@ -64,8 +64,10 @@ class WorkerClosedError(ModelCallError):
 class LlamaWorker:
     """Serve jobs for one lazily loaded `llama_cpp.Llama` on one dedicated thread."""
 
-    def __init__(self, load: Callable[[], Llama], *, name: str = "llama", flush_interval: float = 0.05) -> None:
+    def __init__(self, load: Callable[[], Llama], *, name: str = "llama", flush_interval: float = 0.05,
+                 on_use: Callable[[LlamaWorker], None] | None = None) -> None:
         self._load = load
+        self._on_use = on_use  # told of every request (on the event loop): the loaded-models limit's LRU order
         self._name = name
         self._flush_interval = flush_interval
         self._llm: Llama | None = None
@@ -73,6 +75,7 @@ class LlamaWorker:
         self._pending: collections.deque[_Ticket] = collections.deque()
         self._current: _Ticket | None = None
         self._closed = False
+        self._release = False  # free the model and end the thread once nothing is left to do
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self.history: collections.deque[JobRecord] = collections.deque(maxlen=256)
@@ -93,9 +96,12 @@ class LlamaWorker:
         """Queue `job`, report the queue position while waiting, and yield what it emits, in batches."""
         loop = asyncio.get_running_loop()
         ticket = _Ticket(next(self._ids), job, loop, asyncio.Queue())
+        if self._on_use is not None:
+            self._on_use(self)
         with self._cond:
             if self._closed:
                 raise WorkerClosedError("the local model is shutting down")
+            self._release = False  # wanted again
             ticket.ahead = len(self._pending) + (self._current is not None)
             self._pending.append(ticket)
             self._ensure_thread()
@@ -122,6 +128,13 @@ class LlamaWorker:
                     self._pending.remove(ticket)
                     self.history.append(JobRecord(ticket.id, "skipped", 0, 0))
                     self._announce_positions()
+
+    def release(self) -> None:
+        """Free the model and end the thread once the work queued now is done (never in the middle of a job);
+        a later request starts a new thread, which loads the model again."""
+        with self._cond:
+            self._release = True
+            self._cond.notify_all()
 
     def close(self) -> None:
         """Stop accepting work, cancel the running job and drop queued ones; does not wait."""
@@ -158,12 +171,18 @@ class LlamaWorker:
                 _send(ticket, "queued", ahead)
 
     def _serve(self) -> None:
+        llm: Llama | None = None
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._closed:
+                    while not self._pending and not self._closed and not self._release:
                         self._cond.wait()
-                    if self._closed:
+                    if self._closed or not self._pending:  # closed, or released with nothing left to do
+                        # Taken under the lock: after a release, the next request starts a new thread at once,
+                        # which must neither find this model nor wait for this thread.
+                        llm, self._llm = self._llm, None
+                        if not self._closed:
+                            self._release, self._thread = False, None
                         return
                     ticket = self._pending.popleft()
                     self._current = ticket
@@ -176,9 +195,10 @@ class LlamaWorker:
                         self._current = None
         finally:
             # The model is freed on the thread that used it, explicitly rather than at garbage collection.
-            if self._llm is not None:
-                self._llm.close()
-                self._llm = None
+            if llm is None:  # left through an exception: this thread is the model's only user
+                llm, self._llm = self._llm, None
+            if llm is not None:
+                llm.close()
 
     def _run_one(self, ticket: _Ticket) -> None:
         emitted = after_cancel = 0

@@ -18,6 +18,7 @@ from agents.backends.base import Backend
 from agents.backends.llama_chat import ChatLlamaCpp
 from agents.backends.llama_worker import LlamaWorker
 from agents.errors import ModelUnavailableError
+from agents.lru import LRUCache
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
@@ -86,6 +87,25 @@ def _cached_download(repo: str, filename: str, cache_dir: Path | None) -> Path |
         return None
 
 
+class LoadedModels:
+    """At most `limit` llama models loaded at once (LOCAL_MAX_LOADED_MODELS): a request to one more releases the
+    least recently used, which frees its weights and thread once its current work ends and loads again when asked."""
+
+    def __init__(self, limit: int) -> None:
+        self._lru: LRUCache[LlamaWorker, None] = LRUCache(limit, on_evict=lambda worker, _: worker.release())
+
+    def use(self, worker: LlamaWorker) -> None:
+        self._lru.touch(worker, None)
+
+    def drop(self, worker: LlamaWorker) -> None:
+        """Release a model nobody can choose any more (its fine-tune was replaced or removed)."""
+        self._lru.pop(worker)
+        worker.release()
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+
 class LocalBackend(Backend):
     """A GGUF model run in-process; one worker thread serves every chat in FIFO order."""
 
@@ -104,6 +124,7 @@ class LocalBackend(Backend):
         max_tokens: int = 512,
         name: str = "local",
         description: dict[str, str] | None = None,
+        loaded: LoadedModels | None = None,
     ) -> None:
         self.name = name
         self.description = description or {
@@ -120,7 +141,8 @@ class LocalBackend(Backend):
             "n_gpu_layers": n_gpu_layers,
         }
         self.max_tokens = max_tokens
-        self.worker = LlamaWorker(self._load, name=name)
+        self.loaded_models = loaded
+        self.worker = LlamaWorker(self._load, name=name, on_use=loaded.use if loaded is not None else None)
         self._model: ChatLlamaCpp | None = None
 
     def _load(self) -> Llama:
@@ -141,7 +163,8 @@ class FinetunedProvider:
 
     The registry asks on every turn, on the event loop, so the manifests are read again only when the directory
     changed (manifests are written by an atomic rename) or the last read is `RESCAN_S` old (a GGUF deleted under
-    a manifest). A backend is reused while its name and GGUF path stay the same, so each model is loaded once.
+    a manifest). A backend is reused while its name and GGUF path stay the same, so each model is loaded once; one
+    whose name now points at another GGUF, or whose manifest is gone, is released (once its current work ends).
     """
 
     RESCAN_S = 5.0
@@ -189,7 +212,15 @@ class FinetunedProvider:
                 )
                 self._backends[(name, gguf)] = backend
             found[key] = backend
+        for pair in [p for p, b in self._backends.items() if found.get(f"finetuned:{p[0]}") is not b]:
+            self._forget(self._backends.pop(pair))  # re-registered with another GGUF, or removed
         return found
+
+    def _forget(self, backend: LocalBackend) -> None:
+        if backend.loaded_models is not None:
+            backend.loaded_models.drop(backend.worker)
+        else:
+            backend.worker.release()
 
     def _read(self, manifest: Path) -> tuple[str, Path, str] | None:
         try:

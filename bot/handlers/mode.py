@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiogram import F, Router
+from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
@@ -10,6 +10,7 @@ from agents.errors import UnknownNameError
 from agents.runtime import Brain
 from bot.handlers.start import mode_label
 from bot.i18n import t
+from bot.permissions import GroupAdmins, is_group, may_manage
 from bot.service import ChatService, Mode
 
 PREFIX = "mode:"
@@ -37,11 +38,14 @@ def unknown_text(exc: UnknownNameError, brain: Brain, lang: str) -> str:
              models=", ".join(brain.models.names()))
 
 
-async def mode_cmd(message: Message, command: CommandObject, chat_service: ChatService, lang: str) -> None:
+async def mode_cmd(message: Message, command: CommandObject, chat_service: ChatService, lang: str, bot: Bot,
+                   group_admins: GroupAdmins) -> None:
     brain = chat_service.brain
     if not command.args:
         text, keyboard = mode_menu(brain, await chat_service.get_mode(message.chat.id), lang)
         await message.answer(text, reply_markup=keyboard)
+        return
+    if not await may_manage(message, bot, group_admins, lang, "mode"):
         return
     try:
         mode = await chat_service.set_mode(message.chat.id, command.args.split())
@@ -51,9 +55,12 @@ async def mode_cmd(message: Message, command: CommandObject, chat_service: ChatS
     await message.answer(t("mode_set", lang, mode=mode_label(mode.level, mode.model)))
 
 
-async def mode_button(query: CallbackQuery, chat_service: ChatService, lang: str) -> None:
+async def mode_button(query: CallbackQuery, chat_service: ChatService, lang: str, bot: Bot,
+                      group_admins: GroupAdmins) -> None:
     if query.message is None or query.data is None:
         await query.answer()
+        return
+    if not await may_manage(query, bot, group_admins, lang, "mode"):
         return
     brain = chat_service.brain
     try:
@@ -67,22 +74,34 @@ async def mode_button(query: CallbackQuery, chat_service: ChatService, lang: str
     await query.answer(t("mode_set", lang, mode=mode_label(mode.level, mode.model)))
 
 
-async def reset(message: Message, chat_service: ChatService, lang: str) -> None:
+async def reset(message: Message, chat_service: ChatService, lang: str, bot: Bot,
+                group_admins: GroupAdmins) -> None:
+    if not await may_manage(message, bot, group_admins, lang, "reset"):
+        return
     n = await chat_service.reset(message.chat.id)
     await message.answer(t("reset_done", lang, n=n))
 
 
-async def stop(message: Message, chat_service: ChatService, lang: str) -> None:
-    if not chat_service.stop(message.chat.id):
+async def stop(message: Message, chat_service: ChatService, lang: str, bot: Bot, group_admins: GroupAdmins) -> None:
+    chat_id, user = message.chat.id, message.from_user
+    asker = chat_service.asker(chat_id)
+    if is_group(message.chat) and chat_service.is_busy(chat_id) and user is not None and asker != user.id:
+        # someone else's answer: only an administrator may stop it
+        if not await may_manage(message, bot, group_admins, lang, "stop", "stop_not_yours"):
+            return
+    if not chat_service.stop(chat_id):
         await message.answer(t("nothing_to_stop", lang))
     # when something was stopped, the stopped answer itself ends with the notice
 
 
-async def steps(message: Message, command: CommandObject, chat_service: ChatService, lang: str) -> None:
+async def steps(message: Message, command: CommandObject, chat_service: ChatService, lang: str, bot: Bot,
+                group_admins: GroupAdmins) -> None:
     arg = (command.args or "").strip().lower()
     if arg not in ("on", "off"):
         mode = await chat_service.get_mode(message.chat.id)
         await message.answer(t("steps_usage", lang, state=t("on" if mode.show_steps else "off", lang)))
+        return
+    if not await may_manage(message, bot, group_admins, lang, "steps"):
         return
     await chat_service.set_steps(message.chat.id, arg == "on")
     await message.answer(t("steps_set", lang, state=t(arg, lang)))

@@ -72,6 +72,7 @@ class FakeTelegram:
         self.drafts_supported = True
         self.fail_entities_once = False  # reject the next text with entities ("can't parse entities")
         self.webhook: dict[str, Any] | None = None
+        self.chat_admins: dict[int, set[int]] = {}  # group chat id -> its administrators' user ids (getChatMember)
         self._updates: list[dict[str, Any]] = []
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
@@ -426,6 +427,17 @@ class FakeTelegram:
             return self._fail(400, "Bad Request: text is too long")
         self.drafts.append(params)
         return True
+
+    async def _m_getChatMember(self, params: dict[str, Any]) -> Any:
+        chat_id, user_id = int(params["chat_id"]), int(params["user_id"])
+        user = self._user(user_id, "en")
+        if user_id in self.chat_admins.get(chat_id, set()):
+            rights = ("can_manage_chat", "can_delete_messages", "can_manage_video_chats", "can_restrict_members",
+                      "can_promote_members", "can_change_info", "can_invite_users", "can_post_stories",
+                      "can_edit_stories", "can_delete_stories", "can_send_welcome_messages")
+            return {"status": "administrator", "user": user, "can_be_edited": False, "is_anonymous": False,
+                    **dict.fromkeys(rights, True)}
+        return {"status": "member", "user": user}
 
     async def _m_getFile(self, params: dict[str, Any]) -> Any:
         file_id = params["file_id"]
