@@ -22,6 +22,7 @@ from agents.errors import AgentsError, UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.config import ConfigError, Settings
+from bot.eval_jobs import EvalJobs
 from bot.handlers import build_router
 from bot.i18n import t
 from bot.inbox import Inbox, process_identity
@@ -42,8 +43,10 @@ class Services:
     brain: Brain
     chat: ChatService
     extras: dict[str, Any] = field(default_factory=dict)
+    eval_jobs: EvalJobs = field(default_factory=EvalJobs)
 
     async def aclose(self) -> None:
+        await self.eval_jobs.aclose()
         for closer in self.extras.get("closers", []):
             with contextlib.suppress(Exception):
                 await closer()
@@ -168,6 +171,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["brain"] = services.brain
     dp["services"] = services
     dp["knowledge"] = services.extras.get("knowledge")
+    dp["eval_jobs"] = services.eval_jobs
     dp["group_admins"] = GroupAdmins(services.settings.admin_ids)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)

@@ -275,3 +275,8 @@ class ChatService:
                 repo.add_usage(s, user_id, day, messages=1, tokens=tokens)
 
         await self.db.run(write)
+
+    async def add_usage(self, user_id: int, *, tokens: int, messages: int = 0) -> None:
+        """Count tokens spent outside a chat turn (an evaluation) for the user who asked for them."""
+        day = self.today()
+        await self.db.run(lambda s: repo.add_usage(s, user_id, day, messages=messages, tokens=tokens))

@@ -8,6 +8,7 @@ the runs that have it, and recommend rag.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -228,3 +229,93 @@ async def test_judge_grades_caches_and_a_failing_judge_leaves_runs_ungraded(serv
     assert [r["passed"] for r in report["runs"]] == [None] * 4
     assert report["modes"][0]["ungraded"] == 4 and report["modes"][0]["accuracy"] is None
     assert report["recommendation"]["mode"] is None
+
+
+ADMIN = 100
+
+
+async def _reply(telegram: Any, chat: int, before: int, timeout: float = 60) -> str:
+    await telegram.wait_for(lambda: len(telegram.texts(chat)) > before, timeout=timeout)
+    return telegram.texts(chat)[-1]
+
+
+@pytest.mark.slow
+async def test_eval_in_the_bot_runs_in_the_background_and_sends_table_chart_and_reports(
+        bot: Any, telegram: Any, llm: ScriptedOpenAI) -> None:
+    from tests.fakes.openai_server import Text
+
+    gate = asyncio.Event()
+
+    def slow_until_released(body: dict[str, Any]) -> Any:
+        question = body["messages"][-1]["content"]
+        if "chat meanwhile" in question:
+            return "still here"
+        return Text(level_aware_model(body), gate=gate)
+
+    llm.default = slow_until_released
+    await bot.start(admin_ids=[ADMIN])
+    cases = "\n".join(json.dumps(c, ensure_ascii=False) for c in CASES[:2]).encode()
+
+    # non-admins are refused and nothing runs
+    before = len(telegram.texts(7))
+    telegram.send_document(7, cases, "cases.jsonl", user_id=7, caption="/eval")
+    assert "admin" in (await _reply(telegram, 7, before)).lower()
+
+    # a bad file is refused with its line numbers
+    before = len(telegram.texts(ADMIN))
+    telegram.send_document(ADMIN, b'{"question": ""}\nnope\n', "bad.jsonl", user_id=ADMIN, caption="/eval")
+    refusal = await _reply(telegram, ADMIN, before)
+    assert "line 1" in refusal and "line 2" in refusal
+
+    before = len(telegram.texts(ADMIN))
+    telegram.send_document(ADMIN, cases, "cases.jsonl", user_id=ADMIN,
+                           caption='/eval --mode "zero-shot cloud" --mode "prompt cloud" --repeats 2')
+    assert (await _reply(telegram, ADMIN, before)).startswith("⏳")
+    # the admin's chat stays responsive, and a second evaluation is refused while the first runs
+    before = len(telegram.texts(ADMIN))
+    telegram.user_says(ADMIN, "chat meanwhile", user_id=ADMIN)
+    assert await _reply(telegram, ADMIN, before) == "still here"
+    before = len(telegram.texts(ADMIN))
+    telegram.send_document(ADMIN, cases, "again.jsonl", user_id=ADMIN, caption="/eval")
+    assert "already running" in await _reply(telegram, ADMIN, before)
+
+    gate.set()
+    await telegram.wait_for(lambda: len(telegram.files_sent(ADMIN)) == 3, timeout=120)
+    photo, md, js = telegram.files_sent(ADMIN)
+    assert photo.kind == "photo" and photo.content[:4] == b"\x89PNG"
+    assert (md.name, js.name) == ("report.md", "report.json")
+    report = json.loads(js.content)
+    assert [m["mode"] for m in report["modes"]] == ["zero-shot cloud", "prompt cloud"]
+    assert len(report["runs"]) == 2 * 2 * 2
+    table = next(text for text in reversed(telegram.texts(ADMIN)) if "zero-shot cloud" in text)
+    assert "prompt cloud" in table and "acc" in table
+    status = [p["text"] for p in telegram.calls_of("editMessageText") if p["chat_id"] == ADMIN]
+    assert status[-1].startswith("✅") and "8" in status[-1]
+    # the tokens count for the admin who started it
+    before = len(telegram.texts(ADMIN))
+    telegram.user_says(ADMIN, "/usage", user_id=ADMIN)
+    usage = await _reply(telegram, ADMIN, before)
+    assert str(ADMIN) in usage
+
+
+@pytest.mark.slow
+async def test_eval_stop_cancels_the_running_evaluation(bot: Any, telegram: Any, llm: ScriptedOpenAI) -> None:
+    from tests.fakes.openai_server import Text
+
+    gate = asyncio.Event()  # never opened: the model stalls until the evaluation is stopped
+    llm.default = lambda body: Text("x", gate=gate)
+    await bot.start(admin_ids=[ADMIN])
+    before = len(telegram.texts(ADMIN))
+    telegram.user_says(ADMIN, "/eval stop", user_id=ADMIN)
+    assert "No evaluation" in await _reply(telegram, ADMIN, before)
+    cases = "\n".join(json.dumps(c) for c in CASES[:1]).encode()
+    before = len(telegram.texts(ADMIN))
+    telegram.send_document(ADMIN, cases, "c.jsonl", user_id=ADMIN, caption='/eval --mode "prompt cloud"')
+    await _reply(telegram, ADMIN, before)
+    before = len(telegram.texts(ADMIN))
+    telegram.user_says(ADMIN, "/eval stop", user_id=ADMIN)
+    assert "Stopping" in await _reply(telegram, ADMIN, before)
+    await telegram.wait_for(lambda: any(p["text"].startswith("⏹") for p in telegram.calls_of("editMessageText")),
+                            timeout=30)
+    assert telegram.files_sent(ADMIN) == []
+    gate.set()

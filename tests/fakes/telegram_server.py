@@ -58,6 +58,18 @@ class FaultPlan:
         self._rng = random.Random(self.seed)
 
 
+@dataclass
+class SentFile:
+    """A photo or document the bot sent (multipart upload)."""
+
+    chat_id: int
+    message_id: int
+    kind: str  # "photo" | "document"
+    name: str
+    content: bytes
+    caption: str | None = None
+
+
 class FakeTelegram:
     def __init__(self, token: str = "123456:TEST-token-abcdefghijklmnop") -> None:
         self.token = token
@@ -67,6 +79,7 @@ class FakeTelegram:
         self.drafts: list[dict[str, Any]] = []
         self.files: dict[str, bytes] = {}
         self.file_downloads = 0
+        self.sent_files: list[SentFile] = []  # photos and documents the bot sent, in order
         self.faults: FaultPlan | None = None
         self.fault_log: list[tuple[str, int]] = []  # (method, status) of every injected fault
         self.drafts_supported = True
@@ -457,6 +470,30 @@ class FakeTelegram:
             return web.Response(status=404)
         self.file_downloads += 1
         return web.Response(body=self.files[file_id])
+
+    async def _send_file(self, params: dict[str, Any], kind: str) -> Any:
+        upload = params.get(kind)
+        if isinstance(upload, str) and upload.startswith("attach://"):  # how aiogram names a multipart part
+            upload = params.get(upload.removeprefix("attach://"))
+        if upload is None or isinstance(upload, str):
+            return self._fail(400, f"Bad Request: there is no {kind} in the request")
+        chat_id = int(params["chat_id"])
+        sent = SentFile(chat_id, next(self._message_ids), kind, upload.filename, upload.file.read(),
+                        params.get("caption"))
+        self.sent_files.append(sent)
+        body: dict[str, Any] = {"file_id": f"sent{sent.message_id}", "file_unique_id": f"us{sent.message_id}"}
+        media = [{**body, "width": 1, "height": 1}] if kind == "photo" else {**body, "file_name": sent.name}
+        return {"message_id": sent.message_id, "date": int(time.time()), kind: media,
+                "chat": self._chat(chat_id, "private" if chat_id > 0 else "group"), "from": self._bot_user()}
+
+    async def _m_sendPhoto(self, params: dict[str, Any]) -> Any:
+        return await self._send_file(params, "photo")
+
+    async def _m_sendDocument(self, params: dict[str, Any]) -> Any:
+        return await self._send_file(params, "document")
+
+    def files_sent(self, chat_id: int) -> list[SentFile]:
+        return [f for f in self.sent_files if f.chat_id == chat_id]
 
     async def _m_setWebhook(self, params: dict[str, Any]) -> Any:
         self.webhook = params
