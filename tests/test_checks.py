@@ -256,14 +256,17 @@ def test_a_long_stream_without_loops_keeps_memory_bounded() -> None:
 
     rng = random.Random(1)
     words = ["alpha", "beta", "gamma", "дельта", "эпсилон", "zeta", "eta", "тета", "iota", "kappa"]
+    pieces = ["".join(rng.choice(words) + rng.choice([" ", ", ", ". ", "\n"]) for _ in range(12))
+              for _ in range(2_000)]
     detector = LoopDetector()
     tracemalloc.start()
-    for _ in range(60_000):
-        detector.feed(rng.choice(words) + rng.choice([" ", ", ", ". ", "\n"]))
+    for piece in pieces:
+        detector.feed(piece)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert detector.offset is None
-    assert peak < 300_000  # about 400 kB streamed
+    assert sum(map(len, pieces)) > 100_000  # 20 times what the detector keeps
+    assert peak < 200_000
 
 
 @pytest.mark.parametrize(
