@@ -321,6 +321,10 @@ def test_repeated_tool_calls(calls: list[tuple[str, dict[str, object]]], looping
         pytest.param("Microsoft Teams или Zoom?", "ru", id="ru-brand-names"),
         pytest.param("Откройте Settings → Privacy и нажмите Clear Data.", "ru", id="ru-english-ui-names"),
         pytest.param("I live in Москва and work at Яндекс.", "en", id="en-russian-names"),
+        pytest.param("## Summary\n\n> Результаты хорошие.\n\n## Next steps", "en", id="en-headings-count"),
+        pytest.param("| Test | Result |\n|---|---|\n| test_case_1 | passed |\n| test_case_2 | passed |\n"
+                     "| test_case_3 | passed |", "en", id="en-table-identifiers-and-repeats"),
+        pytest.param("Examples:\n\nInput: x\nOutput: y\n\nInput: z\nOutput: w", "en", id="en-x-is-not-translit"),
     ],
 )
 def test_language_of_the_writers_own_words(text: str, lang: str) -> None:
