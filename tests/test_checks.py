@@ -401,3 +401,28 @@ def test_refusals_for_lack_of_information(text: str) -> None:
 )
 def test_answers_and_advice_are_not_refusals(text: str) -> None:
     assert not is_refusal(text)
+
+
+def test_a_real_model_loop_is_cut_as_it_streams(tmp_path: Path) -> None:
+    """A random tiny Llama decoding greedily falls into a loop: the detector cuts it as tokens arrive."""
+    from llama_cpp import Llama
+
+    from tests.tiny_gguf import build_tiny_gguf
+
+    llm = Llama(str(build_tiny_gguf(tmp_path / "tiny.gguf")), n_ctx=1024, n_threads=1, verbose=False)
+    try:
+        detector, text = LoopDetector(), ""
+        stream = llm.create_completion("The answer is", max_tokens=600, temperature=0, stream=True,
+                                       logit_bias={llm.token_eos(): -100.0})
+        for chunk in stream:
+            text += chunk["choices"][0]["text"]
+            if detector.feed(chunk["choices"][0]["text"]) is not None:
+                break
+    finally:
+        llm.close()
+    assert detector.offset is not None and detector.detected_at == len(text)
+    offset = detector.offset
+    # What was cut only repeats the end of what was kept, character for character.
+    assert len(text) - offset >= 20
+    assert any(all(text[i] == text[i - p] for i in range(offset, len(text))) for p in range(1, offset + 1))
+    assert find_loop(text) is not None
