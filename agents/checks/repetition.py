@@ -123,7 +123,7 @@ class LoopDetector:
         self.detected_at: int | None = None  # how much of the stream had been fed when the loop was found
 
     def feed(self, delta: str) -> int | None:
-        """Take the next piece of the stream; the loop's offset if one is found (then on every later call)."""
+        """Take the next piece of the stream (checked at its end); the loop's offset once found, then on every call."""
         if self.offset is not None:
             return self.offset
         if self._kind is not None and "\n" not in delta:
