@@ -128,6 +128,13 @@ def test_numbers_missing_from_sources_are_reported_as_written(
     assert invented_numbers(answer, sources) == invented
 
 
+def test_an_answer_used_as_its_own_source_invents_nothing() -> None:
+    records = [json.loads(line) for line in (DATA / "answers_clean.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["n"]: invented_numbers(r["text"], [r["text"]]) for r in records if
+            invented_numbers(r["text"], [r["text"]])} == {}
+    assert sum(bool(invented_numbers(r["text"], [])) for r in records) > 50  # many of them do have figures
+
+
 def test_every_kind_of_source_counts() -> None:
     answer = "Вы спрашивали про 7, история говорит 12, документ — 40 %, калькулятор дал 1 234, ожидалось 99."
     sources = ["сколько будет 7?", "раньше было 12", "[1] handbook: 40%", "1234", "99"]
