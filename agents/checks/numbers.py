@@ -12,7 +12,8 @@ A number is compared by what it means, not how it is written:
   not compared either ("fell by 5%" and "-5%" state the same figure);
 - dates are one item each, not three numbers: `2024-03-01` = `01.03.2024` = `1 марта 2024` = `March 1, 2024`
   (`01/03/2024` may be either day/month order); a day and month without a year match any date on that day; a
-  date in a source also provides its year as a number. Times (`14:30`) are one item too;
+  date in a source also provides its year as a number. Times are one item too (`14:30` = `2:30 pm`), and so is
+  a phone number (`+7 (495) 123-45-67` = `8 495 1234567`: the last ten digits);
 - ordinals and decades are their number (`21st`, `3-й`, `1990s`, `90-х`); list numbering at the start of a line
   (`1. `, `2) `) and citation markers (`[1]`) are structure, not figures, and are skipped in the answer;
 - digits glued to a preceding letter (`GPT-4`, `H2O`, `COVID-19`) are names, not figures, and are skipped;
@@ -53,12 +54,17 @@ _DATE_RES = [
     re.compile(r"(?<![\d.])(?P<year>\d{4})-(?P<m>\d{1,2})-(?P<d>\d{1,2})(?![\d-])"),
     re.compile(r"(?<![\d.])(?P<d>\d{1,2})\.(?P<m>\d{1,2})\.(?P<year>\d{4})(?![\d]|\.\d)"),
     re.compile(r"(?<![\d/])(?P<a>\d{1,2})/(?P<b>\d{1,2})/(?P<year>\d{4})(?![\d/])"),
+    re.compile(r"(?<![\d/])(?P<year>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})(?![\d/])"),
     re.compile(rf"(?<!\d)(?P<d>\d{{1,2}}){_ORD}(?:\s+of)?\s+{_MONTH_EN}(?:,?\s+{_YEAR})?(?!\d)"),
     re.compile(rf"\b{_MONTH_EN}\s+(?P<d>\d{{1,2}}){_ORD}(?:,?\s+{_YEAR})?(?!\d)"),
     re.compile(rf"(?<!\d)(?P<d>\d{{1,2}})(?:-?го)?\s+{_MONTH_RU}(?:\s+{_YEAR}(?:\s*(?:г\.|года?|году))?)?(?!\d)",
                re.I),
 ]
-_TIME_RE = re.compile(r"(?<![\d:.])(?P<h>\d{1,2}):(?P<m>\d{2})(?::\d{2})?(?![\d:])")
+_TIME_RE = re.compile(r"(?<![\d:.])(?P<h>\d{1,2})(?::(?P<m>\d{2})(?::\d{2})?(?![\d:])(?:\s?(?P<ampm>[ap])\.?m\b\.?)?"
+                      r"|\s?(?P<ampm2>[ap])\.?m\b\.?)", re.I)
+# A phone number is one item: `+7 (495) 123-45-67` = `8 495 1234567` (the last ten digits are compared).
+_PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d[\d ()\-]{6,}\d|(?:\d{1,3} ?)?\(\d{3,5}\) ?\d[\d \-]{4,}\d"
+                       r"|\d{3}-\d{2}-\d{2})(?![\w-])")
 _LIST_MARKER_RE = re.compile(r"(?m)^[ \t>]*(?:#+[ \t]*)?(?:\*\*)?\d{1,3}[.)](?=[ \t])")
 _CITATION_RE = re.compile(r"\[\d{1,2}\]")  # `[1]`: a rag answer citing its first source, not a figure
 _GROUP_SPACE = "\u0020\u00a0\u202f\u2009\u2007"  # space, no-break, narrow no-break, thin, figure
@@ -181,10 +187,22 @@ def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
             found.append(NumberMention(m.group(0), m.start(), frozenset(keys)))
             work = _blank(work, m.start(), m.end())
 
+    for m in _PHONE_RE.finditer(work):
+        digits = re.sub(r"\D", "", m.group(0))
+        if len(digits) >= 7:
+            found.append(NumberMention(m.group(0), m.start(), frozenset({("phone", digits[-10:])})))
+            work = _blank(work, m.start(), m.end())
+
     for m in _TIME_RE.finditer(work):
-        hour, minute = int(m["h"]), int(m["m"])
+        hour, minute = int(m["h"]), int(m["m"] or 0)
+        ampm = (m["ampm"] or m["ampm2"] or "").lower()
+        if ampm and not 1 <= hour <= 12:
+            continue
+        hour = hour % 12 + (12 if ampm == "p" else 0) if ampm else hour
         if hour <= 24 and minute < 60:
-            found.append(NumberMention(m.group(0), m.start(), frozenset({("time", hour, minute)})))
+            # `5 PM.` ends a sentence; `9 a.m.` keeps its dot.
+            written = m.group(0)[:-1] if re.search(r"[ap]m\.$", m.group(0), re.I) else m.group(0)
+            found.append(NumberMention(written, m.start(), frozenset({("time", hour, minute)})))
             work = _blank(work, m.start(), m.end())
 
     for m in _NUMBER_RE.finditer(work):
@@ -207,6 +225,8 @@ def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
         keys = {_num(value * (Decimal(10) ** power))}
         if power and not answer:
             keys.add(_num(value))
+        if m["num"].isdigit() and len(m["num"]) >= 10:
+            keys.add(("phone", m["num"][-10:]))  # a phone number written without separators
         found.append(NumberMention(m.group(0).rstrip(" ."), m.start(), frozenset(keys)))
 
     if not answer:

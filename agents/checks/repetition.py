@@ -14,7 +14,7 @@ once, as songs do, stays under it unless it is longer than `MAX_RUN`). The figur
 tests/data with bench/bench_guards.py: COPIES = 2 cuts songs whose chorus is sung twice in a row; with three
 copies MIN_RUN 40, 60 and 80 cut no clean answer and the same median distance (80 kept, the most cautious of
 them), 100 and 120 cut later; MAX_RUN 280 let some loops run past 270 characters. On the held-out half: no
-false cut in 119 answers, every one of 100 loops cut, at most 255 characters after it started (median 92).
+false cut in 116 answers, every one of 100 loops cut, at most 256 characters after it started (median 92).
 
 gemini-cli's loop detection service (packages/core/src/services/loopDetectionService.ts) hashes 50-character
 chunks and calls a loop when one chunk recurs 10 times about 250 characters apart or closer, which needs 500 or
@@ -123,7 +123,7 @@ class LoopDetector:
         self.detected_at: int | None = None  # how much of the stream had been fed when the loop was found
 
     def feed(self, delta: str) -> int | None:
-        """Take the next piece of the stream; the loop's offset if one is found (then on every later call)."""
+        """Take the next piece of the stream (checked at its end); the loop's offset once found, then on every call."""
         if self.offset is not None:
             return self.offset
         if self._kind is not None and "\n" not in delta:

@@ -334,6 +334,35 @@ CODE_SNIPPETS = [
              "true},\n    {\"id\": 6, \"active\": true}\n  ]\n}"),
     ("python", "assert parse('1') == 1\nassert parse('1') == 1\nassert parse('2') == 2\nassert parse('2') == 2\n"
                "assert parse('3') == 3\nassert parse('3') == 3"),
+    ("rust", "\n".join([
+        "#[derive(Debug, Clone, PartialEq)]", "enum Token {", "    Number(f64),", "    Plus,", "    Minus,",
+        "    Star,", "    Slash,", "}", "", "fn token(c: char) -> Option<Token> {", "    match c {",
+        "        '+' => Some(Token::Plus),", "        '-' => Some(Token::Minus),", "        '*' => Some(Token::Star),",
+        "        '/' => Some(Token::Slash),", "        _ => None,", "    }", "}"])),
+    ("html", "\n".join([
+        '<ul class="menu">', '  <li><a href="/">Home</a></li>', '  <li><a href="/blog">Blog</a></li>',
+        '  <li><a href="/about">About</a></li>', '  <li><a href="/contact">Contact</a></li>', "</ul>"])),
+    ("dockerfile", "\n".join([
+        "FROM python:3.12-slim", "WORKDIR /app", "COPY requirements.txt .",
+        "RUN pip install --no-cache-dir -r requirements.txt", "COPY . .", "USER nobody",
+        'CMD ["python", "-m", "bot"]'])),
+    ("c", "\n".join([
+        "#include <stdio.h>", "", "int main(void) {", "    for (int i = 1; i <= 10; i++) {",
+        "        for (int j = 1; j <= 10; j++) {", '            printf("%4d", i * j);', "        }",
+        '        printf("\\n");', "    }", "    return 0;", "}"])),
+    ("makefile", "\n".join([
+        ".PHONY: all test lint clean", "", "all: test lint", "", "test:", "\tpytest -q", "", "lint:",
+        "\truff check .", "", "clean:", "\trm -rf build dist .pytest_cache"])),
+    ("kotlin", "\n".join([
+        "data class User(val id: Int, val name: String)", "", "val users = listOf(", '    User(1, "Anna"),',
+        '    User(2, "Boris"),', '    User(3, "Vera"),', '    User(4, "Gleb"),', ")", "", "fun main() {",
+        "    users.forEach { println(it) }", "}"])),
+    ("python", "\n\n\n".join(
+        f'def test_{name}():\n    assert reverse("{given}") == "{given[::-1]}"'
+        for name, given in [("empty", ""), ("one", "a"), ("two", "ab"), ("palindrome", "abba")])),
+    ("text", "\n".join(
+        [f"2024-05-01 12:00:{s:02d} WARN retrying request (attempt {n})" for n, s in [(1, 1), (2, 3), (3, 7), (4, 15)]]
+        + ["2024-05-01 12:00:31 ERROR giving up after 4 attempts"])),
 ]
 CODE_INTROS = {
     "en": ["Here is an example:", "You can do it like this:", "Sure, here's the code:",
@@ -465,22 +494,25 @@ def clean_answers(rng: random.Random) -> list[dict[str, str]]:
     out += [{"lang": lang, "kind": "list", "text": t} for lang, t in LISTS]
     out += [{"lang": lang, "kind": "poem", "text": t} for lang, t in POEMS]
     out += [{"lang": lang, "kind": kind, "text": t} for lang, kind, t in TRICKY]
-    # Prose answers in pairs make longer, multi-paragraph answers of the same language.
+    # Prose answers in pairs make longer, multi-paragraph answers of the same language; a few long reports too.
     for lang, prose in (("en", PROSE_EN), ("ru", PROSE_RU)):
         for _ in range(12):
             a, b = rng.sample(prose, 2)
             out.append({"lang": lang, "kind": "prose", "text": a + "\n\n" + b})
+        heading = "Part" if lang == "en" else "Часть"
+        for _ in range(4):
+            parts = rng.sample(prose, 6)
+            out.append({"lang": lang, "kind": "prose",
+                        "text": "\n\n".join(f"### {heading} {i}\n\n{part}" for i, part in enumerate(parts, 1))})
     for lang, intro, header, rows in TABLE_DATA:
         for outro in TABLE_OUTROS[lang][:3]:
             chosen = rows if not outro else rows[: max(3, len(rows) - rng.randint(0, 2))]
             out.append({"lang": lang, "kind": "table", "text": intro + "\n\n" + _table(header, chosen) + outro})
     for lang in ("en", "ru"):
         for index, (language, code) in enumerate(CODE_SNIPPETS):
-            for variant in range(2):
-                intro = CODE_INTROS[lang][(index + variant) % len(CODE_INTROS[lang])]
-                outro = CODE_OUTROS[lang][(index + 2 * variant) % len(CODE_OUTROS[lang])]
-                out.append({"lang": lang, "kind": "code",
-                            "text": f"{intro}\n\n```{language}\n{code}\n```{outro}"})
+            intro = CODE_INTROS[lang][index % len(CODE_INTROS[lang])]
+            outro = CODE_OUTROS[lang][(index + (lang == "ru")) % len(CODE_OUTROS[lang])]
+            out.append({"lang": lang, "kind": "code", "text": f"{intro}\n\n```{language}\n{code}\n```{outro}"})
         for weeks in (1, 2, 3):
             lines = []
             for week in range(weeks):
