@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     chroma_host: str | None = None
     chroma_port: int = 8000
     kb_max_file_mb: int = Field(20, ge=1, le=2000)
+    kb_max_chunks: int = Field(20_000, ge=1, le=1_000_000)  # chunks one file may add; more text is refused
     rag_top_k: int = Field(5, ge=1, le=50)
 
     # --- Local models (llama.cpp) -----------------------------------------------------------------

@@ -44,6 +44,14 @@ class FileTooLargeError(KnowledgeError):
     default_message = "The file is too large to index."
 
 
+def too_much_text(max_chars: int) -> FileTooLargeError:
+    """The refusal of a document whose text is over the cap (KB_MAX_CHUNKS chunks' worth of characters)."""
+    return FileTooLargeError(
+        f"The document is too large: its text runs past {max_chars:,} characters, the most one file may add. "
+        "Split it into smaller files."
+    )
+
+
 class EmptyDocumentError(KnowledgeError):
     """The file has no text to index."""
 

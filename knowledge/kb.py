@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -145,7 +146,9 @@ class KnowledgeBase:
 
         async with self._ingest_lock:
             await _notify(progress, event("downloaded"))
-            extracted = await asyncio.to_thread(parse_in_subprocess, data, self.parse_limits)
+            # the worker refuses more text than max_chunks chunks hold, before sending it to us
+            limits = dataclasses.replace(self.parse_limits, max_chars=self.max_chunks * self.chunk_chars)
+            extracted = await asyncio.to_thread(parse_in_subprocess, data, limits)
             chunks = await asyncio.to_thread(
                 chunk_text, extracted.sections, self.chunk_chars, self.chunk_overlap
             )

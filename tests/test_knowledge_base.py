@@ -210,8 +210,21 @@ async def test_too_many_chunks_are_refused(kb: KnowledgeBase) -> None:
     before = await snapshot(kb)
     kb.max_chunks = 3
     long_text = "\n\n".join(f"Paragraph {i}: " + "filler words " * 60 for i in range(10))
-    with pytest.raises(FileTooLargeError, match="too much text"):
+    with pytest.raises(FileTooLargeError, match="too much text|too large"):
         await kb.add_document(long_text.encode(), "long.txt", "mallory")
+    assert await snapshot(kb) == before
+
+
+async def test_text_over_the_cap_is_refused_in_the_parse_worker(kb: KnowledgeBase) -> None:
+    """A file whose text is over max_chunks chunks' worth is refused by the worker: a clear error, no change."""
+    await kb.add_document(HANDBOOK.encode(), "handbook.txt", "alice")
+    before = await snapshot(kb)
+    kb.max_chunks = 5  # 5 chunks of 800 characters
+    events: list[IngestProgress] = []
+    huge = ("Filler sentence about nothing in particular. " * 2000).encode()  # 90,000 characters
+    with pytest.raises(FileTooLargeError, match=r"The document is too large: its text runs past 4,000 characters"):
+        await kb.add_document(huge, "huge.txt", "mallory", progress=events.append)
+    assert [e.stage for e in events] == ["downloaded"]  # refused before chunking or embedding
     assert await snapshot(kb) == before
 
 
