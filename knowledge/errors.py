@@ -12,6 +12,7 @@
      |    +-- UnsafeFileNameError  a file name with a path in it (../../etc/passwd)
      +-- EmbeddingModelError       the embedding model cannot be found or loaded
      +-- StoreError                the vector store or the documents table failed
+     +-- IngestCancelledError      the upload was cancelled before anything was written
 
 The bot maps these by type to translated replies; `str(error)` is a complete English sentence.
 """
@@ -106,6 +107,12 @@ class StoreError(KnowledgeError):
     """The vector store or the documents table failed."""
 
     default_message = "The knowledge store failed; nothing was changed. Try again later."
+
+
+class IngestCancelledError(KnowledgeError):
+    """The upload was cancelled; nothing was written."""
+
+    default_message = "The upload was cancelled; the knowledge base is unchanged."
 
 
 # Errors the parse worker may report by name (a whitelist: the worker's output never names arbitrary classes).

@@ -8,6 +8,7 @@ import os
 import selectors
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from pathlib import Path
 from knowledge.errors import (
     WORKER_ERRORS,
     CorruptFileError,
+    IngestCancelledError,
     ParseLimitError,
     ParseTimeoutError,
     too_much_text,
@@ -50,8 +52,12 @@ def child_environment() -> dict[str, str]:
     return env
 
 
-def parse_in_subprocess(data: bytes, limits: ParseLimits | None = None) -> Extracted:
-    """Extract text from untrusted bytes in `python -m knowledge._parse_worker`; blocking."""
+def parse_in_subprocess(
+    data: bytes, limits: ParseLimits | None = None, cancel: threading.Event | None = None
+) -> Extracted:
+    """Extract text from untrusted bytes in `python -m knowledge._parse_worker`; blocking.
+
+    Setting `cancel` kills the child and raises IngestCancelledError."""
     limits = limits or ParseLimits()
     cmd = [
         sys.executable,
@@ -71,7 +77,9 @@ def parse_in_subprocess(data: bytes, limits: ParseLimits | None = None) -> Extra
         start_new_session=True,  # a terminal's Ctrl-C goes to us, and we kill the child
     )
     # JSON of at most max_chars characters: 6 bytes each at worst (\u001f), plus the section structure.
-    out, err = collect(proc, data, limits.timeout_s, 8 * limits.max_chars + 2**20, too_much_text(limits.max_chars))
+    out, err = collect(
+        proc, data, limits.timeout_s, 8 * limits.max_chars + 2**20, too_much_text(limits.max_chars), cancel
+    )
     try:
         reply = json.loads(out.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
@@ -87,10 +95,16 @@ def parse_in_subprocess(data: bytes, limits: ParseLimits | None = None) -> Extra
 
 
 def collect(
-    proc: subprocess.Popen[bytes], data: bytes, timeout_s: float, max_out: int, too_much: Exception
+    proc: subprocess.Popen[bytes],
+    data: bytes,
+    timeout_s: float,
+    max_out: int,
+    too_much: Exception,
+    cancel: threading.Event | None = None,
 ) -> tuple[bytes, bytes]:
     """Feed `data` to the child, read its stdout (at most `max_out` bytes, else `too_much` is raised) and the
-    tail of its stderr until it exits; the child is killed on any failure (ParseTimeoutError past `timeout_s`)."""
+    tail of its stderr until it exits; the child is killed on any failure (ParseTimeoutError past `timeout_s`,
+    IngestCancelledError once `cancel` is set)."""
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     deadline = time.monotonic() + timeout_s
     out, err = bytearray(), bytearray()
@@ -109,7 +123,9 @@ def collect(
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ParseTimeoutError()
-                for key, _ in selector.select(remaining):
+                if cancel is not None and cancel.is_set():
+                    raise IngestCancelledError()
+                for key, _ in selector.select(remaining if cancel is None else min(remaining, 0.1)):
                     stream = key.fileobj
                     if stream is proc.stdin:
                         try:
