@@ -7,7 +7,8 @@ short passages, each passage with two questions that paraphrase it. A hit is rel
 question's evidence: a phrase that occurs exactly once in the whole set. The questions are split by passage
 into a tuning half and a held-out half (alternate passages of each language, so both languages are in both
 halves and no held-out question asks about a passage a tuning question asked about): the fusion constant
-RRF_K is chosen on the tuning half, and the held-out half reports the quality with it; both are printed.
+RRF_K is chosen on the tuning half among the ingested filler (on the set alone with `--filler 0`), and the
+held-out half reports the quality with it; both halves are printed at every stage.
 Everything goes through the real `KnowledgeBase` (parse worker, chunker, chroma, BM25). Then synthetic
 office prose (English and Russian, with codes) grows the store to 10,000 chunks: the first `--ingest` chunks
 as a real file through `add_document` (ingest speed), the rest through the store's own write with vectors
@@ -132,6 +133,19 @@ async def evaluate(
             }
         results[mode] = row
     return results
+
+
+async def choose_rrf(kb: Any, queries: list[Query], k: int, report: dict[str, Any]) -> int:
+    """RRF_K chosen on the tuning half, printed with the grid and recorded in `report`."""
+    import knowledge.store
+
+    chosen, grid = await tune_rrf(kb, half(queries, "tuning"), k)
+    print(f"\nRRF_K on the tuning half (hybrid recall@{k} / MRR): "
+          + ", ".join(f"k={c}: {r['recall']:.3f}/{r['mrr']:.3f}" for c, r in grid.items())
+          + f" -> chosen k={chosen} (the store uses k={knowledge.store.RRF_K})")  # fmt: skip
+    report["rrf"] = {"chosen": chosen, "store": knowledge.store.RRF_K,
+                     "tuning_grid": {str(c): r for c, r in grid.items()}}  # fmt: skip
+    return chosen
 
 
 async def evaluate_halves(kb: Any, queries: list[Query], k: int, where: str) -> dict[str, Any]:
@@ -317,19 +331,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = await kb.stats()
             print(f"indexed the set: {stats.chunks} chunks")
 
-            # --- the fusion constant, chosen on the tuning half only ---------------------------------
-            import knowledge.store
-
-            chosen, grid = await tune_rrf(kb, half(queries, "tuning"), args.k)
-            print(f"\nRRF_K on the tuning half (hybrid recall@{args.k} / MRR): "
-                  + ", ".join(f"k={c}: {r['recall']:.3f}/{r['mrr']:.3f}" for c, r in grid.items())
-                  + f" -> chosen k={chosen} (the store uses k={knowledge.store.RRF_K})")  # fmt: skip
-            report["rrf"] = {"chosen": chosen, "store": knowledge.store.RRF_K,
-                             "tuning_grid": {str(c): r for c, r in grid.items()}}  # fmt: skip
-            with rrf_constant(chosen):
-                report["set"] = await evaluate_halves(kb, queries, args.k, f"on the set alone ({stats.chunks} chunks)")
-            if args.filler <= 0:
+            alone = f"on the set alone ({stats.chunks} chunks)"
+            if args.filler <= 0:  # the set alone is all there is: choose the constant here
+                chosen = await choose_rrf(kb, queries, args.k, report)
+                with rrf_constant(chosen):
+                    report["set"] = await evaluate_halves(kb, queries, args.k, alone)
                 return report
+            report["set"] = await evaluate_halves(kb, queries, args.k, alone)
 
             pool = sentence_pool(args.pool)
             paragraphs = filler_paragraphs(args.filler, pool)
@@ -353,6 +361,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # --- quality with distractors: the set among the ingested filler (real embeddings) ----------
             stats = await kb.stats()
+            # the constant is chosen here, among distractors: on a few dozen chunks any fusion finds the passage
+            chosen = await choose_rrf(kb, queries, args.k, report)
             with rrf_constant(chosen):
                 report["distractors"] = await evaluate_halves(
                     kb, queries, args.k, f"among {stats.chunks} chunks (set + {added.chunks} filler)"
