@@ -2,22 +2,29 @@
 
     python bench/bench_retrieval.py [--filler 10000] [--k 5] [--model NAME] [--json results.json]
 
-The set (`bench/data/retrieval/retrieval_set.json`): 12 documents (6 English, 6 Russian) of short passages,
-each passage with questions that paraphrase it. A hit is relevant when it contains the question's evidence:
-a phrase that occurs exactly once in the whole set. Everything goes through the real `KnowledgeBase`
-(parse worker, chunker, chroma, BM25). Then synthetic office prose (English and Russian, with codes) grows
-the store to 10,000 chunks: the first `--ingest` chunks as a real file through `add_document` (ingest
-speed), the rest through the store's own write with vectors pooled from sentence embeddings (embedding
-10,000 long chunks takes too long on a small CPU; `--exact-filler` embeds every one).
-Baselines measured in the same run: BM25 alone and dense alone for quality; raw embedding throughput for
-ingest; rank-bm25 (`BM25Okapi`) over the same chunks and the query embedding alone for latency.
-Targets: hybrid recall@5 >= the better of BM25 and dense; hybrid search p50 <= 50 ms at 10,000 chunks.
+The set (`bench/sets/retrieval_set.json`, written for this project): 8 documents (4 English, 4 Russian) of
+short passages, each passage with two questions that paraphrase it. A hit is relevant when it contains the
+question's evidence: a phrase that occurs exactly once in the whole set. The questions are split by passage
+into a tuning half and a held-out half (alternate passages of each language, so both languages are in both
+halves and no held-out question asks about a passage a tuning question asked about): the fusion constant
+RRF_K is chosen on the tuning half among the ingested filler (on the set alone with `--filler 0`), and the
+held-out half reports the quality with it; both halves are printed at every stage.
+Everything goes through the real `KnowledgeBase` (parse worker, chunker, chroma, BM25). Then synthetic
+office prose (English and Russian, with codes) grows the store to 10,000 chunks: the first `--ingest` chunks
+as a real file through `add_document` (ingest speed), the rest through the store's own write with vectors
+pooled from sentence embeddings (embedding 10,000 long chunks takes too long on a small CPU;
+`--exact-filler` embeds every one).
+Baselines measured in the same run: BM25 alone and dense alone for quality; the textbook RRF k=60 on the
+held-out half; raw embedding throughput for ingest; rank-bm25 (`BM25Okapi`) over the same chunks and the
+query embedding alone for latency.
+Targets: held-out hybrid recall@5 >= the better of BM25 and dense; hybrid search p50 <= 50 ms at 10,000 chunks.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -25,6 +32,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +40,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-SET_PATH = ROOT / "bench" / "data" / "retrieval" / "retrieval_set.json"
+SET_PATH = ROOT / "bench" / "sets" / "retrieval_set.json"
 MODES = ("bm25", "dense", "hybrid")
+HALVES = ("tuning", "held-out")
+RRF_GRID = (1, 2, 3, 5, 10, 20, 30, 60)  # the candidates for RRF_K, tried on the tuning half
 
 
 @dataclass(frozen=True)
@@ -42,23 +52,54 @@ class Query:
     evidence: str
     lang: str
     document: str
+    half: str  # "tuning" or "held-out"
 
 
 def load_set(path: Path = SET_PATH) -> tuple[dict[str, str], list[Query]]:
-    """Documents (name -> text) and queries; checks that every evidence phrase is unique in the set."""
+    """Documents (name -> text) and queries; checks that every evidence phrase is unique in the set.
+
+    Each query is in the tuning or the held-out half: the passages of each language alternate between them."""
     raw = json.loads(path.read_text("utf-8"))
     documents: dict[str, str] = {}
     queries: list[Query] = []
+    passages_seen: dict[str, int] = {}
     for doc in raw["documents"]:
         documents[doc["name"]] = "\n\n".join(p["text"] for p in doc["passages"])
         for passage in doc["passages"]:
+            n = passages_seen[doc["lang"]] = passages_seen.get(doc["lang"], -1) + 1
             for q in passage["questions"]:
-                queries.append(Query(q["question"], q["evidence"], doc["lang"], doc["name"]))
+                queries.append(Query(q["question"], q["evidence"], doc["lang"], doc["name"], HALVES[n % 2]))
     corpus = "\n\n".join(documents.values())
     for q in queries:
         if corpus.count(q.evidence) != 1:
             raise SystemExit(f"evidence is not unique in the set: {q.evidence!r}")
     return documents, queries
+
+
+def half(queries: list[Query], name: str) -> list[Query]:
+    return [q for q in queries if q.half == name]
+
+
+@contextlib.contextmanager
+def rrf_constant(k: int) -> Iterator[None]:
+    """The store's fusion constant set to `k` for the duration."""
+    import knowledge.store
+
+    saved, knowledge.store.RRF_K = knowledge.store.RRF_K, k
+    try:
+        yield
+    finally:
+        knowledge.store.RRF_K = saved
+
+
+async def tune_rrf(kb: Any, tuning: list[Query], k: int) -> tuple[int, dict[int, dict[str, float]]]:
+    """The RRF constant with the best hybrid recall@k on the tuning half (then MRR, then the larger constant)."""
+    grid: dict[int, dict[str, float]] = {}
+    for constant in RRF_GRID:
+        with rrf_constant(constant):
+            grid[constant] = (await evaluate(kb, tuning, k, modes=("hybrid",)))["hybrid"]["all"]
+    best = max(grid, key=lambda c: (round(grid[c]["recall"], 9), round(grid[c]["mrr"], 9), c))
+    return best, grid
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -92,6 +133,41 @@ async def evaluate(
             }
         results[mode] = row
     return results
+
+
+async def choose_rrf(kb: Any, queries: list[Query], k: int, report: dict[str, Any]) -> int:
+    """RRF_K chosen on the tuning half, printed with the grid and recorded in `report`."""
+    import knowledge.store
+
+    chosen, grid = await tune_rrf(kb, half(queries, "tuning"), k)
+    print(f"\nRRF_K on the tuning half (hybrid recall@{k} / MRR): "
+          + ", ".join(f"k={c}: {r['recall']:.3f}/{r['mrr']:.3f}" for c, r in grid.items())
+          + f" -> chosen k={chosen} (the store uses k={knowledge.store.RRF_K})")  # fmt: skip
+    report["rrf"] = {"chosen": chosen, "store": knowledge.store.RRF_K,
+                     "tuning_grid": {str(c): r for c, r in grid.items()}}  # fmt: skip
+    return chosen
+
+
+async def evaluate_halves(kb: Any, queries: list[Query], k: int, where: str) -> dict[str, Any]:
+    """Quality on each half with the current RRF_K, printed; the held-out half also with the textbook k=60."""
+    import knowledge.store
+
+    out: dict[str, Any] = {}
+    for name in HALVES:
+        chosen = half(queries, name)
+        results = await evaluate(kb, chosen, k)
+        print_quality(f"quality {where}, {name} half ({len(chosen)} queries), RRF k={knowledge.store.RRF_K}",
+                      results, k)  # fmt: skip
+        out[name] = {m: {key: results[m][key] for key in ("all", "en", "ru")} for m in MODES}
+    held_out = half(queries, "held-out")
+    ours = out["held-out"]["hybrid"]["all"]
+    with rrf_constant(60):  # the textbook constant, as a baseline
+        textbook = (await evaluate(kb, held_out, k, modes=("hybrid",)))["hybrid"]["all"]
+    print(f"  baseline on the held-out half, hybrid with the textbook RRF k=60: recall@{k} {textbook['recall']:.3f}, "
+          f"MRR {textbook['mrr']:.3f}; chosen k={knowledge.store.RRF_K}: {ours['recall']:.3f}, {ours['mrr']:.3f} "
+          f"(ratio {ours['recall'] / textbook['recall']:.3f})")  # fmt: skip
+    out["held-out"]["hybrid_rrf60"] = textbook
+    return out
 
 
 def print_quality(title: str, results: dict[str, dict[str, Any]], k: int) -> None:
@@ -238,6 +314,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     documents, queries = load_set()
     print(f"retrieval set: {len(documents)} documents, {len(queries)} queries "
           f"({sum(q.lang == 'en' for q in queries)} en, {sum(q.lang == 'ru' for q in queries)} ru)")  # fmt: skip
+    for name in HALVES:
+        part = half(queries, name)
+        print(f"  {name} half: {len(part)} queries ({sum(q.lang == 'en' for q in part)} en, "
+              f"{sum(q.lang == 'ru' for q in part)} ru)")  # fmt: skip
     report: dict[str, Any] = {"queries": len(queries), "k": args.k, "model": args.model}
     with tempfile.TemporaryDirectory(prefix="bench-kb-") as tmp:
         embedder = Embedder(args.model)
@@ -250,11 +330,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 await kb.add_document(text.encode("utf-8"), name, "bench")
             stats = await kb.stats()
             print(f"indexed the set: {stats.chunks} chunks")
-            small = await evaluate(kb, queries, args.k)
-            print_quality(f"quality on the set alone ({stats.chunks} chunks)", small, args.k)
-            report["set"] = {m: {key: small[m][key] for key in ("all", "en", "ru")} for m in MODES}
-            if args.filler <= 0:
+
+            alone = f"on the set alone ({stats.chunks} chunks)"
+            if args.filler <= 0:  # the set alone is all there is: choose the constant here
+                chosen = await choose_rrf(kb, queries, args.k, report)
+                with rrf_constant(chosen):
+                    report["set"] = await evaluate_halves(kb, queries, args.k, alone)
                 return report
+            report["set"] = await evaluate_halves(kb, queries, args.k, alone)
 
             pool = sentence_pool(args.pool)
             paragraphs = filler_paragraphs(args.filler, pool)
@@ -278,22 +361,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # --- quality with distractors: the set among the ingested filler (real embeddings) ----------
             stats = await kb.stats()
-            mid = await evaluate(kb, queries, args.k)
-            print_quality(f"quality among {stats.chunks} chunks (set + {added.chunks} filler)", mid, args.k)
-            report["distractors"] = {m: {key: mid[m][key] for key in ("all", "en", "ru")} for m in MODES}
+            # the constant is chosen here, among distractors: on a few dozen chunks any fusion finds the passage
+            chosen = await choose_rrf(kb, queries, args.k, report)
+            with rrf_constant(chosen):
+                report["distractors"] = await evaluate_halves(
+                    kb, queries, args.k, f"among {stats.chunks} chunks (set + {added.chunks} filler)"
+                )
             report["distractors"]["chunks"] = stats.chunks
-            import knowledge.store
-
-            ours, knowledge.store.RRF_K = knowledge.store.RRF_K, 60  # the textbook constant, as a baseline
-            try:
-                textbook = (await evaluate(kb, queries, args.k, modes=("hybrid",)))["hybrid"]["all"]
-            finally:
-                knowledge.store.RRF_K = ours
-            fused = mid["hybrid"]["all"]
-            print(f"  baseline hybrid with the textbook RRF k=60: recall@{args.k} {textbook['recall']:.3f}, "
-                  f"MRR {textbook['mrr']:.3f}; ours (k={ours}) {fused['recall']:.3f}, {fused['mrr']:.3f} "
-                  f"(ratio {fused['recall'] / textbook['recall']:.3f})")  # fmt: skip
-            report["distractors"]["hybrid_rrf60"] = textbook
 
             # --- the rest of the 10k: the store's own write, vectors near real ones -------------------
             # Embedding ~10,000 long chunks takes tens of minutes on a small CPU. Latency depends on how many
@@ -329,10 +403,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = await kb.stats()
 
             # --- latency at full size (and quality, when every vector is real) ---------------------------
-            big = await evaluate(kb, queries, args.k)
-            if args.exact_filler:
-                print_quality(f"quality among {stats.chunks} chunks (set + filler)", big, args.k)
-                report["full"] = {m: {key: big[m][key] for key in ("all", "en", "ru")} for m in MODES}
+            with rrf_constant(chosen):
+                big = await evaluate(kb, queries, args.k)
+                if args.exact_filler:
+                    report["full"] = await evaluate_halves(kb, queries, args.k, f"among {stats.chunks} chunks")
             print(f"\nsearch latency at {stats.chunks} chunks, {len(queries)} queries each (k=10)")
             report["latency_ms"] = {}
             for mode in MODES:

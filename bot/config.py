@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     chroma_host: str | None = None
     chroma_port: int = 8000
     kb_max_file_mb: int = Field(20, ge=1, le=2000)
+    kb_max_chunks: int = Field(20_000, ge=1, le=1_000_000)  # chunks one file may add; more text is refused
+    kb_max_jobs: int = Field(4, ge=1, le=100)  # uploads in progress at once (one indexes, the rest wait)
     rag_top_k: int = Field(5, ge=1, le=50)
 
     # --- Evaluation -------------------------------------------------------------------------------

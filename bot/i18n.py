@@ -18,8 +18,8 @@ TEXTS: dict[str, dict[str, str]] = {
                "/usage — ваше потребление за сегодня\n/help — эта справка\n\nТекущий режим: {mode}.{extra}"),
     },
     "help_admin": {
-        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /kb, /kb_del <id>, /kb_search <query>; send a file to add it to the knowledge base.",
-        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /kb, /kb_del <id>, /kb_search <запрос>; пришлите файл, чтобы добавить его в базу знаний.",
+        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /kb, /kb_del <id>, /kb_search <query>, /kb_cancel; send a file to add it to the knowledge base.",
+        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /kb, /kb_del <id>, /kb_search <запрос>, /kb_cancel; пришлите файл, чтобы добавить его в базу знаний.",
     },
     "help_search_off": {
         "en": "\nWeb search is off: set SEARCH_PROVIDER (searxng, tavily, serpapi or brave) with SEARCH_URL or SEARCH_API_KEY to enable it.",
@@ -102,6 +102,22 @@ TEXTS: dict[str, dict[str, str]] = {
     "kb_extracted": {"en": "⏳ {name}: extracted {pages}{chunks} chunks, indexing…",
                      "ru": "⏳ {name}: извлечено {pages}фрагментов: {chunks}, индексирую…"},
     "kb_pages": {"en": "{n} pages, ", "ru": "страниц: {n}, "},
+    "kb_queued": {"en": "⏳ {name}: waiting for {ahead} upload(s) ahead… (/kb_cancel stops it)",
+                  "ru": "⏳ {name}: жду, впереди загрузок: {ahead}… (/kb_cancel отменит)"},
+    "kb_embedding": {"en": "⏳ {name}: indexing, {done} of {chunks} chunks… (/kb_cancel stops it)",
+                     "ru": "⏳ {name}: индексирую, фрагментов {done} из {chunks}… (/kb_cancel отменит)"},
+    "kb_cancelled": {"en": "⏹ {name}: upload cancelled; the knowledge base is unchanged.",
+                     "ru": "⏹ {name}: загрузка отменена; база знаний не изменилась."},
+    "kb_stopped_restart": {"en": "⏹ {name}: the bot restarted before indexing finished; the knowledge base is "
+                                 "unchanged. Send the file again.",
+                           "ru": "⏹ {name}: бот перезапустился до конца индексации; база знаний не изменилась. "
+                                 "Пришлите файл ещё раз."},
+    "kb_cancelling": {"en": "Cancelling: {names}.", "ru": "Отменяю: {names}."},
+    "kb_nothing_to_cancel": {"en": "No upload in progress here.", "ru": "Здесь нет загрузок в процессе."},
+    "kb_busy": {"en": "⚠️ {name}: {n} uploads are in progress already; send it when one has finished "
+                      "(/kb_cancel stops this chat's).",
+                "ru": "⚠️ {name}: уже идут загрузки ({n}); пришлите файл, когда одна закончится "
+                      "(/kb_cancel отменит загрузки этого чата)."},
     "kb_indexed": {"en": "✅ {name}: {chunks} chunks indexed in {seconds:.1f} s (id {doc_id}){replaced}.",
                    "ru": "✅ {name}: проиндексировано фрагментов: {chunks} за {seconds:.1f} с "
                          "(id {doc_id}){replaced}."},

@@ -1,7 +1,9 @@
-"""Parse worker: `python -m knowledge._parse_worker MEMORY_MB CPU_S` reads a file on stdin, writes JSON on stdout.
+"""Parse worker: `python -m knowledge._parse_worker MEMORY_MB CPU_S MAX_CHARS` reads a file on stdin, writes JSON
+on stdout.
 
 Runs untrusted input, so it limits itself first (address space, CPU time, no file writes) and reports every
 failure as JSON naming a `KnowledgeError` class; the parent treats anything else (a crash, a kill) as a failure.
+A text longer than MAX_CHARS is refused here, so the parent never receives more than that.
 """
 
 from __future__ import annotations
@@ -19,18 +21,22 @@ def _limit(kind: int, value: int) -> None:
 
 
 def main(argv: list[str]) -> int:
-    memory_mb, cpu_s = int(argv[0]), int(argv[1])
+    memory_mb, cpu_s, max_chars = int(argv[0]), int(argv[1]), int(argv[2])
     _limit(resource.RLIMIT_AS, memory_mb * 1024 * 1024)
     _limit(resource.RLIMIT_CPU, cpu_s)
     _limit(resource.RLIMIT_FSIZE, 0)  # a parser has no business writing files
     _limit(resource.RLIMIT_CORE, 0)
     data = sys.stdin.buffer.read()
 
-    from knowledge.errors import CorruptFileError, KnowledgeError, ParseLimitError
+    from knowledge.errors import CorruptFileError, KnowledgeError, ParseLimitError, too_much_text
     from knowledge.loaders import extract
 
     try:
-        out = {"ok": True, "result": extract(data).to_json()}
+        extracted = extract(data)
+        del data
+        if extracted.chars > max_chars:
+            raise too_much_text(max_chars)
+        out = {"ok": True, "result": extracted.to_json()}
     except KnowledgeError as exc:
         out = {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     except MemoryError:

@@ -12,6 +12,7 @@
      |    +-- UnsafeFileNameError  a file name with a path in it (../../etc/passwd)
      +-- EmbeddingModelError       the embedding model cannot be found or loaded
      +-- StoreError                the vector store or the documents table failed
+     +-- IngestCancelledError      the upload was cancelled before anything was written
 
 The bot maps these by type to translated replies; `str(error)` is a complete English sentence.
 """
@@ -42,6 +43,14 @@ class FileTooLargeError(KnowledgeError):
     """The file, its unpacked content or its text exceeds a limit."""
 
     default_message = "The file is too large to index."
+
+
+def too_much_text(max_chars: int) -> FileTooLargeError:
+    """The refusal of a document whose text is over the cap (KB_MAX_CHUNKS chunks' worth of characters)."""
+    return FileTooLargeError(
+        f"The document is too large: its text runs past {max_chars:,} characters, the most one file may add. "
+        "Split it into smaller files."
+    )
 
 
 class EmptyDocumentError(KnowledgeError):
@@ -98,6 +107,12 @@ class StoreError(KnowledgeError):
     """The vector store or the documents table failed."""
 
     default_message = "The knowledge store failed; nothing was changed. Try again later."
+
+
+class IngestCancelledError(KnowledgeError):
+    """The upload was cancelled; nothing was written."""
+
+    default_message = "The upload was cancelled; the knowledge base is unchanged."
 
 
 # Errors the parse worker may report by name (a whitelist: the worker's output never names arbitrary classes).

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -17,7 +19,7 @@ import numpy as np
 
 from knowledge.chunking import DEFAULT_OVERLAP_CHARS, DEFAULT_TARGET_CHARS, chunk_text
 from knowledge.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
-from knowledge.errors import EmptyDocumentError, FileTooLargeError, InvalidInputError
+from knowledge.errors import EmptyDocumentError, FileTooLargeError, IngestCancelledError, InvalidInputError
 from knowledge.loaders import check_filename, sanitize_filename
 from knowledge.sandbox import ParseLimits, parse_in_subprocess
 from knowledge.store import KnowledgeStore
@@ -132,10 +134,13 @@ class KnowledgeBase:
         uploader: str,
         date: str | None = None,
         progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
     ) -> IngestReport:
         """Detect, parse (sandboxed), chunk, embed and store one file; the same content replaces its copy.
 
-        Raises a `KnowledgeError` subclass for unusable input; the knowledge base is then unchanged."""
+        Raises a `KnowledgeError` subclass for unusable input; the knowledge base is then unchanged. Setting
+        `cancel` stops the ingest at the next stage (the parser at once) with IngestCancelledError, unchanged too;
+        once the write has begun it completes."""
         started = time.monotonic()
         doc_date = self.precheck(filename, len(data), date)
         name = sanitize_filename(filename)
@@ -143,9 +148,16 @@ class KnowledgeBase:
         def event(stage: IngestStage, **fields: Any) -> IngestProgress:
             return IngestProgress(stage=stage, name=name, seconds=time.monotonic() - started, **fields)
 
+        def check() -> None:
+            if cancel is not None and cancel.is_set():
+                raise IngestCancelledError()
+
         async with self._ingest_lock:
+            check()
             await _notify(progress, event("downloaded"))
-            extracted = await asyncio.to_thread(parse_in_subprocess, data, self.parse_limits)
+            # the worker refuses more text than max_chunks chunks hold, before sending it to us
+            limits = dataclasses.replace(self.parse_limits, max_chars=self.max_chunks * self.chunk_chars)
+            extracted = await asyncio.to_thread(parse_in_subprocess, data, limits, cancel)
             chunks = await asyncio.to_thread(
                 chunk_text, extracted.sections, self.chunk_chars, self.chunk_overlap
             )
@@ -160,6 +172,7 @@ class KnowledgeBase:
             )
             parts = []
             for start in range(0, len(chunks), EMBED_BATCH):
+                check()
                 batch = [c.text for c in chunks[start : start + EMBED_BATCH]]
                 parts.append(await asyncio.to_thread(self._store.embedder.embed, batch))
                 done = min(start + EMBED_BATCH, len(chunks))
@@ -167,6 +180,7 @@ class KnowledgeBase:
                     progress, event("embedding", kind=extracted.kind, chunks=len(chunks), done=done)
                 )
             vectors = np.concatenate(parts)
+            check()  # the last moment to stop: the write below is atomic and runs to its end
             info, replaced = await asyncio.to_thread(
                 self._store.write_document,
                 name=name,

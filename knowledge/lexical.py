@@ -236,11 +236,18 @@ _STOP_WORDS = frozenset(
 )
 
 
-@lru_cache(maxsize=1)
-def _stemmers() -> tuple[object, object]:
-    import snowballstemmer
+_local = threading.local()
 
-    return snowballstemmer.stemmer("english"), snowballstemmer.stemmer("russian")
+
+def _stemmers() -> tuple[object, object]:
+    """This thread's English and Russian stemmers: a snowball stemmer keeps the word it works on in the
+    instance, so one shared by ingest and search threads returns another thread's stem."""
+    pair: tuple[object, object] | None = getattr(_local, "stemmers", None)
+    if pair is None:
+        import snowballstemmer
+
+        pair = _local.stemmers = (snowballstemmer.stemmer("english"), snowballstemmer.stemmer("russian"))
+    return pair
 
 
 @lru_cache(maxsize=200_000)

