@@ -164,3 +164,20 @@ def test_make_data_rewrites_the_committed_files_exactly(tmp_path: Path, monkeypa
     for name, rows in (("train.jsonl", train), ("cases.jsonl", cases), ("general.jsonl", general)):
         make_data.write_jsonl(tmp_path / name, rows)
         assert (tmp_path / name).read_bytes() == (LADDER / name).read_bytes(), f"{name} is not make_data.py's output"
+
+
+def test_the_trained_answer_of_each_fact_passes_its_held_out_cases(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The task is learnable: a model that gives the fixed answer it was trained on passes the held-out cases."""
+    answers = {fact.key: fact.answer for fact in load_make_data(monkeypatch).all_facts()}
+    checked = 0
+    for case in read_jsonl("cases.jsonl"):
+        answer = answers.get(case["id"].rsplit("-", 1)[0])
+        if answer is None or case["match"] not in ("number", "contains"):
+            continue
+        for expected in expected_of(case):
+            if case["match"] == "number":
+                assert numbers(expected) <= numbers(answer), f"{case['id']}: {answer!r} lacks {expected!r}"
+            else:
+                assert normal(expected) in normal(answer), f"{case['id']}: {answer!r} lacks {expected!r}"
+        checked += 1
+    assert checked >= 35
