@@ -319,3 +319,32 @@ async def test_eval_stop_cancels_the_running_evaluation(bot: Any, telegram: Any,
                             timeout=30)
     assert telegram.files_sent(ADMIN) == []
     gate.set()
+
+
+@pytest.mark.slow
+async def test_cli_prints_only_json_and_exits_by_the_target(tmp_path: Path, llm: ScriptedOpenAI) -> None:
+    """`adaptbot eval --json` as a user runs it: stdout is one JSON object; exit 0 when a mode meets the target."""
+    from tests.conftest import API_KEY
+
+    llm.default = level_aware_model
+    cases = write_cases(tmp_path / "cases.jsonl", CASES[1:2])  # the discount: right at prompt, wrong at zero-shot
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path / "data"),
+           "HF_HUB_OFFLINE": "1", "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm.base_url,
+           "OPENAI_MODEL": "scripted", "OPENAI_MAX_RETRIES": "0"}
+
+    async def run(*args: str) -> tuple[int, str, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot.cli", "eval", str(cases), "--repeats", "2", "--json", *args,
+            env=env, cwd=Path(__file__).parent.parent, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=240)
+        return proc.returncode or 0, out.decode(), err.decode()
+
+    code, out, err = await run("--mode", "zero-shot cloud", "--mode", "prompt cloud", "--target", "0.3",
+                               "--out", str(tmp_path / "report"))
+    assert code == 0, err
+    report = json.loads(out)  # nothing but the JSON object on stdout
+    assert report["recommendation"]["mode"] == "prompt cloud"
+    assert (tmp_path / "report" / "report.md").exists()
+    code, out, _ = await run("--mode", "zero-shot cloud", "--target", "0.3")
+    assert code == 1 and json.loads(out)["recommendation"]["met_target"] is False
