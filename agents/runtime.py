@@ -83,8 +83,19 @@ class _Failure:
     error: BaseException
 
 
+@dataclass
+class _Started:
+    """The turn's context is built and the model is about to be called; `shared`: it may queue for a worker."""
+
+    shared: bool
+
+
 class TurnRun:
-    """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled)."""
+    """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled).
+
+    Everything the turn awaits (the knowledge base, the model) runs in one task, so a cancel at any moment,
+    even before that task has started, ends the iteration at once.
+    """
 
     def __init__(self, brain: Brain, level: str, model: str, history: Sequence[Turn], text: str,
                  system_override: str | None, lang: str = "en") -> None:
@@ -95,7 +106,11 @@ class TurnRun:
         self._cancelled = False
 
     def cancel(self) -> None:
+        if self._cancelled:
+            return
         self._cancelled = True
+        # Queued by us, not by the task: a task cancelled before its first step never runs its handlers.
+        self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
         if self._task is not None:
             self._task.cancel()
 
@@ -113,35 +128,39 @@ class TurnRun:
             ctx.tools = await brain.tools()
         return ctx, level
 
-    async def _pump(self, ctx: TurnContext, level: Level) -> None:
+    async def _pump(self) -> None:
         token = set_progress_callback(self._queue.put_nowait)
         try:
+            ctx, level = await self._context()
+            self._queue.put_nowait(_Started(ctx.backend.shared_worker))
             async for event in level.stream(ctx):
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
         except asyncio.CancelledError:
-            self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
+            pass  # cancel() queued TurnCancelled already
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
             self._queue.put_nowait(_Failure(exc))
         finally:
             reset_progress_callback(token)
 
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
-        try:
-            ctx, level = await self._context()  # lookups and lazy model construction: not model silence
-        except Exception as exc:
-            raise map_model_error(exc) from exc
-        backend_shared = ctx.backend.shared_worker
-        self._task = asyncio.create_task(self._pump(ctx, level))
         if self._cancelled:
-            self._task.cancel()
+            raise TurnCancelled("stopped")
+        self._task = asyncio.create_task(self._pump())
+        # No timeout while the context is built (lookups, lazy model construction, the knowledge base: not model
+        # silence), nor for a shared worker, where a turn may wait in the queue.
+        timeout: float | None = None
         try:
             while True:
-                timeout = None if backend_shared else self._brain.turn_timeout
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)
                 except TimeoutError:
                     raise ModelTimeoutError("the model did not answer in time") from None
+                if self._cancelled:
+                    raise TurnCancelled("stopped")
+                if isinstance(item, _Started):
+                    timeout = None if item.shared else self._brain.turn_timeout
+                    continue
                 if item is _DONE:
                     return
                 if isinstance(item, _Failure):
