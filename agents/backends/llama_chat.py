@@ -23,7 +23,7 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -382,6 +382,8 @@ class ChatLlamaCpp(BaseChatModel):
     """A LangChain chat model served by a `LlamaWorker` (one llama.cpp model shared by all chats)."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
+    # A step's grammar decides between a tool call and a final answer before any text streams: all text is answer.
+    streams_final_answer_only: ClassVar[bool] = True
 
     worker: LlamaWorker = Field(exclude=True)
     model_name: str = "local"

@@ -24,14 +24,10 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agents.levels.base import Level, TurnContext
 from agents.messages import to_messages, trim_history
-from agents.types import ReplyEvent, TextDelta, ToolStep, Usage
+from agents.types import ReplyEvent, TextDelta, Thought, ToolStep, Usage
 
 log = logging.getLogger(__name__)
 
-# Text that a model writes before its tool calls ("Let me calculate...") is a thought, not the answer.
-# Hold back this many characters of each model message before streaming: short preambles followed by a
-# tool call are dropped; a final answer starts streaming after a few tokens' delay.
-HOLD_CHARS = 48
 STEP_LIMIT_NODE = "AgentStepLimit.before_model"
 
 
@@ -65,7 +61,7 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
     # so hitting LangGraph's own recursion limit would be a bug and is left to raise.
     config = {"recursion_limit": 3 * (ctx.max_steps + 2) + 10}
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
-    answer = _AnswerStream()
+    answer = _AnswerStream(live=bool(getattr(ctx.model, "streams_final_answer_only", False)))
     prompt_tokens = completion_tokens = 0
     usage_seen = False
     async for mode, chunk in agent.astream({"messages": messages}, config=config,
@@ -88,8 +84,8 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                         completion_tokens += message.usage_metadata.get("output_tokens", 0)
                     for call in message.tool_calls:
                         calls[call["id"] or ""] = (call["name"], call["args"])
-                    for text in answer.finish(message):
-                        yield TextDelta(text)
+                    for event in answer.finish(message):
+                        yield event
                 elif node == "tools" and isinstance(message, ToolMessage):
                     name, args = calls.get(message.tool_call_id, (message.name or "?", {}))
                     yield ToolStep(tool=name, input=_render_args(args), output=message.text)
@@ -100,42 +96,35 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
 
 
 class _AnswerStream:
-    """Turns one model message's chunks into answer text, holding back what may be a pre-tool-call thought."""
+    """Turns one model message's chunks into answer text; the text of a tool-calling message is a thought.
 
-    def __init__(self) -> None:
-        self._reset()
+    Text a model writes before its tool calls ("Let me calculate...") is not the answer, and a tool call may follow
+    any amount of text: a message's text is held until the message ends, unless the model decides on a tool call
+    before it writes anything (`streams_final_answer_only`, as the local models' step grammar does), so what it
+    streams is answer text.
+    """
 
-    def _reset(self) -> None:
-        self._held = ""
+    def __init__(self, live: bool) -> None:
+        self._live = live
         self._emitted = ""
-        self._live = False
-        self._tool_calling = False
 
     def feed(self, chunk: AIMessage) -> list[str]:
-        if getattr(chunk, "tool_call_chunks", None) or chunk.tool_calls:
-            self._tool_calling, self._held = True, ""
-        if self._tool_calling:
-            return []
-        text = chunk.text
-        if not text:
-            return []
-        if not self._live:
-            self._held += text
-            if len(self._held) < HOLD_CHARS:
-                return []
-            self._live, text, self._held = True, self._held, ""
-        self._emitted += text
-        return [text]
+        text = chunk.text if self._live else ""
+        if text:
+            self._emitted += text
+            return [text]
+        return []
 
-    def finish(self, message: AIMessage) -> list[str]:
-        """The model's message is complete: flush the rest of a final answer, drop a tool-calling one."""
-        rest = ""
-        if not message.tool_calls:
-            final = message.text
-            # A model that does not stream delivers everything here.
-            rest = final[len(self._emitted):] if final.startswith(self._emitted) else self._held
-        self._reset()
-        return [rest] if rest else []
+    def finish(self, message: AIMessage) -> list[ReplyEvent]:
+        """The model's message is complete: the rest of a final answer, or a tool-calling message's thought."""
+        emitted, self._emitted = self._emitted, ""
+        text = message.text
+        if message.tool_calls:
+            if emitted:  # a model that broke its promise: the text is out already, say so in the log
+                log.warning("%s streamed text before a tool call", type(message).__name__)
+            return [Thought(text.strip())] if text.strip() and not emitted else []
+        rest = text[len(emitted):] if text.startswith(emitted) else ""
+        return [TextDelta(rest)] if rest else []
 
 
 class AgentStepLimit(AgentMiddleware[Any, Any, Any]):

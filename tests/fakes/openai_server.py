@@ -176,8 +176,8 @@ class ScriptedOpenAI:
 
         await send({"role": "assistant", "content": ""})
         if isinstance(reply, ToolCalls):
-            if reply.content:
-                await send({"content": reply.content})
+            for start in range(0, len(reply.content), 8):  # the text before the calls streams like any text
+                await send({"content": reply.content[start:start + 8]})
             for i, call in enumerate(message["tool_calls"]):
                 await send({"tool_calls": [{"index": i, **call}]})
         else:
