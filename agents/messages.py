@@ -41,7 +41,11 @@ async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> Asyn
         if text:
             text_len += len(text)
             yield TextDelta(text)
-    if not reported:  # approximate: about 4 characters a token
-        prompt_tokens = count_tokens_approximately(messages)
-        completion_tokens = text_len // 4 + 1
-    yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens) if reported else \
+        estimated_usage(messages, text_len)
+
+
+def estimated_usage(prompt: Sequence[BaseMessage], completion_chars: int, extra_prompt_tokens: int = 0) -> Usage:
+    """A model call's usage when the provider reports none: about 4 characters a token (quotas still count it)."""
+    return Usage(prompt_tokens=count_tokens_approximately(list(prompt)) + extra_prompt_tokens,
+                 completion_tokens=completion_chars // 4 + 1)

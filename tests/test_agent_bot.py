@@ -125,3 +125,18 @@ async def test_a_long_preamble_before_a_tool_call_is_a_step_never_the_answer(
     telegram.user_says(7, "thanks")
     await telegram.wait_for(lambda: "echo: thanks" in telegram.texts(7))
     assert [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "assistant"][-1] == "It is 360."
+
+
+async def test_agent_turns_count_against_the_daily_quota_when_the_provider_reports_no_usage(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    await bot.start(default_mode="agent", daily_token_quota=200)
+    llm.enqueue(ToolCalls(("calculator", {"expression": "6*7"})), "It is 42.")
+    telegram.user_says(8, "What is 6*7?")
+    await telegram.wait_for(lambda: telegram.texts(8) == ["It is 42."])
+    [(_, messages, tokens)] = await bot.app.services.chat.usage(8)
+    assert messages == 1 and tokens > 200  # two model calls, each with the system prompt and the tool schema
+    telegram.user_says(8, "And 7*8?")
+    await telegram.wait_for(lambda: len(telegram.texts(8)) == 2)
+    assert "daily token quota (200) is used up" in telegram.texts(8)[1]
+    assert len(llm.requests) == 2  # the refused question never reached the model

@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from aiohttp import web
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langchain_openai import ChatOpenAI
 
 from agents.backends.base import Backend
 from agents.levels.agent import AgentLevel
 from agents.levels.base import TurnContext
+from agents.messages import estimated_usage
 from agents.tools.calculator import make_calculator_tool
 from agents.tools.web_search import make_search_provider, make_web_search_tool
 from agents.types import PromptSet, ReplyEvent, TextDelta, Thought, ToolStep, Turn, Usage
@@ -271,3 +273,23 @@ async def test_web_search_results_reach_the_model_as_labelled_data(llm: Scripted
     assert "[1] Release notes" in observation and "URL: https://python.org/rel" in observation
     assert steps(events)[0].output == observation
     assert answer(events) == "See python.org/rel."
+
+
+async def test_without_reported_usage_tokens_are_estimated_as_the_other_levels_do(llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    text = "Hello there, no tools needed for a greeting like this one, friend."
+    llm.enqueue(text)
+    events = await collect(context(llm, "Hi!", tools=[]))
+    assert answer(events) == text
+    sent = [SystemMessage(f"{SYSTEM}\n\n{AGENT_INSTRUCTIONS}"), HumanMessage("Hi!")]
+    assert [e for e in events if isinstance(e, Usage)] == [estimated_usage(sent, len(text))]
+
+
+async def test_unreported_usage_of_every_step_is_counted(llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    llm.enqueue(ToolCalls(("calculator", {"expression": "15% of 2400"})), "It is 360.")
+    events = await collect(context(llm, "What is 15% of 2400?"))
+    (usage,) = [e for e in events if isinstance(e, Usage)]
+    # two calls: each sent the system prompt, the tool schema and the question
+    assert usage.prompt_tokens > 2 * (len(SYSTEM) + len(AGENT_INSTRUCTIONS) + len("What is 15% of 2400?")) // 4
+    assert usage.completion_tokens >= 2  # the tool call and the answer, one estimate each

@@ -19,11 +19,12 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain.agents.middleware.tool_error import ToolErrorMiddleware
 from langchain.agents.middleware.types import ToolCallRequest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agents.levels.base import Level, TurnContext
-from agents.messages import to_messages, trim_history
+from agents.messages import estimated_usage, to_messages, trim_history
 from agents.types import ReplyEvent, TextDelta, Thought, ToolStep, Usage
 
 log = logging.getLogger(__name__)
@@ -42,12 +43,12 @@ class AgentLevel(Level):
         return _run(ctx)
 
 
-def build_agent(ctx: TurnContext) -> Any:
+def build_agent(ctx: TurnContext, trim: TrimToBudget | None = None) -> Any:
     """The compiled agent graph for this turn (cheap: about 2 ms)."""
     system = "\n\n".join(p.strip() for p in (ctx.prompts.system, ctx.prompts.agent_instructions) if p.strip())
     middleware: list[AgentMiddleware[Any, Any, Any]] = [
         AgentStepLimit(ctx.max_steps, ctx.lang),
-        TrimToBudget(ctx.token_budget, ctx.tools),
+        trim or TrimToBudget(ctx.token_budget, ctx.tools),
         ToolErrorMiddleware(_tool_failure),
     ]
     return create_agent(ctx.model, list(ctx.tools), system_prompt=system or None, middleware=middleware,
@@ -55,15 +56,15 @@ def build_agent(ctx: TurnContext) -> Any:
 
 
 async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
-    agent = build_agent(ctx)
+    trim = TrimToBudget(ctx.token_budget, ctx.tools)
+    agent = build_agent(ctx, trim)
     messages = [*to_messages(ctx.history), HumanMessage(ctx.text)]
     # Each step passes three nodes (limit check, model, tools); the limit middleware stops the loop first,
     # so hitting LangGraph's own recursion limit would be a bug and is left to raise.
     config = {"recursion_limit": 3 * (ctx.max_steps + 2) + 10}
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
     answer = _AnswerStream(live=bool(getattr(ctx.model, "streams_final_answer_only", False)))
-    prompt_tokens = completion_tokens = 0
-    usage_seen = False
+    prompt_tokens = completion_tokens = model_calls = 0
     async for mode, chunk in agent.astream({"messages": messages}, config=config,
                                            stream_mode=["messages", "updates"]):
         if mode == "messages":
@@ -78,10 +79,10 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                 continue
             for message in produced:
                 if node == "model" and isinstance(message, AIMessage):
-                    if message.usage_metadata:
-                        usage_seen = True
-                        prompt_tokens += message.usage_metadata.get("input_tokens", 0)
-                        completion_tokens += message.usage_metadata.get("output_tokens", 0)
+                    usage = _usage(message, trim.sent_tokens[model_calls] if model_calls < len(trim.sent_tokens) else 0)
+                    model_calls += 1
+                    prompt_tokens += usage.prompt_tokens
+                    completion_tokens += usage.completion_tokens
                     for call in message.tool_calls:
                         calls[call["id"] or ""] = (call["name"], call["args"])
                     for event in answer.finish(message):
@@ -91,8 +92,18 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                     yield ToolStep(tool=name, input=_render_args(args), output=message.text)
                 elif node == STEP_LIMIT_NODE and isinstance(message, AIMessage):
                     yield TextDelta(message.text)
-    if usage_seen:
+    if model_calls:
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+def _usage(message: AIMessage, sent_tokens: int) -> Usage:
+    """One model call's tokens: as the provider reported them, else estimated as the other levels do."""
+    if message.usage_metadata:
+        return Usage(prompt_tokens=message.usage_metadata.get("input_tokens", 0),
+                     completion_tokens=message.usage_metadata.get("output_tokens", 0))
+    calls = json.dumps([[c["name"], c["args"]] for c in message.tool_calls], ensure_ascii=False)
+    written = len(message.text) + (len(calls) if message.tool_calls else 0)
+    return estimated_usage((), written, extra_prompt_tokens=sent_tokens)
 
 
 class _AnswerStream:
@@ -176,6 +187,7 @@ class TrimToBudget(AgentMiddleware[Any, Any, Any]):
         super().__init__()
         self.budget = budget
         self._tool_tokens = sum(len(json.dumps(convert_to_openai_tool(t))) // 4 for t in tools)
+        self.sent_tokens: list[int] = []  # per model call, estimated: for usage when the provider reports none
 
     def trim(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
         messages = list(request.messages)
@@ -191,12 +203,17 @@ class TrimToBudget(AgentMiddleware[Any, Any, Any]):
 
     def wrap_model_call(self, request: ModelRequest[Any],
                         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]) -> ModelResponse[Any]:
-        return handler(self.trim(request))
+        return handler(self._record(self.trim(request)))
 
     async def awrap_model_call(
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
     ) -> ModelResponse[Any]:
-        return await handler(self.trim(request))
+        return await handler(self._record(self.trim(request)))
+
+    def _record(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        sent = [request.system_message, *request.messages] if request.system_message else list(request.messages)
+        self.sent_tokens.append(count_tokens_approximately(sent) + self._tool_tokens)
+        return request
 
 
 def _tool_failure(exc: Exception, request: ToolCallRequest) -> str | None:
