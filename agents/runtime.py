@@ -7,21 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from langchain_core.tools import BaseTool
 
 from agents.backends.base import ModelRegistry
-from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
-from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, TurnContext
+from agents.errors import (
+    AgentsError,
+    KnowledgeUnavailableError,
+    ModelCallError,
+    ModelTimeoutError,
+    UnknownNameError,
+)
+from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, Passage, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
 
 log = logging.getLogger(__name__)
 
 ToolFactory = Callable[[], BaseTool | None]
+_T = TypeVar("_T")
 
 
 class TurnCancelled(AgentsError):
@@ -41,6 +49,7 @@ class Brain:
     tool_factories: list[ToolFactory] = field(default_factory=list)
     knowledge: KnowledgeSearch | None = None
     _prompts: PromptSet | None = None
+    _knowledge_down: bool = False  # an outage is logged when it starts and when it ends, not at every turn
 
     def prompts(self, system_override: str | None = None) -> PromptSet:
         if self._prompts is None:
@@ -61,18 +70,65 @@ class Brain:
                 raise UnknownNameError("mode", raw, self.levels.names() + self.models.names())
         return level, model
 
-    async def tools(self) -> list[BaseTool]:
-        """The agent's tools for this turn; `knowledge_search` only when the knowledge base has documents."""
+    def guarded_knowledge(self) -> KnowledgeSearch | None:
+        """The knowledge base as levels and tools see it: any failure is logged and becomes KnowledgeUnavailable."""
+        return None if self.knowledge is None else _GuardedKnowledge(self, self.knowledge)
+
+    async def tools(self, knowledge: KnowledgeSearch | None = None) -> list[BaseTool]:
+        """The agent's tools for this turn; `knowledge_search` only when the knowledge base has documents (and
+        answers: the agent goes on without it during an outage)."""
         tools = [t for t in (factory() for factory in self.tool_factories) if t is not None]
-        if self.knowledge is not None and not await self.knowledge.is_empty():
+        knowledge = knowledge or self.guarded_knowledge()
+        if knowledge is None:
+            return tools
+        try:
+            empty = await knowledge.is_empty()
+        except KnowledgeUnavailableError:
+            empty = True
+        if not empty:
             from agents.tools.knowledge import make_knowledge_search_tool
 
-            tools.append(make_knowledge_search_tool(self.knowledge, self.rag_top_k))
+            tools.append(make_knowledge_search_tool(knowledge, self.rag_top_k))
         return tools
+
+    def _knowledge_failed(self, exc: Exception) -> None:
+        if not self._knowledge_down:
+            self._knowledge_down = True
+            log.error("the knowledge base is unavailable (agent turns go on without knowledge_search, rag turns "
+                      "say it is unavailable): %s", exc, exc_info=exc)
+        else:
+            log.debug("the knowledge base is still unavailable: %s", exc)
+
+    def _knowledge_answered(self) -> None:
+        if self._knowledge_down:
+            self._knowledge_down = False
+            log.warning("the knowledge base is available again")
 
     def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,
                    system_override: str | None = None, lang: str = "en") -> TurnRun:
         return TurnRun(self, level, model, history, text, system_override, lang)
+
+
+class _GuardedKnowledge:
+    """A knowledge base whose failures reach the log (once per outage) and the turn only as KnowledgeUnavailable."""
+
+    def __init__(self, brain: Brain, inner: KnowledgeSearch) -> None:
+        self._brain, self._inner = brain, inner
+
+    async def search(self, query: str, k: int) -> Sequence[Passage]:
+        return await self._call(self._inner.search(query, k))
+
+    async def is_empty(self) -> bool:
+        return await self._call(self._inner.is_empty())
+
+    async def _call(self, call: Awaitable[_T]) -> _T:
+        try:
+            result = await call
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the user hears "unavailable", the log the rest
+            self._brain._knowledge_failed(exc)
+            raise KnowledgeUnavailableError("the knowledge base is unavailable") from None
+        self._brain._knowledge_answered()
+        return result
 
 
 _DONE = object()
@@ -122,10 +178,10 @@ class TurnRun:
         ctx = TurnContext(
             history=history, text=text, backend=backend, model=backend.chat_model(),
             prompts=brain.prompts(system_override), token_budget=brain.token_budget,
-            knowledge=brain.knowledge, max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
+            knowledge=brain.guarded_knowledge(), max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
         )
         if level.name == "agent":
-            ctx.tools = await brain.tools()
+            ctx.tools = await brain.tools(ctx.knowledge)
         return ctx, level
 
     async def _pump(self) -> None:

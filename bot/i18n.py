@@ -59,6 +59,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "err_timeout": {"en": "⚠️ The model did not answer in time. Please try again.",
                     "ru": "⚠️ Модель не ответила вовремя. Попробуйте ещё раз."},
     "err_unavailable": {"en": "⚠️ This model is not available: {reason}.", "ru": "⚠️ Эта модель недоступна: {reason}."},
+    "err_kb_unavailable": {"en": "⚠️ The knowledge base is unavailable right now, so I cannot answer from it. "
+                                 "Please try again later.",
+                           "ru": "⚠️ База знаний сейчас недоступна, поэтому ответить по ней я не могу. "
+                                 "Попробуйте позже."},
     "err_internal": {"en": "⚠️ Something went wrong on our side; it has been logged. Please try again.",
                      "ru": "⚠️ У нас что-то сломалось; ошибка записана в журнал. Попробуйте ещё раз."},
     "err_input_too_long": {"en": "Your message is too long ({got} characters; the limit is {limit}).",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 
@@ -9,7 +10,7 @@ import pytest
 
 from bot.handlers.kb import pack_lines
 from knowledge import samples
-from tests.conftest import BotRunner
+from tests.conftest import BotRunner, free_port
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -214,3 +215,32 @@ def test_long_listings_are_split_into_messages_under_the_limit() -> None:
     assert len(messages) > 1 and all(len(m) <= 4000 for m in messages)
     assert messages[0].startswith("Documents (200):\ndoc000 ")
     assert "\n".join(messages).split("\n")[1:] == rows  # every row once, in order
+
+
+async def test_a_knowledge_base_outage_leaves_the_agent_working_and_tells_users_nothing_internal(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # a chroma server that is down: nothing listens there
+    await bot.start(default_mode="agent", chroma_host="127.0.0.1", chroma_port=port)
+    caplog.set_level(logging.INFO)
+    llm.enqueue(ToolCalls(("calculator", {"expression": "6*7"})), "It is 42.")
+    assert await ask(telegram, "What is 6*7?", done="It is 42.", chat=5) == "It is 42."
+    assert {tool["function"]["name"] for tool in llm.requests[0]["tools"]} == {"calculator"}
+    llm.enqueue(ToolCalls(("calculator", {"expression": "7*8"})), "It is 56.")
+    assert await ask(telegram, "And 7*8?", done="It is 56.", chat=5) == "It is 56."
+
+    # rag: a short notice instead of an answer; the model is not asked to answer without its passages
+    await command(telegram, "/mode rag", chat=5, user=5)
+    calls = len(llm.requests)
+    telegram.user_says(5, "How long is vacation?", lang="ru")
+    await telegram.wait_for(lambda: telegram.texts(5)[-1].startswith("⚠️"))
+    assert telegram.texts(5)[-1] == ("⚠️ База знаний сейчас недоступна, поэтому ответить по ней я не могу. "
+                                     "Попробуйте позже.")
+    assert len(llm.requests) == calls
+    said = "\n".join(telegram.texts(5))
+    for internal in (str(port), "127.0.0.1", "chroma", str(bot.tmp_path), "Error", "Traceback"):
+        assert internal not in said, internal
+
+    # the admins' view: the log has the details, once for the whole outage
+    outage = [r for r in caplog.records if r.levelno >= logging.WARNING and "knowledge base" in r.getMessage()]
+    assert len(outage) == 1 and outage[0].levelno == logging.ERROR
+    assert f"127.0.0.1:{port}" in caplog.text

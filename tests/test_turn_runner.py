@@ -22,7 +22,7 @@ from agents.runtime import Brain, TurnCancelled, TurnRun
 from agents.tools.calculator import make_calculator_tool
 from agents.types import ReplyEvent, TextDelta
 from tests.conftest import BotRunner
-from tests.fakes.openai_server import ScriptedOpenAI, Text
+from tests.fakes.openai_server import ScriptedOpenAI, Text, ToolCalls
 from tests.fakes.telegram_server import FakeTelegram
 
 # Far beyond any turn here; only reached when a cancel is lost (the test then fails instead of hanging).
@@ -166,3 +166,25 @@ async def test_stop_while_the_knowledge_base_opens_answers_stopped_through_the_b
     telegram.user_says(3, "and now?")  # the chat is free again
     await telegram.wait_for(lambda: len(telegram.texts(3)) == 2)
     assert telegram.texts(3)[1] == "echo: and now?"
+
+
+class DownKnowledge:
+    """A knowledge base that has documents but whose searches fail (the chroma server went away mid-way)."""
+
+    async def is_empty(self) -> bool:
+        return False
+
+    async def search(self, query: str, k: int) -> Sequence[Hit]:
+        raise ConnectionError("Could not connect to a Chroma server at 10.1.2.3:8000")
+
+
+async def test_a_search_that_fails_mid_turn_is_an_observation_without_internals(llm: ScriptedOpenAI) -> None:
+    llm.enqueue(ToolCalls(("knowledge_search", {"query": "vacation"})), "I could not check the handbook.")
+    models = ModelRegistry()
+    models.register(SharedCloud(llm))
+    run = Brain(default_levels(), models, knowledge=DownKnowledge()).start_turn(
+        level="agent", model="local", history=[], text="How long is vacation?")
+    events = [event async for event in run]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "I could not check the handbook."
+    observation = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")["content"]
+    assert "knowledge base is unavailable" in observation and "10.1.2.3" not in observation
