@@ -8,6 +8,7 @@ from langchain_core.tools import BaseTool, StructuredTool, ToolException
 
 from agents.errors import KnowledgeUnavailableError
 from agents.levels.base import KnowledgeSearch, Passage
+from agents.messages import defuse_tags
 
 OPEN, CLOSE = "<reference_data>", "</reference_data>"
 
@@ -20,10 +21,15 @@ def format_passages(passages: Sequence[Passage]) -> str:
     for i, p in enumerate(passages, 1):
         where = f", p. {p.page}" if p.page else ""
         when = f", dated {p.date}" if p.date else ""
-        text = p.text.replace(OPEN, "<reference data>").replace(CLOSE, "</reference data>")
-        parts.append(f"[{i}] source: {p.source}{where}{when}\n{text}")
+        text = defuse_tags(p.text, "reference_data")
+        parts.append(f"[{i}] source: {_name(p.source)}{where}{when}\n{text}")
     parts.append(CLOSE)
     return "\n\n".join(parts)
+
+
+def _name(source: str) -> str:
+    """A file name as one line of plain text: it cannot start a passage of its own or open a delimiter."""
+    return " ".join(source.split()).replace("<", "‹").replace(">", "›")
 
 
 def make_knowledge_search_tool(knowledge: KnowledgeSearch, k: int = 5) -> BaseTool:
