@@ -225,10 +225,7 @@ class TurnRun:
         finally:
             if not self._task.done():
                 self._task.cancel()
-                try:
-                    await self._task
-                except BaseException:  # noqa: BLE001
-                    pass
+                await asyncio.wait([self._task])  # never raises: a cancel of this consumer itself still propagates
 
 
 def map_model_error(exc: BaseException) -> BaseException:
