@@ -3,6 +3,7 @@
     AgentsError
     ├── UnknownNameError        a level or model name that is not registered (lists the valid ones)
     ├── ModelUnavailableError   the backend cannot be used as configured (missing key, missing file)
+    ├── KnowledgeUnavailableError  the knowledge base cannot be reached (the cause is logged, never shown)
     └── ModelCallError          the model call failed: timeout, rate limit, server error, refused connection
         └── ModelTimeoutError
 
@@ -24,6 +25,10 @@ class UnknownNameError(AgentsError, LookupError):
 
 class ModelUnavailableError(AgentsError):
     """The model cannot be used as configured; the message says what to set."""
+
+
+class KnowledgeUnavailableError(AgentsError):
+    """The knowledge base failed (a chroma server down, a broken store); the details went to the log only."""
 
 
 class ModelCallError(AgentsError):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import AsyncIterator, Sequence
 
 from langchain_core.language_models import BaseChatModel
@@ -41,7 +43,23 @@ async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> Asyn
         if text:
             text_len += len(text)
             yield TextDelta(text)
-    if not reported:  # approximate: about 4 characters a token
-        prompt_tokens = count_tokens_approximately(messages)
-        completion_tokens = text_len // 4 + 1
-    yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens) if reported else \
+        estimated_usage(messages, text_len)
+
+
+def estimated_usage(prompt: Sequence[BaseMessage], completion_chars: int, extra_prompt_tokens: int = 0) -> Usage:
+    """A model call's usage when the provider reports none: about 4 characters a token (quotas still count it)."""
+    return Usage(prompt_tokens=count_tokens_approximately(list(prompt)) + extra_prompt_tokens,
+                 completion_tokens=completion_chars // 4 + 1)
+
+
+@functools.lru_cache(maxsize=16)
+def _tags(names: tuple[str, ...]) -> re.Pattern[str]:
+    words = "|".join(r"[\s_-]*".join(re.escape(part) for part in re.split(r"[\s_-]+", n)) for n in names)
+    return re.compile(rf"<\s*/?\s*(?:{words})\b[^>]*>", re.IGNORECASE)
+
+
+def defuse_tags(text: str, *names: str) -> str:
+    """`text` with every opening or closing tag of `names` made inert (‹/name›), whatever its case or spacing:
+    data put inside a delimited block cannot end the block and speak as instructions."""
+    return _tags(names).sub(lambda m: m.group(0).replace("<", "‹").replace(">", "›"), text)

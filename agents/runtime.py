@@ -7,21 +7,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from langchain_core.tools import BaseTool
 
 from agents.backends.base import ModelRegistry
-from agents.errors import AgentsError, ModelCallError, ModelTimeoutError, UnknownNameError
-from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, TurnContext
+from agents.errors import (
+    AgentsError,
+    KnowledgeUnavailableError,
+    ModelCallError,
+    ModelTimeoutError,
+    UnknownNameError,
+)
+from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, Passage, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
 
 log = logging.getLogger(__name__)
 
 ToolFactory = Callable[[], BaseTool | None]
+_T = TypeVar("_T")
 
 
 class TurnCancelled(AgentsError):
@@ -41,6 +49,7 @@ class Brain:
     tool_factories: list[ToolFactory] = field(default_factory=list)
     knowledge: KnowledgeSearch | None = None
     _prompts: PromptSet | None = None
+    _knowledge_down: bool = False  # an outage is logged when it starts and when it ends, not at every turn
 
     def prompts(self, system_override: str | None = None) -> PromptSet:
         if self._prompts is None:
@@ -61,18 +70,65 @@ class Brain:
                 raise UnknownNameError("mode", raw, self.levels.names() + self.models.names())
         return level, model
 
-    async def tools(self) -> list[BaseTool]:
-        """The agent's tools for this turn; `knowledge_search` only when the knowledge base has documents."""
+    def guarded_knowledge(self) -> KnowledgeSearch | None:
+        """The knowledge base as levels and tools see it: any failure is logged and becomes KnowledgeUnavailable."""
+        return None if self.knowledge is None else _GuardedKnowledge(self, self.knowledge)
+
+    async def tools(self, knowledge: KnowledgeSearch | None = None) -> list[BaseTool]:
+        """The agent's tools for this turn; `knowledge_search` only when the knowledge base has documents (and
+        answers: the agent goes on without it during an outage)."""
         tools = [t for t in (factory() for factory in self.tool_factories) if t is not None]
-        if self.knowledge is not None and not await self.knowledge.is_empty():
+        knowledge = knowledge or self.guarded_knowledge()
+        if knowledge is None:
+            return tools
+        try:
+            empty = await knowledge.is_empty()
+        except KnowledgeUnavailableError:
+            empty = True
+        if not empty:
             from agents.tools.knowledge import make_knowledge_search_tool
 
-            tools.append(make_knowledge_search_tool(self.knowledge, self.rag_top_k))
+            tools.append(make_knowledge_search_tool(knowledge, self.rag_top_k))
         return tools
+
+    def _knowledge_failed(self, exc: Exception) -> None:
+        if not self._knowledge_down:
+            self._knowledge_down = True
+            log.error("the knowledge base is unavailable (agent turns go on without knowledge_search, rag turns "
+                      "say it is unavailable): %s", exc, exc_info=exc)
+        else:
+            log.debug("the knowledge base is still unavailable: %s", exc)
+
+    def _knowledge_answered(self) -> None:
+        if self._knowledge_down:
+            self._knowledge_down = False
+            log.warning("the knowledge base is available again")
 
     def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,
                    system_override: str | None = None, lang: str = "en") -> TurnRun:
         return TurnRun(self, level, model, history, text, system_override, lang)
+
+
+class _GuardedKnowledge:
+    """A knowledge base whose failures reach the log (once per outage) and the turn only as KnowledgeUnavailable."""
+
+    def __init__(self, brain: Brain, inner: KnowledgeSearch) -> None:
+        self._brain, self._inner = brain, inner
+
+    async def search(self, query: str, k: int) -> Sequence[Passage]:
+        return await self._call(self._inner.search(query, k))
+
+    async def is_empty(self) -> bool:
+        return await self._call(self._inner.is_empty())
+
+    async def _call(self, call: Awaitable[_T]) -> _T:
+        try:
+            result = await call
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the user hears "unavailable", the log the rest
+            self._brain._knowledge_failed(exc)
+            raise KnowledgeUnavailableError("the knowledge base is unavailable") from None
+        self._brain._knowledge_answered()
+        return result
 
 
 _DONE = object()
@@ -83,8 +139,19 @@ class _Failure:
     error: BaseException
 
 
+@dataclass
+class _Started:
+    """The turn's context is built and the model is about to be called; `shared`: it may queue for a worker."""
+
+    shared: bool
+
+
 class TurnRun:
-    """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled)."""
+    """One running turn: iterate it for reply events; `cancel()` stops it (the iterator raises TurnCancelled).
+
+    Everything the turn awaits (the knowledge base, the model) runs in one task, so a cancel at any moment,
+    even before that task has started, ends the iteration at once.
+    """
 
     def __init__(self, brain: Brain, level: str, model: str, history: Sequence[Turn], text: str,
                  system_override: str | None, lang: str = "en") -> None:
@@ -95,7 +162,11 @@ class TurnRun:
         self._cancelled = False
 
     def cancel(self) -> None:
+        if self._cancelled:
+            return
         self._cancelled = True
+        # Queued by us, not by the task: a task cancelled before its first step never runs its handlers.
+        self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
         if self._task is not None:
             self._task.cancel()
 
@@ -107,41 +178,45 @@ class TurnRun:
         ctx = TurnContext(
             history=history, text=text, backend=backend, model=backend.chat_model(),
             prompts=brain.prompts(system_override), token_budget=brain.token_budget,
-            knowledge=brain.knowledge, max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
+            knowledge=brain.guarded_knowledge(), max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
         )
         if level.name == "agent":
-            ctx.tools = await brain.tools()
+            ctx.tools = await brain.tools(ctx.knowledge)
         return ctx, level
 
-    async def _pump(self, ctx: TurnContext, level: Level) -> None:
+    async def _pump(self) -> None:
         token = set_progress_callback(self._queue.put_nowait)
         try:
+            ctx, level = await self._context()
+            self._queue.put_nowait(_Started(ctx.backend.shared_worker))
             async for event in level.stream(ctx):
                 self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
         except asyncio.CancelledError:
-            self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
+            pass  # cancel() queued TurnCancelled already
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
             self._queue.put_nowait(_Failure(exc))
         finally:
             reset_progress_callback(token)
 
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
-        try:
-            ctx, level = await self._context()  # lookups and lazy model construction: not model silence
-        except Exception as exc:
-            raise map_model_error(exc) from exc
-        backend_shared = ctx.backend.shared_worker
-        self._task = asyncio.create_task(self._pump(ctx, level))
         if self._cancelled:
-            self._task.cancel()
+            raise TurnCancelled("stopped")
+        self._task = asyncio.create_task(self._pump())
+        # No timeout while the context is built (lookups, lazy model construction, the knowledge base: not model
+        # silence), nor for a shared worker, where a turn may wait in the queue.
+        timeout: float | None = None
         try:
             while True:
-                timeout = None if backend_shared else self._brain.turn_timeout
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)
                 except TimeoutError:
                     raise ModelTimeoutError("the model did not answer in time") from None
+                if self._cancelled:
+                    raise TurnCancelled("stopped")
+                if isinstance(item, _Started):
+                    timeout = None if item.shared else self._brain.turn_timeout
+                    continue
                 if item is _DONE:
                     return
                 if isinstance(item, _Failure):
@@ -150,10 +225,7 @@ class TurnRun:
         finally:
             if not self._task.done():
                 self._task.cancel()
-                try:
-                    await self._task
-                except BaseException:  # noqa: BLE001
-                    pass
+                await asyncio.wait([self._task])  # never raises: a cancel of this consumer itself still propagates
 
 
 def map_model_error(exc: BaseException) -> BaseException:

@@ -38,6 +38,13 @@ class ToolStep:
 
 
 @dataclass(frozen=True, slots=True)
+class Thought:
+    """What the model wrote before calling a tool ("Let me look that up"): a step, never part of the answer."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Source:
     """A cited source of a RAG answer (`[1] handbook.pdf, p. 3`)."""
 
@@ -76,7 +83,7 @@ class Usage:
     completion_tokens: int = 0
 
 
-ReplyEvent = TextDelta | ToolStep | Sources | Passages | Queued | Usage
+ReplyEvent = TextDelta | ToolStep | Thought | Sources | Passages | Queued | Usage
 
 
 @dataclass(slots=True)

@@ -84,6 +84,10 @@ TEXTS: dict[str, dict[str, str]] = {
     "eval_stopped": {"en": "⏹ Evaluation stopped after {done}/{total} runs.", "ru": "⏹ Оценка остановлена после {done}/{total} прогонов."},
     "eval_stopping": {"en": "Stopping the evaluation…", "ru": "Останавливаю оценку…"},
     "eval_nothing": {"en": "No evaluation is running.", "ru": "Оценка сейчас не идёт."},
+    "err_kb_unavailable": {"en": "⚠️ The knowledge base is unavailable right now, so I cannot answer from it. "
+                                 "Please try again later.",
+                           "ru": "⚠️ База знаний сейчас недоступна, поэтому ответить по ней я не могу. "
+                                 "Попробуйте позже."},
     "err_internal": {"en": "⚠️ Something went wrong on our side; it has been logged. Please try again.",
                      "ru": "⚠️ У нас что-то сломалось; ошибка записана в журнал. Попробуйте ещё раз."},
     "err_input_too_long": {"en": "Your message is too long ({got} characters; the limit is {limit}).",

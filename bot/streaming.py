@@ -18,7 +18,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRet
 from aiogram.types import MessageEntity
 
 from agents.lru import LRUCache
-from agents.types import Queued, ReplyEvent, Sources, TextDelta, ToolStep
+from agents.types import Queued, ReplyEvent, Sources, TextDelta, Thought, ToolStep
 from bot.i18n import t
 from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
 from bot.telegram_session import essential
@@ -42,7 +42,7 @@ class ReplyStreamer:
         self.reply_to, self.thread_id = reply_to, thread_id
         self.show_steps = show_steps
         self.text = ""
-        self.steps: list[ToolStep] = []
+        self.steps: list[ToolStep | Thought] = []
         self.sources: Sources | None = None
         self._message_id: int | None = None  # the message being edited (edit mode)
         self._shown = ""
@@ -84,7 +84,7 @@ class ReplyStreamer:
             self.text += event.text
             if time.monotonic() >= self._next_update:  # building the preview costs O(answer): only when due
                 await self._show(preview(self.text))
-        elif isinstance(event, ToolStep):
+        elif isinstance(event, ToolStep | Thought):
             self.steps.append(event)
             if self.show_steps:
                 await self._show_steps()
@@ -157,6 +157,9 @@ class ReplyStreamer:
     async def _show_steps(self) -> None:
         lines = []
         for s in self.steps[-10:]:
+            if isinstance(s, Thought):
+                lines.append(f"💭 {_short(' '.join(s.text.split()), 200)}")
+                continue
             out = s.output.replace("\n", " ")
             lines.append(f"🔧 {s.tool}({_short(s.input, 80)}) → {_short(out, 120)}")
         text = "\n".join(lines)

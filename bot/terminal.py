@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from agents.errors import UnknownNameError
-from agents.types import Queued, Sources, TextDelta, ToolStep
+from agents.types import Queued, Sources, TextDelta, Thought, ToolStep
 from bot.app import Services
 from bot.handlers.errors import user_message
 from bot.i18n import t
@@ -78,6 +78,8 @@ async def _answer(services: Services, chat_id: int, text: str, lang: str, out: o
                 write(event.text, end="")  # type: ignore[operator]
             elif isinstance(event, ToolStep) and mode.show_steps:
                 write(f"[{event.tool}({event.input}) -> {event.output[:200]}]")  # type: ignore[operator]
+            elif isinstance(event, Thought) and mode.show_steps:
+                write(f"[{event.text[:200]}]")  # type: ignore[operator]
             elif isinstance(event, Queued):
                 write(t("queued", lang, ahead=event.ahead))  # type: ignore[operator]
             elif isinstance(event, Sources):

@@ -99,3 +99,44 @@ async def test_step_limit_note_comes_in_the_users_language(bot: BotRunner, teleg
     telegram.user_says(6, "count forever", lang="en")
     await telegram.wait_texts(6, 1)
     assert "steps (the step limit)" in telegram.texts(6)[0]
+
+
+PREAMBLE = ("Let me think about this carefully: first I will compute the percentage with the calculator tool, "
+            "then I will explain the result to you.")
+
+
+async def test_a_long_preamble_before_a_tool_call_is_a_step_never_the_answer(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="agent")
+    telegram.user_says(7, "/steps on")
+    await telegram.wait_for(lambda: telegram.texts(7) == ["Agent steps: on."])
+    llm.enqueue(ToolCalls(("calculator", {"expression": "15% of 2400"}), content=PREAMBLE), "It is 360.")
+    telegram.user_says(7, "What is 15% of 2400?")
+    await telegram.wait_for(lambda: "It is 360." in telegram.texts(7))
+    steps, answer = telegram.texts(7)[1:]
+    assert answer == "It is 360."
+    assert steps.startswith("💭 Let me think about this carefully") and "🔧 calculator(" in steps
+    previews = [d["text"] for d in telegram.drafts if d["chat_id"] == 7]
+    previews += [p["text"] for p in telegram.calls_of("editMessageText") if p["chat_id"] == 7]
+    assert not any("Let me think" in text for text in previews if not text.startswith("💭"))  # not even a preview
+    history = await bot.app.services.chat.history(7)
+    assert [t.content for t in history] == ["What is 15% of 2400?", "It is 360."]
+    # the next turn's model sees the answer alone as the assistant's words
+    telegram.user_says(7, "thanks")
+    await telegram.wait_for(lambda: "echo: thanks" in telegram.texts(7))
+    assert [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "assistant"][-1] == "It is 360."
+
+
+async def test_agent_turns_count_against_the_daily_quota_when_the_provider_reports_no_usage(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    await bot.start(default_mode="agent", daily_token_quota=200)
+    llm.enqueue(ToolCalls(("calculator", {"expression": "6*7"})), "It is 42.")
+    telegram.user_says(8, "What is 6*7?")
+    await telegram.wait_for(lambda: telegram.texts(8) == ["It is 42."])
+    [(_, messages, tokens)] = await bot.app.services.chat.usage(8)
+    assert messages == 1 and tokens > 200  # two model calls, each with the system prompt and the tool schema
+    telegram.user_says(8, "And 7*8?")
+    await telegram.wait_for(lambda: len(telegram.texts(8)) == 2)
+    assert "daily token quota (200) is used up" in telegram.texts(8)[1]
+    assert len(llm.requests) == 2  # the refused question never reached the model

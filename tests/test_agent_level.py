@@ -11,15 +11,17 @@ from typing import Any
 import pytest
 from aiohttp import web
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from langchain_openai import ChatOpenAI
 
 from agents.backends.base import Backend
-from agents.levels.agent import HOLD_CHARS, AgentLevel
+from agents.levels.agent import AgentLevel
 from agents.levels.base import TurnContext
+from agents.messages import estimated_usage
 from agents.tools.calculator import make_calculator_tool
 from agents.tools.web_search import make_search_provider, make_web_search_tool
-from agents.types import PromptSet, ReplyEvent, TextDelta, ToolStep, Turn, Usage
+from agents.types import PromptSet, ReplyEvent, TextDelta, Thought, ToolStep, Turn, Usage
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
 
 SYSTEM = "You are a test bot."
@@ -124,13 +126,13 @@ async def test_tool_runs_with_the_models_arguments_and_its_result_reaches_the_mo
     assert tool_messages(second) == [{"role": "tool", "content": "360", "tool_call_id": call["id"]}]
 
 
-async def test_final_answer_streams_token_by_token(llm: ScriptedOpenAI) -> None:
+async def test_final_answer_comes_whole_once_the_model_has_decided(llm: ScriptedOpenAI) -> None:
     text = "The result, computed carefully with the calculator, is exactly three hundred and sixty."
-    assert len(text) > HOLD_CHARS
     llm.enqueue(ToolCalls(("calculator", {"expression": "2400*0.15"})), text)
     events = await collect(context(llm, "2400*0.15?"))
-    deltas = [e.text for e in events if isinstance(e, TextDelta)]
-    assert len(deltas) > 2 and "".join(deltas) == text
+    assert answer(events) == text
+    step = next(i for i, e in enumerate(events) if isinstance(e, ToolStep))
+    assert all(not isinstance(e, TextDelta) for e in events[:step])  # nothing before the tool ran
 
 
 async def test_thought_before_a_tool_call_is_not_part_of_the_answer(llm: ScriptedOpenAI) -> None:
@@ -138,6 +140,17 @@ async def test_thought_before_a_tool_call_is_not_part_of_the_answer(llm: Scripte
     events = await collect(context(llm, "6*7?"))
     assert answer(events) == "It is 42."
     assert steps(events)[0].output == "42"
+
+
+async def test_a_long_preamble_before_a_tool_call_is_a_thought_never_answer_text(llm: ScriptedOpenAI) -> None:
+    preamble = ("Let me think about this step by step. First I need the product of six and seven, which the "
+                "calculator gives exactly; then I will check it and explain the result in plain words.")
+    llm.enqueue(ToolCalls(("calculator", {"expression": "6*7"}), content=preamble), "It is 42.")
+    events = await collect(context(llm, "6*7?"))
+    assert answer(events) == "It is 42."
+    thoughts = [e for e in events if isinstance(e, Thought)]
+    assert thoughts == [Thought(preamble)]
+    assert events.index(thoughts[0]) < events.index(steps(events)[0])  # shown before the step it led to
 
 
 async def test_parallel_tool_calls_are_each_reported(llm: ScriptedOpenAI) -> None:
@@ -260,3 +273,23 @@ async def test_web_search_results_reach_the_model_as_labelled_data(llm: Scripted
     assert "[1] Release notes" in observation and "URL: https://python.org/rel" in observation
     assert steps(events)[0].output == observation
     assert answer(events) == "See python.org/rel."
+
+
+async def test_without_reported_usage_tokens_are_estimated_as_the_other_levels_do(llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    text = "Hello there, no tools needed for a greeting like this one, friend."
+    llm.enqueue(text)
+    events = await collect(context(llm, "Hi!", tools=[]))
+    assert answer(events) == text
+    sent = [SystemMessage(f"{SYSTEM}\n\n{AGENT_INSTRUCTIONS}"), HumanMessage("Hi!")]
+    assert [e for e in events if isinstance(e, Usage)] == [estimated_usage(sent, len(text))]
+
+
+async def test_unreported_usage_of_every_step_is_counted(llm: ScriptedOpenAI) -> None:
+    llm.report_usage = False
+    llm.enqueue(ToolCalls(("calculator", {"expression": "15% of 2400"})), "It is 360.")
+    events = await collect(context(llm, "What is 15% of 2400?"))
+    (usage,) = [e for e in events if isinstance(e, Usage)]
+    # two calls: each sent the system prompt, the tool schema and the question
+    assert usage.prompt_tokens > 2 * (len(SYSTEM) + len(AGENT_INSTRUCTIONS) + len("What is 15% of 2400?")) // 4
+    assert usage.completion_tokens >= 2  # the tool call and the answer, one estimate each

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ import pytest
 
 from bot.handlers.kb import pack_lines
 from knowledge import samples
-from tests.conftest import BotRunner
+from tests.conftest import BotRunner, free_port
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
 from tests.fakes.telegram_server import FakeTelegram
 
@@ -278,3 +279,32 @@ async def test_a_restart_abandons_an_upload_in_progress(bot: BotRunner, telegram
     await bot.start()
     assert (await command(telegram, "/kb")).startswith("The knowledge base is empty")
     assert len(telegram.calls_of("getFile")) == lookups  # the upload was not run again
+
+
+async def test_a_knowledge_base_outage_leaves_the_agent_working_and_tells_users_nothing_internal(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()  # a chroma server that is down: nothing listens there
+    await bot.start(default_mode="agent", chroma_host="127.0.0.1", chroma_port=port)
+    caplog.set_level(logging.INFO)
+    llm.enqueue(ToolCalls(("calculator", {"expression": "6*7"})), "It is 42.")
+    assert await ask(telegram, "What is 6*7?", done="It is 42.", chat=5) == "It is 42."
+    assert {tool["function"]["name"] for tool in llm.requests[0]["tools"]} == {"calculator"}
+    llm.enqueue(ToolCalls(("calculator", {"expression": "7*8"})), "It is 56.")
+    assert await ask(telegram, "And 7*8?", done="It is 56.", chat=5) == "It is 56."
+
+    # rag: a short notice instead of an answer; the model is not asked to answer without its passages
+    await command(telegram, "/mode rag", chat=5, user=5)
+    calls = len(llm.requests)
+    telegram.user_says(5, "How long is vacation?", lang="ru")
+    await telegram.wait_for(lambda: telegram.texts(5)[-1].startswith("⚠️"))
+    assert telegram.texts(5)[-1] == ("⚠️ База знаний сейчас недоступна, поэтому ответить по ней я не могу. "
+                                     "Попробуйте позже.")
+    assert len(llm.requests) == calls
+    said = "\n".join(telegram.texts(5))
+    for internal in (str(port), "127.0.0.1", "chroma", str(bot.tmp_path), "Error", "Traceback"):
+        assert internal not in said, internal
+
+    # the admins' view: the log has the details, once for the whole outage
+    outage = [r for r in caplog.records if r.levelno >= logging.WARNING and "knowledge base" in r.getMessage()]
+    assert len(outage) == 1 and outage[0].levelno == logging.ERROR
+    assert f"127.0.0.1:{port}" in caplog.text

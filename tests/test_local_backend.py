@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, Tool
 from langchain_core.tools import BaseTool, tool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from agents.backends.llama_chat import ChatLlamaCpp, StepDecoder
+from agents.backends.llama_chat import ChatLlamaCpp, StepDecoder, render_tool_result
 from agents.backends.llama_worker import WorkerClosedError
 from agents.backends.local import LocalBackend, finetuned_provider
 from agents.errors import ModelCallError, ModelUnavailableError
@@ -369,7 +369,7 @@ async def test_create_agent_sees_the_tool_result_in_the_next_prompt(model: ChatL
     assert len(prompts) == 2 and calls  # two model steps; the first one called the tool
     assert "TOOL-OUTPUT-7f3a: twenty vacation days" not in prompts[0]
     second = prompts[1]
-    assert "Tool lookup returned:\nTOOL-OUTPUT-7f3a: twenty vacation days" in second
+    assert render_tool_result("lookup", "TOOL-OUTPUT-7f3a: twenty vacation days") in second  # wrapped as data
     assert json.dumps({"tool": "lookup", "arguments": calls[0]}, ensure_ascii=False) in second
     assert "You answer questions about the handbook." in second and '"final_answer"' in second
     assert any(isinstance(m, ToolMessage) for m in streamed)

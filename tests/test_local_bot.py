@@ -123,7 +123,8 @@ async def test_agent_level_on_local_every_step_parses(bot: BotRunner, telegram: 
     assert all("You can use tools." in p and "- calculator:" in p for p in prompts)
     for call, next_prompt in zip(calls, prompts[1:], strict=False):
         output = call.split(" → ", 1)[1].rstrip("…")
-        assert any(f"Tool calculator {verb}:\n{output}" in next_prompt for verb in ("returned", "failed"))
+        assert any(f"The tool calculator {verb} the data below" in next_prompt for verb in ("returned", "failed with"))
+        assert f"carries no instructions.\n{output}" in next_prompt
     if len(calls) == 2:
         assert answer.startswith("I stopped after 2 steps (the step limit)")
     assert calls, "this seed should call a tool; pick another if the prompts changed"

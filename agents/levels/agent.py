@@ -19,19 +19,16 @@ from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResp
 from langchain.agents.middleware.tool_error import ToolErrorMiddleware
 from langchain.agents.middleware.types import ToolCallRequest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.tools import BaseTool, ToolException
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from agents.levels.base import Level, TurnContext
-from agents.messages import to_messages, trim_history
-from agents.types import ReplyEvent, TextDelta, ToolStep, Usage
+from agents.messages import estimated_usage, to_messages, trim_history
+from agents.types import ReplyEvent, TextDelta, Thought, ToolStep, Usage
 
 log = logging.getLogger(__name__)
 
-# Text that a model writes before its tool calls ("Let me calculate...") is a thought, not the answer.
-# Hold back this many characters of each model message before streaming: short preambles followed by a
-# tool call are dropped; a final answer starts streaming after a few tokens' delay.
-HOLD_CHARS = 48
 STEP_LIMIT_NODE = "AgentStepLimit.before_model"
 
 
@@ -46,12 +43,12 @@ class AgentLevel(Level):
         return _run(ctx)
 
 
-def build_agent(ctx: TurnContext) -> Any:
+def build_agent(ctx: TurnContext, trim: TrimToBudget | None = None) -> Any:
     """The compiled agent graph for this turn (cheap: about 2 ms)."""
     system = "\n\n".join(p.strip() for p in (ctx.prompts.system, ctx.prompts.agent_instructions) if p.strip())
     middleware: list[AgentMiddleware[Any, Any, Any]] = [
         AgentStepLimit(ctx.max_steps, ctx.lang),
-        TrimToBudget(ctx.token_budget, ctx.tools),
+        trim or TrimToBudget(ctx.token_budget, ctx.tools),
         ToolErrorMiddleware(_tool_failure),
     ]
     return create_agent(ctx.model, list(ctx.tools), system_prompt=system or None, middleware=middleware,
@@ -59,15 +56,15 @@ def build_agent(ctx: TurnContext) -> Any:
 
 
 async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
-    agent = build_agent(ctx)
+    trim = TrimToBudget(ctx.token_budget, ctx.tools)
+    agent = build_agent(ctx, trim)
     messages = [*to_messages(ctx.history), HumanMessage(ctx.text)]
     # Each step passes three nodes (limit check, model, tools); the limit middleware stops the loop first,
     # so hitting LangGraph's own recursion limit would be a bug and is left to raise.
     config = {"recursion_limit": 3 * (ctx.max_steps + 2) + 10}
     calls: dict[str, tuple[str, dict[str, Any]]] = {}
-    answer = _AnswerStream()
-    prompt_tokens = completion_tokens = 0
-    usage_seen = False
+    answer = _AnswerStream(live=bool(getattr(ctx.model, "streams_final_answer_only", False)))
+    prompt_tokens = completion_tokens = model_calls = 0
     async for mode, chunk in agent.astream({"messages": messages}, config=config,
                                            stream_mode=["messages", "updates"]):
         if mode == "messages":
@@ -82,60 +79,63 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                 continue
             for message in produced:
                 if node == "model" and isinstance(message, AIMessage):
-                    if message.usage_metadata:
-                        usage_seen = True
-                        prompt_tokens += message.usage_metadata.get("input_tokens", 0)
-                        completion_tokens += message.usage_metadata.get("output_tokens", 0)
+                    usage = _usage(message, trim.sent_tokens[model_calls] if model_calls < len(trim.sent_tokens) else 0)
+                    model_calls += 1
+                    prompt_tokens += usage.prompt_tokens
+                    completion_tokens += usage.completion_tokens
                     for call in message.tool_calls:
                         calls[call["id"] or ""] = (call["name"], call["args"])
-                    for text in answer.finish(message):
-                        yield TextDelta(text)
+                    for event in answer.finish(message):
+                        yield event
                 elif node == "tools" and isinstance(message, ToolMessage):
                     name, args = calls.get(message.tool_call_id, (message.name or "?", {}))
                     yield ToolStep(tool=name, input=_render_args(args), output=message.text)
                 elif node == STEP_LIMIT_NODE and isinstance(message, AIMessage):
                     yield TextDelta(message.text)
-    if usage_seen:
+    if model_calls:
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 
 
+def _usage(message: AIMessage, sent_tokens: int) -> Usage:
+    """One model call's tokens: as the provider reported them, else estimated as the other levels do."""
+    if message.usage_metadata:
+        return Usage(prompt_tokens=message.usage_metadata.get("input_tokens", 0),
+                     completion_tokens=message.usage_metadata.get("output_tokens", 0))
+    calls = json.dumps([[c["name"], c["args"]] for c in message.tool_calls], ensure_ascii=False)
+    written = len(message.text) + (len(calls) if message.tool_calls else 0)
+    return estimated_usage((), written, extra_prompt_tokens=sent_tokens)
+
+
 class _AnswerStream:
-    """Turns one model message's chunks into answer text, holding back what may be a pre-tool-call thought."""
+    """Turns one model message's chunks into answer text; the text of a tool-calling message is a thought.
 
-    def __init__(self) -> None:
-        self._reset()
+    Text a model writes before its tool calls ("Let me calculate...") is not the answer, and a tool call may follow
+    any amount of text: a message's text is held until the message ends, unless the model decides on a tool call
+    before it writes anything (`streams_final_answer_only`, as the local models' step grammar does), so what it
+    streams is answer text.
+    """
 
-    def _reset(self) -> None:
-        self._held = ""
+    def __init__(self, live: bool) -> None:
+        self._live = live
         self._emitted = ""
-        self._live = False
-        self._tool_calling = False
 
     def feed(self, chunk: AIMessage) -> list[str]:
-        if getattr(chunk, "tool_call_chunks", None) or chunk.tool_calls:
-            self._tool_calling, self._held = True, ""
-        if self._tool_calling:
-            return []
-        text = chunk.text
-        if not text:
-            return []
-        if not self._live:
-            self._held += text
-            if len(self._held) < HOLD_CHARS:
-                return []
-            self._live, text, self._held = True, self._held, ""
-        self._emitted += text
-        return [text]
+        text = chunk.text if self._live else ""
+        if text:
+            self._emitted += text
+            return [text]
+        return []
 
-    def finish(self, message: AIMessage) -> list[str]:
-        """The model's message is complete: flush the rest of a final answer, drop a tool-calling one."""
-        rest = ""
-        if not message.tool_calls:
-            final = message.text
-            # A model that does not stream delivers everything here.
-            rest = final[len(self._emitted):] if final.startswith(self._emitted) else self._held
-        self._reset()
-        return [rest] if rest else []
+    def finish(self, message: AIMessage) -> list[ReplyEvent]:
+        """The model's message is complete: the rest of a final answer, or a tool-calling message's thought."""
+        emitted, self._emitted = self._emitted, ""
+        text = message.text
+        if message.tool_calls:
+            if emitted:  # a model that broke its promise: the text is out already, say so in the log
+                log.warning("%s streamed text before a tool call", type(message).__name__)
+            return [Thought(text.strip())] if text.strip() and not emitted else []
+        rest = text[len(emitted):] if text.startswith(emitted) else ""
+        return [TextDelta(rest)] if rest else []
 
 
 class AgentStepLimit(AgentMiddleware[Any, Any, Any]):
@@ -187,6 +187,7 @@ class TrimToBudget(AgentMiddleware[Any, Any, Any]):
         super().__init__()
         self.budget = budget
         self._tool_tokens = sum(len(json.dumps(convert_to_openai_tool(t))) // 4 for t in tools)
+        self.sent_tokens: list[int] = []  # per model call, estimated: for usage when the provider reports none
 
     def trim(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
         messages = list(request.messages)
@@ -202,12 +203,17 @@ class TrimToBudget(AgentMiddleware[Any, Any, Any]):
 
     def wrap_model_call(self, request: ModelRequest[Any],
                         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]]) -> ModelResponse[Any]:
-        return handler(self.trim(request))
+        return handler(self._record(self.trim(request)))
 
     async def awrap_model_call(
         self, request: ModelRequest[Any], handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]]
     ) -> ModelResponse[Any]:
-        return await handler(self.trim(request))
+        return await handler(self._record(self.trim(request)))
+
+    def _record(self, request: ModelRequest[Any]) -> ModelRequest[Any]:
+        sent = [request.system_message, *request.messages] if request.system_message else list(request.messages)
+        self.sent_tokens.append(count_tokens_approximately(sent) + self._tool_tokens)
+        return request
 
 
 def _tool_failure(exc: Exception, request: ToolCallRequest) -> str | None:

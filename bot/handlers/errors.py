@@ -7,7 +7,13 @@ import logging
 from aiogram import Router
 from aiogram.types import ErrorEvent
 
-from agents.errors import ModelCallError, ModelTimeoutError, ModelUnavailableError, UnknownNameError
+from agents.errors import (
+    KnowledgeUnavailableError,
+    ModelCallError,
+    ModelTimeoutError,
+    ModelUnavailableError,
+    UnknownNameError,
+)
 from agents.runtime import TurnCancelled
 from bot.i18n import lang_of, t
 from bot.service import ServiceError
@@ -19,6 +25,8 @@ def user_message(exc: BaseException, lang: str) -> str | None:
     """The text to show for an expected failure; None for a bug (which is logged and answered generically)."""
     if isinstance(exc, TurnCancelled):
         return t("stopped", lang)
+    if isinstance(exc, KnowledgeUnavailableError):
+        return t("err_kb_unavailable", lang)
     if isinstance(exc, ModelTimeoutError):
         return t("err_timeout", lang)
     if isinstance(exc, ModelCallError):

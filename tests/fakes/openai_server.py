@@ -4,6 +4,7 @@
         llm.enqueue("Hello!")                           # next completion: this text
         llm.enqueue(ToolCalls(("calculator", {"expression": "2+2"})))
         llm.enqueue(Fault(status=429))                  # next request fails
+        llm.report_usage = False                        # a provider that never reports token usage
         ... ChatOpenAI(base_url=llm.base_url, api_key="test") ...
         llm.requests[-1]["messages"]                    # what the model was sent
 
@@ -76,6 +77,7 @@ class ScriptedOpenAI:
     def __init__(self, default: Callable[[dict[str, Any]], Reply] = echo, delay: float = 0.0) -> None:
         self.default = default
         self.delay = delay  # added before every answer
+        self.report_usage = True  # False: no `usage` in any answer, as some OpenAI-compatible servers do
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self._script: deque[Reply] = deque()
@@ -159,7 +161,8 @@ class ScriptedOpenAI:
         if not body.get("stream"):
             return web.json_response({
                 "id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": usage,
+                "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+                **({"usage": usage} if self.report_usage else {}),
             })
         return await self._stream(request, cid, model, reply, message, finish, usage, body)
 
@@ -176,8 +179,8 @@ class ScriptedOpenAI:
 
         await send({"role": "assistant", "content": ""})
         if isinstance(reply, ToolCalls):
-            if reply.content:
-                await send({"content": reply.content})
+            for start in range(0, len(reply.content), 8):  # the text before the calls streams like any text
+                await send({"content": reply.content[start:start + 8]})
             for i, call in enumerate(message["tool_calls"]):
                 await send({"tool_calls": [{"index": i, **call}]})
         else:
@@ -190,7 +193,7 @@ class ScriptedOpenAI:
                 if reply.chunk_delay:
                     await asyncio.sleep(reply.chunk_delay)
         await send({}, finish)
-        if body.get("stream_options", {}).get("include_usage"):
+        if body.get("stream_options", {}).get("include_usage") and self.report_usage:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
                      "choices": [], "usage": usage}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
