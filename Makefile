@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 STAMP   = $(VENV)/.installed
+# llama.cpp for any x86-64 with AVX2, not -march=native: a CPU (or VM) that advertises AMX without enabling it
+# kills the process with SIGILL in the AMX kernels (seen on this build machine: `tilezero` in libggml-cpu)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: setup run chat test bench lint clean
 
@@ -11,7 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU PyTorch first, pinned: an unpinned torch pulls several GB of CUDA packages
 	$(BIN)/pip install -q torch==2.13.0
-	# llama-cpp-python compiles from source the first time (about 5 minutes on 2 cores); pip caches the wheel
+	# llama-cpp-python compiles from source (about 5 minutes on 2 cores), with our flags: not from pip's wheel
+	# cache, which may hold a -march=native build
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir llama-cpp-python==0.3.36
 	$(BIN)/pip install -q -e '.[finetune,dev]'
 	touch $(STAMP)
 
