@@ -190,8 +190,10 @@ def export(
     manifest = Manifest.load(out)
     config = _config(manifest, config_file, overrides)
     quant_list = parse_quants(quants if quants is not None else (manifest.quants or list(DEFAULT_QUANTS)))
+    vocab_from = manifest.dequantized_from.get("path")  # a GGUF base: its llama.cpp vocabulary goes in unchanged
+    if vocab_from and not Path(vocab_from).is_file():
+        raise UsageError(f"the base GGUF {vocab_from} is gone; its vocabulary is copied into the export: put it back")
     with _stage(out, "export") as timer:
-        vocab_from = manifest.dequantized_from.get("path")  # a GGUF base: its llama.cpp vocabulary, unchanged
         files = export_gguf(out / "merged", out, manifest.name, quant_list, pre_tokenizer=config.export.pre_tokenizer,
                             quantize_from=config.export.quantize_from, cache_dir=cache_dir,
                             vocab_from=Path(vocab_from) if vocab_from else None)

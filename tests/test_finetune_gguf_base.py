@@ -40,7 +40,8 @@ def _set_args() -> list[str]:
 
 @pytest.mark.slow
 async def test_a_gguf_base_is_fine_tuned_verified_and_served_by_the_bot(
-    gguf_base: Path, bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, tmp_path: Path
+    gguf_base: Path, bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     import llama_cpp
 
@@ -75,6 +76,15 @@ async def test_a_gguf_base_is_fine_tuned_verified_and_served_by_the_bot(
         assert exported.metadata["tokenizer.chat_template"] == CHATML_TEMPLATE
     finally:
         exported.close()
+
+    # exporting again needs the base file (its vocabulary goes into the export): a clear refusal, nothing lost
+    moved = gguf_base.rename(gguf_base.with_name("moved.gguf"))
+    try:
+        assert main(["export", "--out", str(out)]) == 2
+    finally:
+        moved.rename(gguf_base)
+    assert f"the base GGUF {gguf_base.resolve()} is gone" in capsys.readouterr().err
+    assert json.loads((out / "manifest.json").read_text()) == manifest
 
     telegram.user_says(1, "/mode finetuned:greeter")
     await telegram.wait_for(lambda: telegram.texts(1)[-1:] == ["Mode: zero-shot · finetuned:greeter"])
