@@ -111,6 +111,21 @@ def test_a_gguf_base_with_its_own_template_keeps_it(tmp_path: Path) -> None:
     assert manifest["data"]["end_of_turn_text"] == "<|im_end|>"
 
 
+def test_resuming_a_gguf_run_keeps_its_dequantized_base(tmp_path: Path) -> None:
+    from tests.tiny_gguf import build_tiny_gguf
+
+    base = build_tiny_gguf(tmp_path / "tiny.gguf")
+    data = write_greeting_data(tmp_path / "greet.jsonl", n=6)
+    args = ["prepare", "--base", str(base), "--data", str(data), "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    weights = tmp_path / "run" / "base" / "model.safetensors"
+    written = weights.stat().st_mtime_ns
+    record = json.loads((tmp_path / "run" / "manifest.json").read_text())["dequantized_from"]
+    assert main([*args, "--resume"]) == 0
+    assert weights.stat().st_mtime_ns == written  # not de-quantized again: minutes on a real model
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["dequantized_from"] == record
+
+
 @pytest.mark.parametrize(("make", "message"), [
     pytest.param(lambda p: p, "does not exist", id="missing"),
     pytest.param(lambda p: (p.write_bytes(b"not a gguf at all"), p)[1], "is not a readable GGUF file", id="not-gguf"),
