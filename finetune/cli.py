@@ -123,7 +123,9 @@ def _parser(stage: str | None) -> argparse.ArgumentParser:
                                 epilog=f"config keys and defaults: {DEFAULT_CONFIG}")
     whole = stage is None
     if whole or stage == "prepare":
-        p.add_argument("--base", required=True, help="a hub id or a local directory with a transformers causal LM")
+        p.add_argument("--base", required=True,
+                       help="a hub id, a local directory with a transformers causal LM, or a .gguf file "
+                            "(de-quantized to float32 once, into OUT/base)")
         p.add_argument("--data", required=True, type=Path, help='JSONL, one {"messages": [...]} per line')
     p.add_argument("--out", required=True, type=Path, help="the run directory")
     if whole or stage == "prepare":

@@ -146,12 +146,23 @@ def _is_gpt2_byte_level(tokenizer_json: Path) -> bool:
     return False
 
 
-def convert(merged_dir: Path, outfile: Path, outtype: str, tree: Path, pre_tokenizer: str = "auto") -> Path:
-    """Run the converter in a subprocess whose `gguf` is the tree's own gguf-py."""
+def convert(merged_dir: Path, outfile: Path, outtype: str, tree: Path, pre_tokenizer: str = "auto",
+            vocab_from: Path | None = None) -> Path:
+    """Run the converter in a subprocess whose `gguf` is the tree's own gguf-py.
+
+    `vocab_from`: a GGUF whose llama.cpp vocabulary is copied instead of converting the tokenizer of `merged_dir`
+    (a GGUF base: its tokenizer has no `tokenizer.model`, which the converter needs for sentencepiece models).
+    """
     env = dict(os.environ)
     env.pop("NO_LOCAL_GGUF", None)
     env["PYTHONPATH"] = os.pathsep.join([str(tree / "gguf-py"), str(tree)])
-    cmd = [sys.executable, str(WRAPPER), "--tree", str(tree), *pre_tokenizer_args(Path(merged_dir), pre_tokenizer),
+    if vocab_from is not None:
+        vocab_args = ["--vocab-from", str(vocab_from)]
+        if pre_tokenizer != "auto":
+            vocab_args += ["--pre-tokenizer", pre_tokenizer]
+    else:
+        vocab_args = pre_tokenizer_args(Path(merged_dir), pre_tokenizer)
+    cmd = [sys.executable, str(WRAPPER), "--tree", str(tree), *vocab_args,
            "--", str(merged_dir), "--outfile", str(outfile), "--outtype", outtype]
     proc = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True)
     if proc.returncode != 0 or not Path(outfile).is_file():
@@ -200,6 +211,7 @@ def export(
     pre_tokenizer: str = "auto",
     quantize_from: str = "f32",
     cache_dir: Path | None = None,
+    vocab_from: Path | None = None,
 ) -> list[Exported]:
     """Write `out/<name>-<quant>.gguf` for each quant; quantized files are made from an f32 (or f16) GGUF."""
     if not (Path(merged_dir) / "config.json").is_file():
@@ -214,13 +226,13 @@ def export(
     try:
         for quant in quants:
             if quant in CONVERTED:
-                convert(merged_dir, paths[quant], CONVERTED[quant], tree, pre_tokenizer)
+                convert(merged_dir, paths[quant], CONVERTED[quant], tree, pre_tokenizer, vocab_from)
         if any(q in QUANTIZED for q in quants):
             if quantize_from in quants:
                 source = paths[quantize_from]
             else:
                 source = temporary = out / f".{name}-{quantize_from}.tmp.gguf"
-                convert(merged_dir, temporary, quantize_from, tree, pre_tokenizer)
+                convert(merged_dir, temporary, quantize_from, tree, pre_tokenizer, vocab_from)
             for quant in quants:
                 if quant in QUANTIZED:
                     quantize(source, paths[quant], quant)

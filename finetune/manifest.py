@@ -24,6 +24,9 @@ class Manifest:
     name: str
     base: str
     created: str = field(default_factory=lambda: now())
+    # a GGUF base: the file (path, sha256, architecture, file_type, tensor_types), where its chat template came
+    # from, and DIR/base/ it was de-quantized to in float32; empty for a transformers base
+    dequantized_from: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # path, sha256, counts, tokens, end_of_turn
     config: dict[str, Any] = field(default_factory=dict)
     quants: list[str] = field(default_factory=list)

@@ -1,6 +1,7 @@
 """The five stages over one run directory, each runnable alone, and `run_pipeline` chaining them.
 
     DIR/prepared/{train,val}.jsonl   the validated, split conversations        (prepare)
+    DIR/base/                        a GGUF base, de-quantized to float32      (prepare, GGUF bases only)
     DIR/checkpoints/step-*.pt        adapter + optimizer state, for --resume   (train)
     DIR/adapter/                     the LoRA adapter and tokenizer            (train)
     DIR/merged/                      base + adapter in float32, tokenizer      (merge)
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from finetune import data as datamod
+from finetune import gguf_base
 from finetune.config import Config, load_config
 from finetune.errors import DataError, UsageError, VerificationError
 from finetune.export import parse_quants
@@ -78,7 +80,8 @@ def prepare(
         conversations, problems = datamod.parse_conversations(data)
         from finetune.train import load_tokenizer
 
-        tokenizer = load_tokenizer(base)
+        gguf = gguf_base.describe(Path(base)) if gguf_base.is_gguf(base) else None
+        tokenizer = gguf_base.load_tokenizer(Path(base), gguf) if gguf is not None else load_tokenizer(base)
         examples, more = datamod.tokenize_all(tokenizer, conversations, config.data.max_length)
         if problems or more:
             raise DataError(str(data), problems + more)
@@ -110,7 +113,10 @@ def prepare(
                  "end of turn: %s", len(conversations), len(train_c), len(val_c),
                  f"{manifest.data['tokens']:,}", f"{manifest.data['trained_tokens']:,}",
                  manifest.data["end_of_turn_text"])
-        manifest.hash_files(out, [out / "prepared"])
+        if gguf is not None:  # only now that the data is known to be good: this takes minutes on real models
+            manifest.dequantized_from = gguf_base.dequantize(
+                Path(base), out / gguf_base.BASE_DIR, tokenizer, gguf, manifest.dequantized_from)
+        manifest.hash_files(out, [out / "prepared", *([out / gguf_base.BASE_DIR] if gguf is not None else [])])
         timer(manifest)
     return manifest
 
@@ -132,9 +138,10 @@ def train(
     with _stage(out, "train") as timer:
         if not resume:
             shutil.rmtree(out / "checkpoints", ignore_errors=True)  # an earlier attempt's, not this one's
-        tokenizer = trainmod.load_tokenizer(manifest.base)
+        tokenizer = trainmod.load_tokenizer(_model_source(out, manifest))
         train_ex, val_ex = (_examples(out, split, tokenizer, config) for split in ("train", "val"))
-        result = trainmod.train(train_ex, val_ex, manifest.base, config, out, resume=resume, progress=progress)
+        result = trainmod.train(train_ex, val_ex, _model_source(out, manifest), config, out, resume=resume,
+                                progress=progress)
         manifest.config = config.to_dict()
         manifest.losses = {
             "val_before": result.val_loss_before,
@@ -162,7 +169,7 @@ def merge(out: Path) -> Manifest:
     manifest = Manifest.load(out)
     with _stage(out, "merge") as timer:
         shutil.rmtree(out / "merged", ignore_errors=True)
-        merge_model(manifest.base, out / "adapter", out / "merged", manifest.data.get("end_of_turn"))
+        merge_model(_model_source(out, manifest), out / "adapter", out / "merged", manifest.data.get("end_of_turn"))
         manifest.hash_files(out, [out / "merged"])
         timer(manifest)
     return manifest
@@ -183,9 +190,13 @@ def export(
     manifest = Manifest.load(out)
     config = _config(manifest, config_file, overrides)
     quant_list = parse_quants(quants if quants is not None else (manifest.quants or list(DEFAULT_QUANTS)))
+    vocab_from = manifest.dequantized_from.get("path")  # a GGUF base: its llama.cpp vocabulary goes in unchanged
+    if vocab_from and not Path(vocab_from).is_file():
+        raise UsageError(f"the base GGUF {vocab_from} is gone; its vocabulary is copied into the export: put it back")
     with _stage(out, "export") as timer:
         files = export_gguf(out / "merged", out, manifest.name, quant_list, pre_tokenizer=config.export.pre_tokenizer,
-                            quantize_from=config.export.quantize_from, cache_dir=cache_dir)
+                            quantize_from=config.export.quantize_from, cache_dir=cache_dir,
+                            vocab_from=Path(vocab_from) if vocab_from else None)
         manifest.config = config.to_dict()
         manifest.quants = quant_list
         manifest.exports = {f.quant: {"file": f.path.name, "tensor_types": f.tensor_types} for f in files}
@@ -235,6 +246,11 @@ def verify(
             for quant, r in failed.items()
         ) + (f"; registered only {', '.join(passed)}" if passed else "; nothing was registered"))
     return manifest
+
+
+def _model_source(out: Path, manifest: Manifest) -> str:
+    """What train and merge load: the de-quantized copy of a GGUF base, else the base as given."""
+    return str(out / gguf_base.BASE_DIR) if manifest.dequantized_from else manifest.base
 
 
 def _examples(out: Path, split: str, tokenizer: Any, config: Config) -> list[datamod.Example]:

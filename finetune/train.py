@@ -57,28 +57,34 @@ def pick_device(name: str) -> Any:
     return torch.device("cpu")
 
 
-def load_tokenizer(source: str | Path) -> Any:
-    """The tokenizer of a hub id or a local directory, with a pad token (eos when the model has none)."""
+def load_tokenizer(source: str | Path, gguf_file: str | None = None) -> Any:
+    """The tokenizer of a hub id, a local directory or a GGUF file in it, with a pad token (eos if none)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the tokenizer of {source}: {_first_line(exc)}") from None
+        what = f"{Path(source) / gguf_file}" if gguf_file else source
+        raise UsageError(f"cannot load the tokenizer of {what}: {_first_line(exc)}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
 
-def load_model(source: str | Path, dtype: str = "float32", device: Any = "cpu") -> Any:
-    """A causal LM from a hub id or a local directory, in `dtype`, on `device`."""
+def load_model(source: str | Path, dtype: str = "float32", device: Any = "cpu", gguf_file: str | None = None) -> Any:
+    """A causal LM from a hub id, a local directory or a GGUF file in it (de-quantized), in `dtype`, on `device`."""
     import torch
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=getattr(torch, dtype))
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=getattr(torch, dtype), gguf_file=gguf_file)
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot load the model {source}: {_first_line(exc)}") from None
+        what = f"{Path(source) / gguf_file}" if gguf_file else source
+        raise UsageError(f"cannot load the model {what}: {_first_line(exc)}") from None
+    if gguf_file:
+        # The weights are plain float32 tensors now, but the GGUF loader stays attached and refuses to save them.
+        model.hf_quantizer, model.is_quantized, model.quantization_method = None, False, None
+        del model.config.quantization_config
     return model.to(device)
 
 

@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +84,45 @@ def verify(
     return results
 
 
+_defaults_lock = threading.Lock()
+
+
+@contextmanager
+def plain_cpu_kernels() -> Iterator[None]:
+    """Load llama.cpp models without its extra weight buffers on CPUs that report AMX.
+
+    Their AMX kernels (quantized files, batches of 2+ tokens) die with SIGILL on `tilezero` in a VM that reports
+    AMX without enabling it, as this project's machines do; the plain kernels compute the same logits.
+    `Llama(...)` has no argument for it, so the defaults it starts from are patched while it loads.
+    """
+    if not _cpu_has_amx():
+        yield
+        return
+    import llama_cpp.llama_cpp as capi
+
+    with _defaults_lock:
+        original = capi.llama_model_default_params
+
+        def defaults() -> Any:
+            params = original()
+            params.use_extra_bufts = False
+            return params
+
+        capi.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            capi.llama_model_default_params = original
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return any(line.startswith("flags") and " amx_tile" in line for line in info)
+    except OSError:
+        return False
+
+
 def _verify_file(
     quant: str, path: Path, tokenizer: Any, texts: list[str], ids: list[list[int]], reference: list[Any],
     prompt_msgs: list[dict[str, str]], hf_prompt: str, cfg: VerifyConfig, end_of_turn: int | None, np: Any,
@@ -90,10 +132,11 @@ def _verify_file(
 
     result = Verification(quant=quant, file=path.name)
     n_ctx = max(64, max(len(x) for x in ids) + 16)
-    llm = llama_cpp.Llama(
-        model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
-        n_threads=os.cpu_count() or 1, n_gpu_layers=0, verbose=False,
-    )
+    with plain_cpu_kernels():
+        llm = llama_cpp.Llama(
+            model_path=str(path), n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx, logits_all=True,
+            n_threads=os.cpu_count() or 1, n_gpu_layers=0, verbose=False,
+        )
     try:
         result.pre_tokenizer = llm.metadata.get("tokenizer.ggml.pre")
         result.tokenization_identical = all(
