@@ -62,7 +62,8 @@ def build_models(settings: Settings) -> ModelRegistry:
         return models
     llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
                  n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
-                 extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens)
+                 extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens,
+                 prompt_cache_mb=settings.local_prompt_cache_mb)
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))

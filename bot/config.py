@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     local_n_gpu_layers: int = 0
     local_extra_buffers: bool | None = None  # llama.cpp's repacked/AMX weight buffers; default: off on AMX CPUs
     local_max_tokens: int = Field(512, ge=1)
+    local_prompt_cache_mb: int = Field(1024, ge=0)  # evaluated chat prefixes kept for their next turn; 0 = off
 
     # --- Reliability and limits -----------------------------------------------------------------
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited

@@ -44,6 +44,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.backends.llama_worker import LlamaWorker
+from agents.backends.prompt_cache import PromptCache, evaluated_tokens, safe_reuse
 from agents.errors import ModelCallError
 
 if TYPE_CHECKING:
@@ -445,6 +446,10 @@ class ChatLlamaCpp(BaseChatModel):
     stop: list[str] | None = None
     # Called on the worker thread with every rendered prompt (diagnostics, tests).
     prompt_hook: Callable[[str], None] | None = Field(default=None, exclude=True)
+    # The model's saved conversation prefixes (shared by every chat model of one worker); None: no cache.
+    prompt_cache: PromptCache | None = Field(default=None, exclude=True)
+    # Called on the worker thread once per call with (prompt tokens, prompt tokens llama.cpp evaluated).
+    eval_hook: Callable[[int, int], None] | None = Field(default=None, exclude=True)
 
     _last_prompt: str | None = PrivateAttr(default=None)
 
@@ -514,11 +519,17 @@ class ChatLlamaCpp(BaseChatModel):
                     f"the conversation is too long for the local model ({len(tokens)} tokens, "
                     f"context {llm.n_ctx()}); start a new chat or raise LOCAL_N_CTX"
                 )
+            if self.prompt_cache is not None:
+                self.prompt_cache.prepare(llm, tokens)
+            reused = safe_reuse(llm, tokens)
+            evaluated_before = evaluated_tokens(llm)
             sampled = 0  # tokens sampled, counted by the stopping criterion
 
             def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
                 nonlocal sampled
                 sampled += 1  # called after every sampled token: a stop within one token
+                if sampled == 1 and self.eval_hook is not None:  # the prompt is evaluated, no sampled token yet
+                    self.eval_hook(len(tokens), evaluated_tokens(llm) - evaluated_before)
                 return cancelled.is_set()
 
             if grammar:
@@ -548,6 +559,7 @@ class ChatLlamaCpp(BaseChatModel):
             info = {
                 "finish_reason": finish_reason,
                 "prompt_tokens": len(tokens),
+                "cached_tokens": reused,
                 "completion_tokens": max(sampled - 1, 0),
             }
             emit(("end", info))
@@ -600,6 +612,7 @@ class ChatLlamaCpp(BaseChatModel):
             input_tokens=prompt_tokens,
             output_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            input_token_details={"cache_read": info.get("cached_tokens", 0)},
         )
         calls = (
             [

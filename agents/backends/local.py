@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from agents.backends.base import Backend
 from agents.backends.llama_chat import ChatLlamaCpp
 from agents.backends.llama_worker import LlamaWorker
+from agents.backends.prompt_cache import PromptCache
 from agents.errors import ModelUnavailableError
 
 if TYPE_CHECKING:
@@ -124,10 +125,13 @@ def load_llama(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
+    swa_full: bool = False,
     extra_buffers: bool | None = None,
 ) -> Llama:
     """Load the GGUF at `model_path`, else `repo`/`filename` from the hub (fetched once), else the bundled model.
 
+    `swa_full`: keep every token's cells in sliding-window layers (Gemma 2/3), so a saved conversation can be cut
+    back a few tokens and continued (otherwise llama.cpp keeps only the window of the newest token).
     `extra_buffers`: llama.cpp's repacked and AMX weight buffers; None = off on CPUs that report AMX, where the
     AMX kernels crashed the process here (SIGILL on `tilezero` in a VM that reports AMX), on elsewhere.
     Errors are one clear line.
@@ -143,6 +147,7 @@ def load_llama(
         "n_ctx": n_ctx,
         "n_threads": n_threads,
         "n_gpu_layers": n_gpu_layers,
+        "swa_full": swa_full,
         "verbose": False,
     }
     if model_path is None and repo is None:
@@ -202,6 +207,7 @@ class LocalBackend(Backend):
         n_gpu_layers: int = 0,
         extra_buffers: bool | None = None,
         max_tokens: int = 512,
+        prompt_cache_mb: int = 1024,
         name: str = "local",
         description: dict[str, str] | None = None,
     ) -> None:
@@ -223,11 +229,12 @@ class LocalBackend(Backend):
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
+            "swa_full": prompt_cache_mb > 0,
             "extra_buffers": extra_buffers,
         }
         self.max_tokens = max_tokens
         self.worker = LlamaWorker(self._load, name=name)
-
+        self.prompt_cache = PromptCache(prompt_cache_mb * 1024 * 1024)  # used on the worker thread only
         self._model: ChatLlamaCpp | None = None
 
     def _load(self) -> Llama:
@@ -236,7 +243,9 @@ class LocalBackend(Backend):
 
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:
-            self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens)
+            self._model = ChatLlamaCpp(
+                worker=self.worker, model_name=self.name, max_tokens=self.max_tokens, prompt_cache=self.prompt_cache
+            )
         return self._model
 
     def preload(self) -> None:
