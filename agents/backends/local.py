@@ -125,13 +125,10 @@ def load_llama(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
-    swa_full: bool = False,
     extra_buffers: bool | None = None,
 ) -> Llama:
     """Load the GGUF at `model_path`, else `repo`/`filename` from the hub (fetched once), else the bundled model.
 
-    `swa_full`: keep every token's cells in sliding-window layers (Gemma 2/3), so a saved conversation can be cut
-    back a few tokens and continued (otherwise llama.cpp keeps only the window of the newest token).
     `extra_buffers`: llama.cpp's repacked and AMX weight buffers; None = off on CPUs that report AMX, where the
     AMX kernels crashed the process here (SIGILL on `tilezero` in a VM that reports AMX), on elsewhere.
     Errors are one clear line.
@@ -147,7 +144,6 @@ def load_llama(
         "n_ctx": n_ctx,
         "n_threads": n_threads,
         "n_gpu_layers": n_gpu_layers,
-        "swa_full": swa_full,
         "verbose": False,
     }
     if model_path is None and repo is None:
@@ -229,7 +225,6 @@ class LocalBackend(Backend):
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
-            "swa_full": prompt_cache_mb > 0,
             "extra_buffers": extra_buffers,
         }
         self.max_tokens = max_tokens
