@@ -199,7 +199,7 @@ async def test_a_long_chat_evaluates_only_its_new_tokens_while_another_chat_take
     assert len(evals) == 2 * turns
     first = evals[:2]
     later = evals[2:]
-    assert all(evaluated >= prompt - 8 for prompt, evaluated in first)  # a new chat: everything is evaluated
+    assert all(evaluated >= prompt - 16 for prompt, evaluated in first)  # a new chat: all but a shared opening
     for prompt, evaluated in later:
         # Only the new question (about 100 tokens) and the end of the previous answer: not the whole history.
         assert evaluated <= 160 and evaluated < prompt // 2, evals
