@@ -205,3 +205,22 @@ async def test_a_long_chat_evaluates_only_its_new_tokens_while_another_chat_take
         assert evaluated <= 160 and evaluated < prompt // 2, evals
     assert later[-1][0] > 3 * first[-1][0] // 2  # the history did grow
     assert not llm.requests
+
+
+async def test_agent_level_on_gemma_every_step_parses_under_the_grammar(bot: BotRunner, telegram: FakeTelegram,
+                                                                        llm: ScriptedOpenAI, gemma: LocalBackend,
+                                                                        model: Any) -> None:
+    prompts = await start_with_gemma(bot, gemma, default_mode="agent", agent_max_steps=2)
+    model.max_tokens = 160  # room for a step's JSON to close
+    telegram.user_says(3, "/mode local")
+    telegram.user_says(3, "/steps on")
+    await telegram.wait_for(lambda: len(telegram.texts(3)) == 2)
+    telegram.user_says(3, "What is 15% of 2400? Use the calculator.")
+    await telegram.wait_for(lambda: len([t for t in telegram.texts(3)[2:] if not t.startswith("🔧")]) == 1,
+                            timeout=180)
+    answer = next(t for t in telegram.texts(3)[2:] if not t.startswith("🔧"))
+    assert answer.strip() and "⚠️" not in answer and not any(d in answer for d in DEBRIS), answer
+    steps = [line for t in telegram.texts(3) if t.startswith("🔧") for line in t.splitlines()]
+    assert all(line.startswith("🔧 calculator(") for line in steps)  # every step parsed: a known tool or the answer
+    assert 1 <= len(prompts) <= 2 and all("You can use tools." in p for p in prompts)
+    assert not llm.requests
