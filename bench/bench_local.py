@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agents.backends.llama_chat import messages_to_turns, render_prompt
-from agents.backends.local import LocalBackend
+from agents.backends.local import LocalBackend, load_llama
 
 MESSAGES = [
     SystemMessage("You are a helpful assistant. Answer in detail."),
@@ -162,8 +162,6 @@ async def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     args = parser.parse_args()
 
-    from llama_cpp import Llama
-
     with tempfile.TemporaryDirectory() as tmp:
         if args.gguf is None:
             from tests.tiny_gguf import build_tiny_gguf
@@ -191,7 +189,7 @@ async def main() -> None:
         prompt = model.last_prompt
         assert prompt is not None
         sampling["stop"] = await template_stops(backend)
-        other = Llama(str(args.gguf), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False)
+        other = load_llama(args.gguf, n_ctx=args.n_ctx, n_threads=args.threads)  # the backend's own loader
         other_tokens = other.tokenize(prompt.encode(), add_bos=False, special=True)
         plain_loop(other, other_tokens, {**sampling, "max_tokens": 4})  # warm up
 
