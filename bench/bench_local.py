@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents.backends.local import LocalBackend
+from agents.backends.llama_chat import messages_to_turns, render_prompt
+from agents.backends.local import LocalBackend, load_llama
 
 MESSAGES = [
     SystemMessage("You are a helpful assistant. Answer in detail."),
@@ -47,15 +48,17 @@ MESSAGES = [
 ]
 SEED = 1234
 TICK = 0.001  # the ticker asks to wake up every millisecond
-STOP = ["<|im_end|>"]  # what the backend passes for a ChatML template
 
 
 def plain_loop(llm: Any, prompt_tokens: list[int], sampling: dict) -> tuple[str, float, float]:
-    """The baseline: llama-cpp-python's streaming loop, nothing else; returns (text, seconds, cpu seconds)."""
+    """The baseline: llama-cpp-python's streaming loop, nothing else; returns (text, seconds, cpu seconds).
+
+    `sampling` carries the stop strings the backend passes for this model's template.
+    """
     start, cpu = time.perf_counter(), time.thread_time()
     text = "".join(
         chunk["choices"][0]["text"]
-        for chunk in llm.create_completion(prompt_tokens, stream=True, stop=STOP, seed=SEED, **sampling)
+        for chunk in llm.create_completion(prompt_tokens, stream=True, seed=SEED, **sampling)
     )
     return text, time.perf_counter() - start, time.thread_time() - cpu
 
@@ -94,6 +97,16 @@ class Ticker:
         self._stop = True
         assert self._task is not None
         await self._task
+
+
+async def template_stops(backend: LocalBackend) -> list[str]:
+    """The stop strings the backend renders for this model's chat template (ChatML's, Gemma's, ...)."""
+
+    def job(llm: Any, emit: Any, _cancelled: Any) -> None:
+        emit(render_prompt(llm, messages_to_turns(MESSAGES))[1])
+
+    (item,) = [item async for batch in backend.worker.run(job) for item in batch]
+    return item
 
 
 async def backend_run(model: Any, max_tokens: int) -> tuple[str, int, float, float]:
@@ -149,8 +162,6 @@ async def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     args = parser.parse_args()
 
-    from llama_cpp import Llama
-
     with tempfile.TemporaryDirectory() as tmp:
         if args.gguf is None:
             from tests.tiny_gguf import build_tiny_gguf
@@ -177,7 +188,8 @@ async def main() -> None:
         await model.ainvoke(MESSAGES, max_tokens=4)  # load the model, render the prompt
         prompt = model.last_prompt
         assert prompt is not None
-        other = Llama(str(args.gguf), n_ctx=args.n_ctx, n_threads=args.threads, verbose=False)
+        sampling["stop"] = await template_stops(backend)
+        other = load_llama(args.gguf, n_ctx=args.n_ctx, n_threads=args.threads)  # the backend's own loader
         other_tokens = other.tokenize(prompt.encode(), add_bos=False, special=True)
         plain_loop(other, other_tokens, {**sampling, "max_tokens": 4})  # warm up
 

@@ -66,7 +66,8 @@ def build_models(settings: Settings) -> ModelRegistry:
         return models
     llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
                  n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
-                 max_tokens=settings.local_max_tokens, loaded=LoadedModels(settings.local_max_loaded_models))
+                 extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens,
+                 prompt_cache_mb=settings.local_prompt_cache_mb, loaded=LoadedModels(settings.local_max_loaded_models))
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))
@@ -110,6 +111,7 @@ async def create_services(settings: Settings) -> Services:
                                                         default_model)
     except UnknownNameError as exc:
         raise ConfigError(f"invalid setting DEFAULT_MODE: {exc}") from None
+    default_model = _available_default(brain, default_level, default_model)
     build_tools(settings, brain)
     db = Database(settings.db_url)
     try:
@@ -130,11 +132,22 @@ async def create_services(settings: Settings) -> Services:
     return services
 
 
+def _available_default(brain: Brain, level: str, model: str) -> str:
+    """The default model, or `local` when it cannot answer as configured (no OPENAI_API_KEY for `cloud`)."""
+    reason = brain.models.get(model).unavailable_reason()
+    if reason is None or model == "local" or "local" not in brain.models:
+        return model
+    log.warning("%s: the default mode is %s local instead of %s %s", reason, level, level, model)
+    return "local"
+
+
 async def _warm_up(brain: Brain, model: str) -> None:
     """Build the default model's client now, in a thread: importing langchain-openai takes about a second, which
-    the first question would otherwise spend with the event loop blocked. Local models stay lazy (they load
-    gigabytes); a model that cannot be built yet says so on first use."""
+    the first question would otherwise spend with the event loop blocked. A default local model starts loading on
+    its worker thread (the bundled one is assembled there the first time); others stay lazy (they load
+    gigabytes). A model that cannot be built yet says so on first use."""
     backend = brain.models.get(model)
+    backend.preload()
     if backend.name != "cloud":
         return
     with contextlib.suppress(AgentsError):

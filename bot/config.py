@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # --- Storage and modes ----------------------------------------------------------------------
     data_dir: Path = Path("./data")
     database_url: str | None = None  # default: sqlite+aiosqlite under DATA_DIR
-    default_mode: str = "prompt cloud"  # a level and/or a model name
+    default_mode: str = "prompt cloud"  # a level and/or a model name; without OPENAI_API_KEY cloud becomes local
     prompts_path: Path | None = None  # default: the prompts file shipped in agents/prompts/
     history_token_budget: int = Field(3000, ge=200)  # tokens of history sent with each model call
     max_input_chars: int = Field(8000, ge=10)  # longer user messages are refused before the model
@@ -88,14 +88,16 @@ class Settings(BaseSettings):
     eval_prices: str | None = None  # "cloud=0.15/0.6": per-million-token prices (in/out) by model name, for cost
 
     # --- Local models (llama.cpp) -----------------------------------------------------------------
-    local_model_path: Path | None = None
-    local_model_repo: str = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
-    local_model_file: str = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+    local_model_path: Path | None = None  # default: the bundled Gemma 3 270M (assembled into DATA_DIR/models)
+    local_model_repo: str | None = None  # a Hugging Face repository to fetch the GGUF from instead (once)
+    local_model_file: str | None = Field(None, validate_default=True)  # the GGUF file in LOCAL_MODEL_REPO
     local_n_ctx: int = Field(4096, ge=128)
     local_n_threads: int | None = None
     local_n_gpu_layers: int = 0
+    local_extra_buffers: bool | None = None  # llama.cpp's repacked/AMX weight buffers; default: off on AMX CPUs
     local_max_tokens: int = Field(512, ge=1)
     local_max_loaded_models: int = Field(2, ge=1)  # llama models in memory at once; the least recently used goes
+    local_prompt_cache_mb: int = Field(1024, ge=0)  # evaluated chat prefixes kept for their next turn; 0 = off
 
     # --- Reliability and limits -----------------------------------------------------------------
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
@@ -111,6 +113,13 @@ class Settings(BaseSettings):
     @classmethod
     def _ids(cls, value: Any) -> Any:
         return _parse_ids(value)
+
+    @field_validator("local_model_file")
+    @classmethod
+    def _local_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("local_model_repo") and not value:
+            raise ValueError("LOCAL_MODEL_REPO is set: name one of its GGUF files here")
+        return value or None
 
     @field_validator("telegram_api_base", "openai_base_url", "search_url")
     @classmethod

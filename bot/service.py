@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
-from agents.errors import ModelCallError, ModelTimeoutError
+from agents.errors import ModelCallError, ModelTimeoutError, ModelUnavailableError
 from agents.lru import LRUCache
 from agents.runtime import Brain, TurnRun
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
@@ -110,9 +110,12 @@ class ChatService:
         return self._mode_of(await self.db.run(lambda s: repo.get_chat(s, chat_id)))
 
     async def set_mode(self, chat_id: int, names: list[str]) -> Mode:
-        """Apply `/mode` arguments; raises UnknownNameError (with the valid names) for a bad one."""
+        """Apply `/mode` arguments; raises UnknownNameError (with the valid names) for a bad one and
+        ModelUnavailableError (with the reason) for a model that cannot answer as configured."""
         current = await self.get_mode(chat_id)
         level, model = self.brain.parse_mode(names, current.level, current.model)
+        if model != current.model and (reason := self.brain.models.get(model).unavailable_reason()):
+            raise ModelUnavailableError(reason)
         await self.db.run(lambda s: repo.upsert_chat(s, chat_id, level=level, model=model))
         return Mode(level, model, current.show_steps)
 

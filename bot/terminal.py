@@ -6,7 +6,7 @@ import asyncio
 import sys
 from typing import TextIO
 
-from agents.errors import UnknownNameError
+from agents.errors import ModelUnavailableError, UnknownNameError
 from agents.types import Queued, Sources, TextDelta, Thought, ToolStep
 from bot.app import Services
 from bot.handlers.errors import user_message
@@ -51,11 +51,15 @@ async def run_terminal(services: Services, chat_id: int, lang: str = "en", stdin
                 for name, level in chat.brain.levels.all().items():
                     out(f"  {'*' if name == mode.level else ' '} {name:10} {level.description.get(lang, '')}")
                 for name, backend in chat.brain.models.all().items():
-                    out(f"  {'*' if name == mode.model else ' '} {name:10} {backend.description.get(lang, '')}")
+                    reason = backend.unavailable_reason()
+                    note = f" ({t('mode_unavailable', lang, reason=reason)})" if reason else ""
+                    out(f"  {'*' if name == mode.model else ' '} {name:10} {backend.description.get(lang, '')}{note}")
                 continue
             try:
                 mode = await chat.set_mode(chat_id, args.split())
                 out(t("mode_set", lang, mode=f"{mode.level} · {mode.model}"))
+            except ModelUnavailableError as exc:
+                out(t("err_unavailable", lang, reason=str(exc)))
             except UnknownNameError as exc:
                 out(t("mode_unknown", lang, name=exc.name, levels=", ".join(chat.brain.levels.names()),
                       models=", ".join(chat.brain.models.names())))

@@ -30,6 +30,7 @@ async def run_cli(args: list[str], env: dict[str, str], stdin: str = "", timeout
         pytest.param({"ADMIN_IDS": "12,abc"}, ["chat"], "ADMIN_IDS", id="bad-admin-ids"),
         pytest.param({"OPENAI_TIMEOUT": "-1"}, ["chat"], "OPENAI_TIMEOUT", id="negative-timeout"),
         pytest.param({"DEFAULT_MODE": "prompt gpt-9"}, ["chat"], "DEFAULT_MODE", id="unknown-default-mode"),
+        pytest.param({"LOCAL_MODEL_REPO": "someone/model-GGUF"}, ["chat"], "LOCAL_MODEL_FILE", id="repo-without-file"),
         pytest.param({"TELEGRAM_API_BASE": "ftp://x"}, ["chat"], "TELEGRAM_API_BASE", id="bad-api-base"),
         pytest.param({"PROMPTS_PATH": "/nonexistent/prompts.yaml"}, ["chat"], "PROMPTS_PATH", id="missing-prompts"),
         pytest.param({"DATABASE_URL": "postgresql+asyncpg://u@127.0.0.1:9/x"}, ["chat"], "DATABASE_URL",

@@ -265,6 +265,87 @@ def test_invoke_works_from_synchronous_code(tiny_gguf: Path) -> None:
         asyncio.run(backend.aclose())
 
 
+# ----- long chats: the prompt cache --------------------------------------------------------------------
+
+
+def chat_turn(chat: int, turn: int) -> str:
+    return f"Chat {chat}, turn {turn}: " + " ".join(f"word{(chat * 7 + turn * 3 + i) % 50}" for i in range(60))
+
+
+async def interleave(model: ChatLlamaCpp, chats: int, turns: int) -> list[tuple[int, int, int]]:
+    """Chats take turns on one model, each keeping its history; returns (chat, prompt tokens, evaluated) per call."""
+    calls: list[tuple[int, int, int]] = []
+    histories: dict[int, list[Any]] = {chat: [] for chat in range(chats)}
+    for turn in range(turns):
+        for chat in range(chats):
+            messages = [*histories[chat], HumanMessage(chat_turn(chat, turn))]
+            model.eval_hook = lambda prompt, evaluated, c=chat: calls.append((c, prompt, evaluated))
+            reply = await model.ainvoke(messages, max_tokens=8, seed=turn)
+            histories[chat] = [*messages, reply]
+    return calls
+
+
+async def test_chats_taking_turns_evaluate_only_their_new_tokens(tiny_gguf: Path) -> None:
+    cached, uncached = (LocalBackend(tiny_gguf, max_tokens=8, prompt_cache_mb=mb, **LLAMA) for mb in (64, 0))
+    try:
+        with_cache = await interleave(cached.chat_model(), chats=3, turns=4)
+        without = await interleave(uncached.chat_model(), chats=3, turns=4)
+    finally:
+        await cached.aclose()
+        await uncached.aclose()
+    new_turn = max(evaluated for _, _, evaluated in with_cache[:3])  # a first turn: all of it is new
+    for (_, prompt, evaluated), (_, same_prompt, evaluated_without) in zip(with_cache[3:], without[3:], strict=True):
+        assert prompt == same_prompt  # the same conversation both ways
+        assert evaluated <= new_turn + 12  # the new message and the end of the last answer, whatever came between
+        assert evaluated_without > prompt - 10  # without the cache: the whole history again (another chat came between)
+    assert with_cache[-1][1] > 3 * new_turn  # the history did grow
+
+
+async def test_a_restored_conversation_continues_exactly_as_if_evaluated_afresh(tiny_gguf: Path) -> None:
+    backend = LocalBackend(tiny_gguf, max_tokens=24, **LLAMA)
+    fresh = LocalBackend(tiny_gguf, max_tokens=24, prompt_cache_mb=0, **LLAMA)
+    try:
+        model, evals = backend.chat_model(), []
+        first = [HumanMessage(chat_turn(0, 0))]
+        first_reply = await model.ainvoke(first, seed=1)
+        await model.ainvoke([HumanMessage(chat_turn(1, 0))], seed=1)  # another chat takes the context
+        second = [*first, first_reply, HumanMessage(chat_turn(0, 1))]
+        model.eval_hook = lambda prompt, evaluated: evals.append((prompt, evaluated))
+        continued = await model.ainvoke(second, seed=2)
+        assert evals[0][1] < evals[0][0] // 2  # restored, not evaluated again
+        assert continued.content == (await fresh.chat_model().ainvoke(second, seed=2)).content
+    finally:
+        await backend.aclose()
+        await fresh.aclose()
+
+
+async def test_the_prompt_cache_keeps_to_its_memory_cap_dropping_the_least_recently_used(tiny_gguf: Path) -> None:
+    backend = LocalBackend(tiny_gguf, max_tokens=8, **LLAMA)
+    try:
+        model, evals = backend.chat_model(), []
+        model.eval_hook = lambda prompt, evaluated: evals.append((prompt, evaluated))
+        histories = []
+        for chat in range(2):  # measure what one saved conversation takes
+            question = [HumanMessage(chat_turn(chat, 0))]
+            histories.append([*question, await model.ainvoke(question, seed=0)])
+        cache = backend.prompt_cache
+        cache.capacity_bytes = 3 * cache.size_bytes + cache.size_bytes // 2  # room for three such conversations
+        for chat in range(2, 8):
+            question = [HumanMessage(chat_turn(chat, 0))]
+            histories.append([*question, await model.ainvoke(question, seed=0)])
+        assert len(cache) == 3 and cache.size_bytes <= cache.capacity_bytes
+
+        def next_turn(chat: int) -> list[Any]:
+            return [*histories[chat], HumanMessage(chat_turn(chat, 1))]
+
+        await model.ainvoke(next_turn(5), seed=1)  # among the three most recent: restored
+        assert evals[-1][1] < evals[-1][0] // 2
+        await model.ainvoke(next_turn(0), seed=1)  # the least recently used: dropped, evaluated again
+        assert evals[-1][1] > evals[-1][0] - 10
+    finally:
+        await backend.aclose()
+
+
 # ----- tool steps under a grammar ----------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ answer runs to LOCAL_MAX_TOKENS): these tests check what a user notices, not wha
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -310,3 +311,42 @@ async def test_a_model_is_freed_only_once_its_turn_ends(bot: BotRunner, telegram
     assert answer.strip() and "⚠️" not in answer
     await until_true(lambda: worker_threads() == ["local-worker"])
     assert loaded_models(bot) == ["local"]
+
+
+async def test_without_an_api_key_the_bot_answers_locally_and_mode_marks_cloud_unavailable(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, tiny_gguf: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="bot.app"):
+        prompts = await start_local(bot, tiny_gguf, openai_api_key=None)
+    assert "OPENAI_API_KEY: the default mode is prompt local" in caplog.text
+    telegram.user_says(6, "Hello there")
+    await telegram.wait_for(lambda: len(telegram.texts(6)) == 1)
+    assert telegram.texts(6)[0].strip() and "⚠️" not in telegram.texts(6)[0]  # a local answer, not an error
+    assert len(prompts) == 1 and "Hello there" in prompts[0] and "<|im_start|>system" in prompts[0]  # prompt level
+
+    telegram.user_says(6, "/mode")
+    await telegram.wait_for(lambda: len(telegram.texts(6)) == 2)
+    menu = telegram.messages(6)[1]
+    assert menu.text.startswith("Current mode: prompt · local")
+    assert "cloud — cloud model via an OpenAI-compatible API (unavailable: the cloud model needs OPENAI_API_KEY)" \
+        in menu.text
+    buttons = [b["text"] for row in (menu.reply_markup or {})["inline_keyboard"] for b in row]
+    assert "🚫 cloud" in buttons and "✅ local" in buttons
+
+    telegram.user_says(6, "/mode cloud")
+    await telegram.wait_for(lambda: len(telegram.texts(6)) == 3)
+    assert telegram.texts(6)[2] == "⚠️ This model is not available: the cloud model needs OPENAI_API_KEY."
+    assert (await bot.app.services.chat.get_mode(6)).model == "local"  # refused: the mode did not change
+    assert not llm.requests
+
+
+async def test_a_default_local_model_is_loaded_before_the_first_question(bot: BotRunner, tiny_gguf: Path) -> None:
+    await start_local(bot, tiny_gguf, default_mode="zero-shot local")
+    worker = bot.app.services.brain.models.get("local").worker
+
+    async def loaded() -> None:
+        while not worker.loaded:  # observable state: the worker thread loads it without any request
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(loaded(), 60)
+    assert list(worker.history) == []  # no request was made to load it

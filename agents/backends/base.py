@@ -22,6 +22,13 @@ class Backend(ABC):
     def chat_model(self) -> BaseChatModel:
         """The chat model to call; created lazily and cached by the backend."""
 
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot answer as configured (a missing key), or None; no network, no loading."""
+        return None
+
+    def preload(self) -> None:  # noqa: B027 - optional hook
+        """Start loading what the first request needs, in the background; does not wait."""
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (threads, model weights)."""
 

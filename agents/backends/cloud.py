@@ -23,10 +23,15 @@ class CloudBackend(Backend):
         self._api_key = api_key
         self._model: BaseChatModel | None = None
 
+    def unavailable_reason(self) -> str | None:
+        if self._api_key is None or not self._api_key.get_secret_value():
+            return "the cloud model needs OPENAI_API_KEY"
+        return None
+
     def chat_model(self) -> BaseChatModel:
         if self._model is None:
-            if self._api_key is None or not self._api_key.get_secret_value():
-                raise ModelUnavailableError("the cloud model needs OPENAI_API_KEY")
+            if reason := self.unavailable_reason():
+                raise ModelUnavailableError(reason)
             from langchain_openai import ChatOpenAI
 
             # An explicit timeout and retry count: without them a stalled request can hang forever.

@@ -44,6 +44,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.backends.llama_worker import LlamaWorker
+from agents.backends.prompt_cache import PromptCache, evaluated_tokens, safe_reuse
 from agents.errors import ModelCallError
 from agents.messages import defuse_tags
 
@@ -53,13 +54,56 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Used only when a GGUF carries no chat template (old conversions); ChatML is the most common format.
-FALLBACK_TEMPLATE = (
+# Used only when a GGUF carries no chat template (base models, old conversions): the template its architecture's
+# instruction-tuned models use, else ChatML (the most common format).
+CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
+# Google's Gemma template: no system role (a system turn opens the first user turn), the assistant is `model`.
+# llama-cpp-python's named "gemma" format drops the system turn altogether and the BOS token Gemma needs.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
+    "{% else %}{% set prefix = '' %}{% set loop_messages = messages %}{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
+    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + message['content'] | trim"
+    " + '<end_of_turn>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class KnownTemplate:
+    """A chat template by name, with the stop strings that end its assistant turn."""
+
+    name: str
+    template: str
+    stop: tuple[str, ...] = ()
+
+
+CHATML = KnownTemplate("chatml", CHATML_TEMPLATE, ("<|im_end|>",))
+GEMMA = KnownTemplate("gemma", GEMMA_TEMPLATE, ("<end_of_turn>",))
+# `general.architecture` -> the template of that family's instruction-tuned models.
+ARCHITECTURE_TEMPLATES: dict[str, KnownTemplate] = {
+    "gemma": GEMMA,
+    "gemma2": GEMMA,
+    "gemma3": GEMMA,
+    "gemma3n": GEMMA,
+    "qwen2": CHATML,
+    "qwen3": CHATML,
+}
+
+
+def fallback_template(metadata: dict[str, str]) -> KnownTemplate:
+    """The template for a GGUF without `tokenizer.chat_template`: its architecture's, else ChatML."""
+    return ARCHITECTURE_TEMPLATES.get(metadata.get("general.architecture", ""), CHATML)
+
 
 ChatTurn = dict[str, str]  # {"role": ..., "content": ...} as the chat template expects
 
@@ -270,21 +314,28 @@ def messages_to_turns(messages: Sequence[BaseMessage], system_extra: str = "") -
     return merged
 
 
-_formatters: weakref.WeakKeyDictionary[Llama, Jinja2ChatFormatter] = weakref.WeakKeyDictionary()
+_formatters: weakref.WeakKeyDictionary[Llama, tuple[Jinja2ChatFormatter, tuple[str, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
 _formatters_lock = threading.Lock()
 
 
-def chat_formatter(llm: Llama) -> Jinja2ChatFormatter:
-    """The model's own chat template (GGUF metadata), rendered in a sandboxed Jinja environment."""
+def chat_formatter(llm: Llama) -> tuple[Jinja2ChatFormatter, tuple[str, ...]]:
+    """The model's chat template (GGUF metadata, else its architecture's), sandboxed; and extra stop strings."""
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
     with _formatters_lock:
-        formatter = _formatters.get(llm)
-        if formatter is None:
-            template = llm.metadata.get("tokenizer.chat_template")
+        found = _formatters.get(llm)
+        if found is None:
+            template, stop = llm.metadata.get("tokenizer.chat_template"), ()
             if not template:
-                log.warning("the GGUF has no chat template; using ChatML")
-                template = FALLBACK_TEMPLATE
+                known = fallback_template(llm.metadata)
+                log.warning(
+                    "the GGUF has no chat template; using the %s template (architecture %s)",
+                    known.name,
+                    llm.metadata.get("general.architecture", "unknown"),
+                )
+                template, stop = known.template, known.stop
             eos, bos = llm.token_eos(), llm.token_bos()
             formatter = Jinja2ChatFormatter(
                 template=template,
@@ -292,13 +343,13 @@ def chat_formatter(llm: Llama) -> Jinja2ChatFormatter:
                 bos_token=llm.detokenize([bos], special=True).decode("utf-8", "replace") if bos >= 0 else "",
                 stop_token_ids=[eos],
             )
-            _formatters[llm] = formatter
-        return formatter
+            found = _formatters[llm] = (formatter, stop)
+        return found
 
 
 def render_prompt(llm: Llama, turns: list[ChatTurn]) -> tuple[str, list[str]]:
     """Render turns with the model's template; returns (prompt text, stop strings)."""
-    formatter = chat_formatter(llm)
+    formatter, extra_stop = chat_formatter(llm)
     try:
         try:
             result = formatter(messages=turns)
@@ -312,7 +363,7 @@ def render_prompt(llm: Llama, turns: list[ChatTurn]) -> tuple[str, list[str]]:
     except Exception as exc:  # noqa: BLE001 - a template error (or a sandbox refusal) is the model's fault
         raise ModelCallError(f"the local model's chat template failed: {' '.join(str(exc).split())[:200]}") from None
     stop = result.stop if isinstance(result.stop, list) else [result.stop] if result.stop else []
-    return result.prompt, [s for s in stop if s]
+    return result.prompt, list(dict.fromkeys(s for s in (*stop, *extra_stop) if s))
 
 
 # ----- decoding a step as it streams -------------------------------------------------------------------
@@ -410,6 +461,10 @@ class ChatLlamaCpp(BaseChatModel):
     stop: list[str] | None = None
     # Called on the worker thread with every rendered prompt (diagnostics, tests).
     prompt_hook: Callable[[str], None] | None = Field(default=None, exclude=True)
+    # The model's saved conversation prefixes (shared by every chat model of one worker); None: no cache.
+    prompt_cache: PromptCache | None = Field(default=None, exclude=True)
+    # Called on the worker thread once per call with (prompt tokens, prompt tokens llama.cpp evaluated).
+    eval_hook: Callable[[int, int], None] | None = Field(default=None, exclude=True)
 
     _last_prompt: str | None = PrivateAttr(default=None)
 
@@ -479,11 +534,17 @@ class ChatLlamaCpp(BaseChatModel):
                     f"the conversation is too long for the local model ({len(tokens)} tokens, "
                     f"context {llm.n_ctx()}); start a new chat or raise LOCAL_N_CTX"
                 )
+            if self.prompt_cache is not None:
+                self.prompt_cache.prepare(llm, tokens)
+            reused = safe_reuse(llm, tokens)
+            evaluated_before = evaluated_tokens(llm)
             sampled = 0  # tokens sampled, counted by the stopping criterion
 
             def stop_when_cancelled(_ids: Any, _logits: Any) -> bool:
                 nonlocal sampled
                 sampled += 1  # called after every sampled token: a stop within one token
+                if sampled == 1 and self.eval_hook is not None:  # the prompt is evaluated, no sampled token yet
+                    self.eval_hook(len(tokens), evaluated_tokens(llm) - evaluated_before)
                 return cancelled.is_set()
 
             if grammar:
@@ -513,6 +574,7 @@ class ChatLlamaCpp(BaseChatModel):
             info = {
                 "finish_reason": finish_reason,
                 "prompt_tokens": len(tokens),
+                "cached_tokens": reused,
                 "completion_tokens": max(sampled - 1, 0),
             }
             emit(("end", info))
@@ -565,6 +627,7 @@ class ChatLlamaCpp(BaseChatModel):
             input_tokens=prompt_tokens,
             output_tokens=completion_tokens,
             total_tokens=prompt_tokens + completion_tokens,
+            input_token_details={"cache_read": info.get("cached_tokens", 0)},
         )
         calls = (
             [

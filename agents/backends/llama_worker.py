@@ -76,6 +76,7 @@ class LlamaWorker:
         self._current: _Ticket | None = None
         self._closed = False
         self._release = False  # free the model and end the thread once nothing is left to do
+        self._preload = False
         self._thread: threading.Thread | None = None
         self._ids = itertools.count(1)
         self.history: collections.deque[JobRecord] = collections.deque(maxlen=256)
@@ -136,6 +137,18 @@ class LlamaWorker:
             self._release = True
             self._cond.notify_all()
 
+    def preload(self) -> None:
+        """Load the model on the worker thread now, before the first request needs it (does not wait).
+
+        A failure is logged; the first request then tries again and reports it to its caller.
+        """
+        with self._cond:
+            if self._closed or self._llm is not None:
+                return
+            self._preload = True
+            self._ensure_thread()
+            self._cond.notify()
+
     def close(self) -> None:
         """Stop accepting work, cancel the running job and drop queued ones; does not wait."""
         with self._cond:
@@ -175,18 +188,26 @@ class LlamaWorker:
         try:
             while True:
                 with self._cond:
-                    while not self._pending and not self._closed and not self._release:
+                    while (not self._pending and not self._closed and not self._release
+                           and not self._preload):
                         self._cond.wait()
-                    if self._closed or not self._pending:  # closed, or released with nothing left to do
+                    if self._closed or (not self._pending and not self._preload):  # closed, or released: done
                         # Taken under the lock: after a release, the next request starts a new thread at once,
                         # which must neither find this model nor wait for this thread.
                         llm, self._llm = self._llm, None
                         if not self._closed:
                             self._release, self._thread = False, None
                         return
-                    ticket = self._pending.popleft()
-                    self._current = ticket
-                    self._announce_positions()
+                    self._preload = False
+                    if not self._pending:
+                        ticket = None
+                    else:
+                        ticket = self._pending.popleft()
+                        self._current = ticket
+                        self._announce_positions()
+                if ticket is None:
+                    self._load_ahead()
+                    continue
                 try:
                     self._run_one(ticket)
                 finally:
@@ -199,6 +220,14 @@ class LlamaWorker:
                 llm, self._llm = self._llm, None
             if llm is not None:
                 llm.close()
+
+    def _load_ahead(self) -> None:
+        if self._llm is not None:
+            return
+        try:
+            self._llm = self._load()
+        except Exception as exc:  # noqa: BLE001 - logged; the first request meets the same error and reports it
+            log.warning("the local model could not be loaded in advance: %s", exc)
 
     def _run_one(self, ticket: _Ticket) -> None:
         emitted = after_cancel = 0

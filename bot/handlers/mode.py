@@ -6,7 +6,7 @@ from aiogram import Bot, F, Router
 from aiogram.filters import Command, CommandObject
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
-from agents.errors import UnknownNameError
+from agents.errors import ModelUnavailableError, UnknownNameError
 from agents.runtime import Brain
 from bot.handlers.start import mode_label
 from bot.i18n import t
@@ -23,8 +23,11 @@ def mode_menu(brain: Brain, mode: Mode, lang: str) -> tuple[str, InlineKeyboardM
     for _kind, items, current in (("level", brain.levels.all(), mode.level), ("model", brain.models.all(), mode.model)):
         row: list[InlineKeyboardButton] = []
         for name, item in items.items():
-            mark = "✅ " if name == current else ""
+            reason = item.unavailable_reason() if _kind == "model" else None
+            mark = "✅ " if name == current else "🚫 " if reason else ""
             desc = item.description.get(lang) or item.description.get("en", "")
+            if reason:
+                desc = f"{desc} ({t('mode_unavailable', lang, reason=reason)})"
             lines.append(f"{'•' if name == current else '◦'} {name} — {desc}")
             row.append(InlineKeyboardButton(text=f"{mark}{name}", callback_data=f"{PREFIX}{name}"[:64]))
         for i in range(0, len(row), 3):
@@ -52,6 +55,9 @@ async def mode_cmd(message: Message, command: CommandObject, chat_service: ChatS
     except UnknownNameError as exc:
         await message.answer(unknown_text(exc, brain, lang))
         return
+    except ModelUnavailableError as exc:
+        await message.answer(t("err_unavailable", lang, reason=str(exc)))
+        return
     await message.answer(t("mode_set", lang, mode=mode_label(mode.level, mode.model)))
 
 
@@ -67,6 +73,9 @@ async def mode_button(query: CallbackQuery, chat_service: ChatService, lang: str
         mode = await chat_service.set_mode(query.message.chat.id, [query.data.removeprefix(PREFIX)])
     except UnknownNameError as exc:  # a stale keyboard (a fine-tune was removed)
         await query.answer(unknown_text(exc, brain, lang), show_alert=True)
+        return
+    except ModelUnavailableError as exc:
+        await query.answer(t("err_unavailable", lang, reason=str(exc)), show_alert=True)
         return
     text, keyboard = mode_menu(brain, mode, lang)
     if isinstance(query.message, Message):
