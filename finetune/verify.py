@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -84,43 +83,17 @@ def verify(
     return results
 
 
-_defaults_lock = threading.Lock()
-
-
 @contextmanager
 def plain_cpu_kernels() -> Iterator[None]:
-    """Load llama.cpp models without its extra weight buffers on CPUs that report AMX.
+    """Load llama.cpp models without its extra weight buffers on CPUs that report AMX (the bot's local backend
+    does the same, in one place: `agents.backends.local`): a -march=native llama.cpp dies there with SIGILL."""
+    from agents.backends.local import cpu_has_amx, model_params
 
-    Their AMX kernels (quantized files, batches of 2+ tokens) die with SIGILL on `tilezero` in a VM that reports
-    AMX without enabling it, as this project's machines do; the plain kernels compute the same logits.
-    `Llama(...)` has no argument for it, so the defaults it starts from are patched while it loads.
-    """
-    if not _cpu_has_amx():
+    if not cpu_has_amx():
         yield
         return
-    import llama_cpp.llama_cpp as capi
-
-    with _defaults_lock:
-        original = capi.llama_model_default_params
-
-        def defaults() -> Any:
-            params = original()
-            params.use_extra_bufts = False
-            return params
-
-        capi.llama_model_default_params = defaults
-        try:
-            yield
-        finally:
-            capi.llama_model_default_params = original
-
-
-def _cpu_has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            return any(line.startswith("flags") and " amx_tile" in line for line in info)
-    except OSError:
-        return False
+    with model_params(use_extra_bufts=False):
+        yield
 
 
 def _verify_file(

@@ -97,7 +97,7 @@ _model_params_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def _model_params(**fields: Any) -> Iterator[None]:
+def model_params(**fields: Any) -> Iterator[None]:
     """Set llama.cpp model params that `Llama(...)` has no argument for, on the defaults it starts from."""
     import llama_cpp.llama_cpp as capi
 
@@ -155,7 +155,7 @@ def load_llama(
         cached = _cached_download(repo, filename, cache_dir)
         if cached is None:
             try:
-                with _model_params(use_extra_bufts=extra_buffers):
+                with model_params(use_extra_bufts=extra_buffers):
                     return Llama.from_pretrained(repo, filename, cache_dir=cache_dir, **params)
             except Exception as exc:  # noqa: BLE001 - network, hub and load errors all mean: set the path
                 raise ModelUnavailableError(
@@ -167,7 +167,7 @@ def load_llama(
     if not path.is_file():
         raise ModelUnavailableError(f"local model file not found: {path}; set LOCAL_MODEL_PATH to a GGUF file")
     try:
-        with _model_params(use_extra_bufts=extra_buffers):
+        with model_params(use_extra_bufts=extra_buffers):
             return Llama(model_path=str(path), **params)
     except Exception as exc:  # noqa: BLE001 - llama.cpp reports a bad file as ValueError/RuntimeError
         raise ModelUnavailableError(
