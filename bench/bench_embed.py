@@ -101,7 +101,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from knowledge.chunking import chunk_text
-    from knowledge.embeddings import Embedder
 
     documents, queries = load_set()
     set_chunks = [c.text for text in documents.values() for c in chunk_text([(None, text)])]
@@ -112,7 +111,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     print(f"{len(texts)} texts ({len(set_chunks)} chunks of the retrieval set + {args.texts} filler paragraphs), best "
           f"of {args.repeat} runs each; torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")  # fmt: skip
     report: dict[str, Any] = {"texts": len(texts), "repeat": args.repeat, "backends": {}}
-    cache = Path(tempfile.mkdtemp(prefix="bench-embed-cache-"))
+    with tempfile.TemporaryDirectory(prefix="bench-embed-cache-") as cache:
+        await compare(args, Path(cache), texts, documents, paragraphs, queries, report)
+    return report
+
+
+async def compare(args: argparse.Namespace, cache: Path, texts: list[str], documents: dict[str, str],
+                  paragraphs: list[str], queries: list[Any], report: dict[str, Any]) -> None:  # fmt: skip
+    """Measure each backend, exports cached in `cache`; print the summary against torch."""
+    from knowledge.embeddings import Embedder
+
     baseline: dict[str, float] | None = None
     for backend in args.backends:
         name, _, max_len = backend.partition(":")  # torch:128 = torch with a shorter max_seq_length
@@ -160,7 +168,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                 for m in ("hybrid", "dense"))  # fmt: skip
             print(f"  {backend:<10} wall {wall:5.2f}x  CPU {cpu:5.2f}x"
                   f"  {figures}  -> {'PASS' if ok else 'FAIL'} (>= 3x, recall within 0.01)")  # fmt: skip
-    return report
 
 
 def main() -> int:
