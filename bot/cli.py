@@ -60,7 +60,8 @@ def _kb(settings: Settings, argv: list[str]) -> int:
     from knowledge.cli import main as kb_main
 
     return kb_main(argv, data_dir=settings.data_dir, embedding_model=settings.embedding_model,
-                   chroma_host=settings.chroma_host, chroma_port=settings.chroma_port)
+                   chroma_host=settings.chroma_host, chroma_port=settings.chroma_port,
+                   embedding_backend=settings.embedding_backend)
 
 
 async def _run(settings: Settings, webhook: bool) -> int:

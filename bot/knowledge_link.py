@@ -44,7 +44,8 @@ class LazyKnowledge:
 
 def attach(services: Services) -> None:
     s = services.settings
-    lazy = LazyKnowledge(data_dir=s.data_dir, embedding_model=s.embedding_model, chroma_host=s.chroma_host,
+    lazy = LazyKnowledge(data_dir=s.data_dir, embedding_model=s.embedding_model,
+                         embedding_backend=s.embedding_backend, chroma_host=s.chroma_host,
                          chroma_port=s.chroma_port, max_file_bytes=s.kb_max_file_mb * 1024 * 1024,
                          max_chunks=s.kb_max_chunks, max_jobs=s.kb_max_jobs,
                          shutdown_grace=s.shutdown_timeout)

