@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     send_interval: float = Field(1.0, ge=0)  # seconds between messages sent to one chat (Telegram: ~1/s)
     group_send_interval: float = Field(3.0, ge=0)  # groups: 20 messages a minute
     send_retry_seconds: float = Field(60.0, ge=0)  # how long a send keeps retrying 429/5xx/network errors
+    telegram_timeout: float = Field(60.0, gt=0)  # seconds one Telegram request may take (getUpdates: its own)
 
     # --- Cloud model (any OpenAI-compatible API) -----------------------------------------------------
     openai_api_key: SecretStr | None = None

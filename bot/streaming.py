@@ -20,7 +20,7 @@ from aiogram.types import MessageEntity
 from agents.types import Queued, ReplyEvent, Sources, TextDelta, ToolStep
 from bot.i18n import t
 from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
-from bot.telegram_session import essential
+from bot.telegram_session import SendUncertain, essential
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ class ReplyStreamer:
                 self._stop_typing()
             else:
                 await self.bot.edit_message_text(text=text, chat_id=self.chat_id, message_id=self._message_id)
+        except SendUncertain:
+            self._next_update = float("inf")  # a preview Telegram may show, with no id to edit: no more of them
         except TelegramRetryAfter as exc:
             # flood control: skip this preview; the next one waits, the final answer is still delivered
             self._next_update = time.monotonic() + exc.retry_after
@@ -189,11 +191,14 @@ class ReplyStreamer:
         return False
 
     async def _send_final(self, chunk: Chunk, reply: bool) -> int:
+        """Send one part of the answer; its message id (0: Telegram may have it, its answer never came)."""
         try:
             msg = await self.bot.send_message(
                 self.chat_id, chunk.text, entities=_entities(chunk), parse_mode=None,
                 message_thread_id=self.thread_id, reply_to_message_id=self.reply_to if reply else None,
                 allow_sending_without_reply=True)
+        except SendUncertain:
+            return 0  # logged where it happened; sending it again could show it twice
         except TelegramBadRequest as exc:
             log.warning("Telegram rejected the formatting (%s); sending plain text", exc.message)
             msg = await self.bot.send_message(self.chat_id, chunk.text, parse_mode=None,

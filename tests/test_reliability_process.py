@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -240,3 +241,29 @@ async def test_two_webhook_processes_on_one_database(
     for chat in chats:
         assert telegram.texts(chat) == [f"answer to c{chat} m{i}" for i in range(4)]
     assert "updates from 1 stopped processes" in b.log  # b took over a's work as soon as a was gone
+
+
+async def test_sigterm_stops_while_the_database_hangs_and_loses_nothing(
+        tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI, bot_env: dict[str, str],
+        processes: list[BotProcess]) -> None:
+    proc = await BotProcess({**bot_env, "SHUTDOWN_TIMEOUT": "2"}, tmp_path).start()
+    processes.append(proc)
+    # another program takes the database's write lock and keeps it: every write of the bot hangs
+    lock = sqlite3.connect(tmp_path / "data" / "adaptbot.db", timeout=30, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        telegram.user_says(1, "sent while the database hangs")
+        await telegram.wait_for(lambda: telegram.served)  # the bot fetched it and is trying to record it
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(timeout=60) == 0  # it stopped (SHUTDOWN_TIMEOUT 2 s + closing), not hung
+    finally:
+        lock.rollback()
+        lock.close()
+    assert "stopping: the database did not answer" in proc.log
+    assert telegram.texts(1) == []
+    again = await BotProcess(bot_env, tmp_path).start()  # never confirmed to Telegram, so it comes again
+    processes.append(again)
+    await telegram.wait_for(lambda: telegram.texts(1))
+    again.signal(signal.SIGTERM)
+    assert await again.wait() == 0
+    assert telegram.texts(1) == ["echo: sent while the database hangs"]

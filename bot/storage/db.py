@@ -11,10 +11,13 @@ side. A unit of work that has started finishes even when its caller is cancelled
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
@@ -38,7 +41,7 @@ class Database:
         self._async_engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._sync: sessionmaker[Session] | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: _DaemonThread | None = None
         if not self.is_sqlite:  # engines connect on first use
             self._async_engine = create_async_engine(self.url, pool_pre_ping=True)
             self._sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
@@ -52,7 +55,7 @@ class Database:
                                         connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+            self._thread = _DaemonThread("sqlite")
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
@@ -90,6 +93,40 @@ class Database:
             engine: Engine = self._sync.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
             self._thread.shutdown(wait=False)
+
+
+class _DaemonThread(Executor):
+    """One daemon thread running calls in order (SQLite's).
+
+    A daemon, unlike ThreadPoolExecutor's threads: a call stuck on the database (its lock held by another program,
+    a hung disk) cannot keep the process from exiting at shutdown; SQLite's journal undoes a half-done transaction.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        future: Future[T] = Future()
+        self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        self._calls.put(None)
+
+    def _loop(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

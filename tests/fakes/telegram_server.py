@@ -71,8 +71,13 @@ class FakeTelegram:
         self.fault_log: list[tuple[str, int]] = []  # (method, status) of every injected fault
         self.drafts_supported = True
         self.fail_entities_once = False  # reject the next text with entities ("can't parse entities")
+        # method -> how many of its next calls are carried out and then answered only after `stall_seconds` (or
+        # never, if the server stops first): Telegram took the message, its answer got lost on the way back
+        self.stall_after_accept: dict[str, int] = {}
+        self.stall_seconds = 30.0
         self.webhook: dict[str, Any] | None = None
         self._updates: list[dict[str, Any]] = []
+        self.served: list[int] = []  # update ids handed out by getUpdates (again each time until confirmed)
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
@@ -333,6 +338,13 @@ class FakeTelegram:
             if handler is None:
                 return web.json_response({"ok": True, "result": True})
             result = await handler(params)
+            if self.stall_after_accept.get(method, 0) > 0:
+                self.stall_after_accept[method] -= 1
+                self.fault_log.append((method, 0))
+                await self._notify()
+                deadline = time.monotonic() + self.stall_seconds
+                while not self._closing and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
             if isinstance(result, web.Response):
                 return result
             return web.json_response({"ok": True, "result": result})
@@ -358,7 +370,9 @@ class FakeTelegram:
                     await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
                 except TimeoutError:
                     break
-        return list(self._updates[:100])
+        batch = list(self._updates[:100])
+        self.served.extend(u["update_id"] for u in batch)
+        return batch
 
     def _check_text(self, text: Any, entities: Any, parse_mode: Any) -> web.Response | None:
         if not isinstance(text, str) or not text.strip():

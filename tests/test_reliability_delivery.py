@@ -1,0 +1,73 @@
+"""Delivery: an answer counts as done only once Telegram has it, and it reaches the user once.
+
+The bot runs for real against the fake Telegram server, whose faults (outages, stalled responses) stand for a
+Telegram that is out of reach or slow; the scripted model server counts how often the model was asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import ScriptedOpenAI
+from tests.fakes.telegram_server import FakeTelegram, FaultPlan
+
+SENDS = {"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"}
+
+
+async def until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for state the fakes cannot see (the database, the log): re-checked every 20 ms."""
+    async def loop() -> None:
+        while True:
+            result = check()
+            if await result if asyncio.iscoroutine(result) else result:
+                return
+            await asyncio.sleep(0.02)
+    await asyncio.wait_for(loop(), timeout)
+
+
+def released(caplog: pytest.LogCaptureFixture) -> int:
+    """How many times the pump gave an update back because it could not be delivered."""
+    return sum(1 for r in caplog.records if "could not be delivered" in r.getMessage())
+
+
+async def test_an_answer_telegram_never_received_is_delivered_after_the_outage_once(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.pump")
+    await bot.start(default_mode="zero-shot", send_retry_seconds=0.5)
+    telegram.faults = FaultPlan(SENDS, rate_5xx=1.0)  # Telegram is down: every send answered 502
+    telegram.user_says(1, "asked during the outage")
+    await until(lambda: released(caplog) >= 1)  # the outage outlived the send retry window
+    assert telegram.texts(1) == [] and len(llm.requests) == 1
+    assert (await bot.app.inbox.counts()).get("done", 0) == 0  # not marked done: nobody got the answer
+    telegram.faults = None  # Telegram is back
+    await telegram.wait_for(lambda: telegram.texts(1))
+    await until(lambda: _done(bot, 1))
+    assert telegram.texts(1) == ["echo: asked during the outage"]  # exactly once
+    assert len(llm.requests) == 1  # the stored answer was delivered: the model was not asked again
+    telegram.user_says(1, "and after it")
+    await telegram.wait_for(lambda: len(telegram.texts(1)) == 2)
+    assert telegram.texts(1)[1] == "echo: and after it"
+
+
+async def _done(bot: BotRunner, n: int) -> bool:
+    return (await bot.app.inbox.counts()).get("done", 0) == n
+
+
+async def test_a_send_telegram_took_but_never_answered_is_not_sent_again(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.telegram_session")
+    await bot.start(default_mode="zero-shot", telegram_timeout=1.0, stream_grace=5.0)  # one message, no preview
+    telegram.stall_after_accept["sendMessage"] = 1  # Telegram shows the message; its answer never comes back
+    telegram.user_says(2, "hello")
+    await until(lambda: _done(bot, 1))
+    assert telegram.texts(2) == ["echo: hello"]  # once, not once per retry
+    assert any("it may have arrived; not sent again" in r.getMessage() for r in caplog.records)
+    telegram.user_says(2, "next")  # the chat goes on normally
+    await telegram.wait_for(lambda: len(telegram.texts(2)) == 2)
+    assert telegram.texts(2) == ["echo: hello", "echo: next"]
+
