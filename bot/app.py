@@ -119,6 +119,7 @@ async def create_services(settings: Settings) -> Services:
                        max_input_chars=settings.max_input_chars,
                        rate_limit_per_minute=settings.rate_limit_per_minute,
                        daily_token_quota=settings.daily_token_quota,
+                       max_concurrent_turns=settings.max_concurrent_turns,
                        # the client already retries failed requests; one more try covers a stream that broke
                        # before its first token (which the client does not retry). OPENAI_MAX_RETRIES=0: no retries.
                        model_retries=min(1, settings.openai_max_retries))

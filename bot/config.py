@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
     daily_token_quota: int = Field(0, ge=0)  # 0 = unlimited
     shutdown_timeout: float = Field(30.0, ge=0)
+    max_concurrent_turns: int = Field(32, ge=0)  # model turns at once (0 = no cap); local models queue anyway
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_host: str = "0.0.0.0"

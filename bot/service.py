@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from agents.errors import ModelCallError, ModelTimeoutError
-from agents.runtime import Brain, TurnRun
+from agents.runtime import Brain, TurnCancelled, TurnRun
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
 from bot.storage import Database, repo
 from bot.storage.models import Chat
+from bot.turn_slots import TurnSlots
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class Prepared:
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
-                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0) -> None:
+                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0,
+                 max_concurrent_turns: int = 0) -> None:
         self.db, self.brain = db, brain
         self.default = Mode(default_level, default_model)
         self.max_input_chars = max_input_chars
@@ -68,6 +70,8 @@ class ChatService:
         self.daily_token_quota = daily_token_quota
         self.model_retries = model_retries
         self._running: dict[int, TurnRun] = {}
+        # turns on models that do not queue their own work (0: no cap); local models have one worker that queues
+        self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
         self._recent: dict[int, list[float]] = {}
 
     # --- mode ---------------------------------------------------------------------------------------
@@ -167,6 +171,8 @@ class ChatService:
         if run is None:
             return False
         run.cancel()
+        if self.slots is not None:
+            self.slots.interrupt(chat_id, TurnCancelled("stopped"))  # waiting for a slot: stop waiting
         return True
 
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
@@ -205,7 +211,12 @@ class ChatService:
             tokens = 0
             events = 0
             outcome = "failed"
+            capped = self.slots if self.slots is not None and not self._queues_itself(mode.model) else None
+            holding = False
             try:
+                if capped is not None:  # /stop while waiting: TurnCancelled, as when it stops a running turn
+                    await capped.acquire(update_id if update_id is not None else float("inf"), chat_id)
+                    holding = True
                 async with contextlib.aclosing(run.__aiter__()) as stream:  # closed here, even when abandoned
                     async for event in stream:
                         if isinstance(event, TextDelta):
@@ -225,6 +236,8 @@ class ChatService:
                 raise
             finally:
                 self._running.pop(chat_id, None)
+                if holding and capped is not None:
+                    capped.release()
                 if outcome in ("complete", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
@@ -232,6 +245,10 @@ class ChatService:
             if outcome == "complete":
                 return
             attempt += 1
+
+    def _queues_itself(self, model: str) -> bool:
+        """A model whose one worker serves every chat in turn (local llama.cpp) needs no cap of ours."""
+        return model in self.brain.models and self.brain.models.get(model).shared_worker
 
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
                      update_id: int | None, user_id: int | None, tokens: int) -> None:

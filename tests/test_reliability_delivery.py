@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from tests.conftest import BotRunner
-from tests.fakes.openai_server import ScriptedOpenAI
+from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram, FaultPlan
 
 SENDS = {"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"}
@@ -71,3 +71,46 @@ async def test_a_send_telegram_took_but_never_answered_is_not_sent_again(
     await telegram.wait_for(lambda: len(telegram.texts(2)) == 2)
     assert telegram.texts(2) == ["echo: hello", "echo: next"]
 
+
+def gated_echo(gate: asyncio.Event) -> Callable[[dict], Text]:
+    def answer(body: dict) -> Text:
+        return Text(f"echo: {body['messages'][-1]['content']}", gate=gate)
+    return answer
+
+
+async def test_a_backlog_runs_at_most_max_concurrent_turns_at_once(bot: BotRunner, telegram: FakeTelegram,
+                                                                   llm: ScriptedOpenAI) -> None:
+    gate = asyncio.Event()
+    llm.default = gated_echo(gate)
+    await bot.start(default_mode="zero-shot", max_concurrent_turns=5)
+    chats = range(1, 101)
+    for chat in chats:  # 100 chats waiting at once, as after downtime
+        telegram.user_says(chat, f"q{chat}")
+    slots = bot.app.services.chat.slots
+    await until(lambda: llm.in_flight == 5 and slots.waiting == 95)  # the rest wait for the model, in the bot
+    gate.set()
+    await telegram.wait_for(lambda: all(telegram.texts(c) for c in chats), timeout=120)
+    await until(lambda: _done(bot, 100))
+    assert llm.max_in_flight == 5
+    assert all(telegram.texts(c) == [f"echo: q{c}"] for c in chats)
+    assert sorted(r["messages"][-1]["content"] for r in llm.requests) == sorted(f"q{c}" for c in chats)
+
+
+async def test_chats_waiting_for_a_turn_go_oldest_first_and_can_stop(bot: BotRunner, telegram: FakeTelegram,
+                                                                     llm: ScriptedOpenAI) -> None:
+    gate = asyncio.Event()
+    llm.default = gated_echo(gate)
+    await bot.start(default_mode="zero-shot", max_concurrent_turns=1)
+    chats = range(1, 21)
+    for chat in chats:
+        telegram.user_says(chat, f"q{chat}")
+    slots = bot.app.services.chat.slots
+    await until(lambda: llm.in_flight == 1 and slots.waiting == 19)
+    first = int(llm.requests[0]["messages"][-1]["content"][1:])
+    stopped = 20 if first != 20 else 19
+    telegram.user_says(stopped, "/stop")  # a chat still waiting for its turn can be stopped
+    await telegram.wait_for(lambda: telegram.texts(stopped) == ["⏹ Stopped."])
+    gate.set()
+    await telegram.wait_for(lambda: all(telegram.texts(c) for c in chats), timeout=120)
+    order = [int(r["messages"][-1]["content"][1:]) for r in llm.requests]
+    assert order[1:] == sorted(set(chats) - {first, stopped})  # the oldest waiting update got each free slot
