@@ -95,12 +95,21 @@ async def test_an_outage_longer_than_the_send_retry_window_loses_nothing(
     def given_back() -> set[str]:  # updates the pump gave back because Telegram would not take their answer
         return {str(r.args[0]) for r in caplog.records if "could not be delivered" in r.getMessage()}
 
-    while len(given_back()) < len(chats):  # every chat's first answer outlived the send retry window
-        await asyncio.sleep(0.2)
-    assert (await bot.app.inbox.counts()).get("done", 0) == 0
+    async def done() -> int:
+        return (await bot.app.inbox.counts()).get("done", 0)
+
+    async def outage() -> None:
+        while len(given_back()) < len(chats):  # every chat's first answer outlived the send retry window
+            await asyncio.sleep(0.2)
+
+    async def recovery() -> None:
+        while await done() < 2 * len(chats):
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(outage(), 120)
+    assert await done() == 0
     telegram.faults = None  # Telegram is back
-    while (await bot.app.inbox.counts()).get("done", 0) < 2 * len(chats):
-        await asyncio.sleep(0.2)
+    await asyncio.wait_for(recovery(), 120)
     await bot.stop()
     for chat in chats:
         assert telegram.texts(chat) == [f"echo: {label(chat, i)}" for i in range(2)], chat
