@@ -22,6 +22,7 @@ from agents.errors import AgentsError, UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.config import ConfigError, Settings
+from bot.delivery import DeliveryJournal
 from bot.handlers import build_router
 from bot.i18n import t
 from bot.inbox import Inbox, process_identity
@@ -171,6 +172,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["brain"] = services.brain
     dp["services"] = services
     dp["knowledge"] = services.extras.get("knowledge")
+    dp["deliveries"] = DeliveryJournal(services.db)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from bot.storage import Database
-from bot.storage.models import InboxItem
+from bot.storage.models import Delivery, InboxItem
 
 log = logging.getLogger(__name__)
 
@@ -318,7 +318,14 @@ class Inbox:
         cutoff = datetime.now(UTC) - timedelta(seconds=keep_seconds)
         stmt = (delete(InboxItem).where(InboxItem.status.in_(("done", "failed")), InboxItem.created_at < cutoff)
                 .execution_options(synchronize_session=False))
-        return await self.db.run(lambda s: int(s.execute(stmt).rowcount or 0))  # type: ignore[attr-defined]
+        # what was delivered of an answer matters only while its update may run again
+        sent = delete(Delivery).where(Delivery.created_at < cutoff).execution_options(synchronize_session=False)
+
+        def work(s: Session) -> int:
+            s.execute(sent)
+            return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+        return await self.db.run(work)
 
     async def counts(self) -> dict[str, int]:
         stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)

@@ -19,7 +19,7 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -77,13 +77,14 @@ class Database:
                 # catalogue): one takes this lock and creates them, the others wait and find them there
                 s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
             Base.metadata.create_all(s.connection())
+            _add_new_columns(s.connection())
 
         for attempt in range(3):
             try:
                 return await self.run(create)
             except OperationalError as exc:
-                # SQLite: another process created a table between the check and the CREATE; look again
-                if "already exists" not in str(exc) or attempt == 2:
+                # SQLite: another process created a table or column between the check and the CREATE; look again
+                if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == 2:
                     raise
 
     async def dispose(self) -> None:
@@ -93,6 +94,17 @@ class Database:
             engine: Engine = self._sync.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
             self._thread.shutdown(wait=False)
+
+
+def _add_new_columns(connection: Connection) -> None:
+    """Add the nullable columns a newer release gave an existing table (there is no migration tool)."""
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(connection.dialect)
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
 
 
 class _DaemonThread(Executor):

@@ -74,6 +74,10 @@ class FakeTelegram:
         # method -> how many of its next calls are carried out and then answered only after `stall_seconds` (or
         # never, if the server stops first): Telegram took the message, its answer got lost on the way back
         self.stall_after_accept: dict[str, int] = {}
+        # (method, params) -> True: the call is held and never carried out (the connection died before Telegram
+        # read it all); it is answered 502 when the server stops
+        self.hold: Callable[[str, dict[str, Any]], bool] | None = None
+        self.held: list[tuple[str, dict[str, Any]]] = []
         self.stall_seconds = 30.0
         self.webhook: dict[str, Any] | None = None
         self._updates: list[dict[str, Any]] = []
@@ -321,6 +325,12 @@ class FakeTelegram:
         if method != "getUpdates":
             self.calls.append((method, params))
         try:
+            if self.hold is not None and self.hold(method, params):
+                self.held.append((method, params))
+                await self._notify()
+                while not self._closing:
+                    await asyncio.sleep(0.05)
+                return self._fail(502, "Bad Gateway")
             plan = self.faults
             if plan is not None and method in plan.methods:
                 roll = plan._rng.random()
