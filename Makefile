@@ -29,7 +29,7 @@ chat: $(STAMP)
 	$(BIN)/adaptbot chat
 
 test: $(STAMP)
-	scripts/with-postgres.sh $(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	scripts/with-postgres.sh $(BIN)/python -m pytest -q -rs -p no:cacheprovider $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -20,13 +20,18 @@ Phases:
 3. faults (the issue's mix), both bots at once: 20% of sends answered 429 (retry_after 1-3 s), 5% answered 502,
    10% of messages meet a model fault (500 once, 500 always, a stream broken before or after its first token, a
    stall past OPENAI_TIMEOUT). Delivered / sent counts messages that got exactly one final message (the answer, or
-   the part streamed plus a notice), in order, none twice.
+   the part streamed plus a notice), in order, none twice;
+4. outage: a fresh pair of bots with a short SEND_RETRY_SECONDS (`--outage-retry`); Telegram answers every send with
+   502 for three times that window, then recovers. The HTTP retry alone cannot carry an answer over it: the inbox
+   runs the update again and delivers the stored answer, the baseline loses it. Delivered / sent for both.
 
     .venv/bin/python bench/bench_inbox.py [--messages 400] [--chats 100] [--rounds 6] [--fault-chats 100]
+                                          [--outage-chats 50] [--outage-retry 2]
     scripts/with-postgres.sh sh -c '.venv/bin/python bench/bench_inbox.py --database-url "$PG_TEST_URL"'
     .venv/bin/python bench/bench_inbox.py --a-a    # both bots without the inbox: the bench's own noise
 
-Targets: throughput ratio inbox / no inbox >= 0.8 (the inbox costs <= 20%); delivered / sent = 1.0 under faults.
+Targets: throughput ratio inbox / no inbox >= 0.8 (the inbox costs <= 20%); delivered / sent = 1.0 under faults and
+for the inbox through the outage (the baseline's figure there is what the inbox buys, not a target).
 """
 
 from __future__ import annotations
@@ -136,12 +141,14 @@ class DirectPump:
 
 
 async def serve_bot(pump: str, token: str, telegram_url: str, llm_url: str, data_dir: str,
-                    database_url: str | None) -> None:
+                    database_url: str | None, send_retry: float | None = None) -> None:
     """The child process: one bot, polling its fake Telegram, until SIGTERM."""
     from bot.app import BotApp
 
     logging.basicConfig(level=logging.ERROR, format=f"[{pump}] %(levelname)s %(name)s: %(message)s")
     overrides = dict(SETTINGS, **({"database_url": database_url} if database_url else {}))
+    if send_retry is not None:
+        overrides["send_retry_seconds"] = send_retry
     settings = make_settings(Path(data_dir), SimpleNamespace(token=token, base_url=telegram_url),
                              SimpleNamespace(base_url=llm_url), **overrides)  # type: ignore[arg-type]
     app = await BotApp.create(settings)
@@ -164,9 +171,10 @@ class BotProcess:
 
     @classmethod
     async def start(cls, pump: str, tg: FakeTelegram, llm: ScriptedOpenAI, data_dir: Path,
-                    database_url: str | None) -> BotProcess:
+                    database_url: str | None, send_retry: float | None = None) -> BotProcess:
         args = ["--serve-bot", pump, "--token", tg.token, "--telegram", tg.base_url, "--llm", llm.base_url,
-                "--data-dir", str(data_dir)] + (["--database-url", database_url] if database_url else [])
+                "--data-dir", str(data_dir)] + (["--database-url", database_url] if database_url else []) + (
+                    ["--send-retry", str(send_retry)] if send_retry is not None else [])
         proc = await asyncio.create_subprocess_exec(sys.executable, __file__, *args, stdout=asyncio.subprocess.PIPE)
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 180)
@@ -330,7 +338,7 @@ async def databases(url: str | None, names: Sequence[str]) -> AsyncIterator[dict
 
 
 async def main(messages: int, chats: int, rounds: int, fault_chats: int, fault_per_chat: int,
-               database_url: str | None, a_a: bool) -> int:
+               database_url: str | None, a_a: bool, outage_chats: int = 50, outage_retry: float = 2.0) -> int:
     per_chat = max(1, messages // chats)
     messages = per_chat * chats
     t0 = time.perf_counter()
@@ -398,6 +406,31 @@ async def main(messages: int, chats: int, rounds: int, fault_chats: int, fault_p
             injected = {s: sum(1 for _, st in v.tg.fault_log if st == s) for s in (429, 502)}
             print(row(v, "faults") + f"  (injected: {injected[429]} x 429, {injected[502]} x 502)")
 
+        # --- 4. an outage longer than the send retry window -----------------------------------------------------
+        llm.default = flaky_model({})  # every message answered
+        outage: list[Variant] = []
+        urls_o = await stack.enter_async_context(databases(database_url, names))  # fresh ones: a new pair of bots
+        for v in variants:
+            tg = await stack.enter_async_context(TimedTelegram())
+            bot = await BotProcess.start(pumps[v.name], tg, llm, tmp / f"outage{len(outage)}", urls_o[v.name],
+                                         send_retry=outage_retry)
+            stack.push_async_callback(bot.stop)
+            outage.append(Variant(v.name, tg, bot))
+        for ov in outage:
+            ov.tg.faults = FaultPlan(set(SEND_METHODS), rate_5xx=1.0)
+
+        async def recover() -> None:
+            await asyncio.sleep(3 * outage_retry)
+            for ov in outage:
+                ov.tg.faults = None
+
+        chats_o = range(300_000, 300_000 + outage_chats)
+        await asyncio.gather(recover(), *(send(ov, "outage", burst_plan(chats_o, 1), patience=60) for ov in outage))
+        print(f"outage: {outage_chats} chats x 1 per bot; every send answered 502 for {3 * outage_retry:.0f} s, "
+              f"SEND_RETRY_SECONDS={outage_retry:g}")
+        for ov in outage:
+            print(f"  {ov.name:>9}: delivered {ov.delivered('outage')}/{ov.sent['outage']}")
+
         # --- verdict -----------------------------------------------------------------------------------------
         print("summary")
         throughput = other.msg_s("burst") / base.msg_s("burst")
@@ -419,6 +452,12 @@ async def main(messages: int, chats: int, rounds: int, fault_chats: int, fault_p
                 for problem in problems[:5]:
                     print(f"  {v.name} {phase}: {problem}")
                 failed += len(problems)
+        for ov in outage:
+            share = ov.delivered("outage") / ov.sent["outage"]
+            target = "target 1.0" if ov.name == INBOX else "no inbox: lost when the outage outlives the retry"
+            print(f"  {ov.name}: delivered / sent through the outage = {share:.3f} ({target})")
+            if ov.name == INBOX:
+                failed += len(ov.problems["outage"])
         print(f"total {time.perf_counter() - t0:.0f} s")
         return 1 if failed else 0
 
@@ -430,6 +469,8 @@ if __name__ == "__main__":
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--fault-chats", type=int, default=100)
     parser.add_argument("--fault-per-chat", type=int, default=3)
+    parser.add_argument("--outage-chats", type=int, default=50)
+    parser.add_argument("--outage-retry", type=float, default=2.0, help="SEND_RETRY_SECONDS of the outage phase")
     parser.add_argument("--database-url", default=None, help="a PostgreSQL server to create throwaway databases on "
                         "(postgresql+asyncpg://...); default: SQLite files")
     parser.add_argument("--a-a", action="store_true", help="both bots without the inbox: shows the bench's own noise")
@@ -439,10 +480,11 @@ if __name__ == "__main__":
     serve.add_argument("--telegram")
     serve.add_argument("--llm")
     serve.add_argument("--data-dir")
+    serve.add_argument("--send-retry", type=float, default=None)
     args = parser.parse_args()
     if args.serve_bot:
         asyncio.run(serve_bot(args.serve_bot, args.token, args.telegram, args.llm, args.data_dir,
-                              args.database_url))
+                              args.database_url, args.send_retry))
         sys.exit(0)
     sys.exit(asyncio.run(main(args.messages, args.chats, args.rounds, args.fault_chats, args.fault_per_chat,
-                              args.database_url, args.a_a)))
+                              args.database_url, args.a_a, args.outage_chats, args.outage_retry)))

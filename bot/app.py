@@ -22,6 +22,7 @@ from agents.errors import AgentsError, UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.config import ConfigError, Settings
+from bot.delivery import DeliveryJournal
 from bot.eval_jobs import EvalJobs
 from bot.handlers import build_router
 from bot.i18n import t
@@ -34,6 +35,8 @@ from bot.storage import Database
 from bot.telegram_session import ResilientRequests
 
 log = logging.getLogger(__name__)
+
+CLOSE_SECONDS = 5.0  # on top of SHUTDOWN_TIMEOUT: closing the database and the HTTP session
 
 
 @dataclass
@@ -123,6 +126,7 @@ async def create_services(settings: Settings) -> Services:
                        max_input_chars=settings.max_input_chars,
                        rate_limit_per_minute=settings.rate_limit_per_minute,
                        daily_token_quota=settings.daily_token_quota,
+                       max_concurrent_turns=settings.max_concurrent_turns,
                        # the client already retries failed requests; one more try covers a stream that broke
                        # before its first token (which the client does not retry). OPENAI_MAX_RETRIES=0: no retries.
                        model_retries=min(1, settings.openai_max_retries))
@@ -170,7 +174,8 @@ def create_bot(settings: Settings) -> Bot:
         validate_token(token)
     except TokenValidationError:
         raise ConfigError("invalid setting TELEGRAM_BOT_TOKEN: expected the form 123456:ABC...") from None
-    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base))
+    session = AiohttpSession(api=TelegramAPIServer.from_base(settings.telegram_api_base),
+                             timeout=settings.telegram_timeout)
     session.middleware(ResilientRequests(retry_seconds=settings.send_retry_seconds,
                                          chat_interval=settings.send_interval,
                                          group_interval=settings.group_send_interval))
@@ -186,6 +191,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["knowledge"] = services.extras.get("knowledge")
     dp["eval_jobs"] = services.eval_jobs
     dp["group_admins"] = GroupAdmins(services.settings.admin_ids)
+    dp["deliveries"] = DeliveryJournal(services.db)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
@@ -236,14 +242,28 @@ class BotApp:
             self._poller = asyncio.create_task(poll(self.bot, self.pump, self.stop_event), name="polling")
 
     async def stop(self) -> None:
-        """Graceful stop: no new updates; answers in flight get SHUTDOWN_TIMEOUT seconds; then close."""
+        """Graceful stop: no new updates; answers in flight get SHUTDOWN_TIMEOUT seconds; then close.
+
+        Bounded whatever the database does (down, locked, hung): after SHUTDOWN_TIMEOUT plus a few seconds to close,
+        what is left is abandoned. Nothing is lost by that: unrecorded updates were not confirmed to Telegram, and
+        the leases of unfinished ones run out (or the next run on this machine sees this process gone).
+        """
         self.stop_event.set()
+        closing = asyncio.create_task(self._close())
+        limit = self.settings.shutdown_timeout + CLOSE_SECONDS if self.settings.shutdown_timeout else None
+        done, _ = await asyncio.wait({closing}, timeout=limit)
+        if not done:
+            log.error("stopping: the database did not answer within %.0f s; the next run takes over what is left",
+                      limit)
+            closing.cancel()
+            await asyncio.wait({closing}, timeout=1.0)
+        await self.bot.session.close()
+
+    async def _close(self) -> None:
         if self._poller is not None:
-            with contextlib.suppress(BaseException):
-                await self._poller
+            await asyncio.wait({self._poller})  # it returns once stop_event is set, whatever Telegram does
         await self.pump.drain(self.settings.shutdown_timeout)
         await self.services.aclose()
-        await self.bot.session.close()
 
     async def run_polling(self) -> None:
         loop = asyncio.get_running_loop()

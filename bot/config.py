@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     send_interval: float = Field(1.0, ge=0)  # seconds between messages sent to one chat (Telegram: ~1/s)
     group_send_interval: float = Field(3.0, ge=0)  # groups: 20 messages a minute
     send_retry_seconds: float = Field(60.0, ge=0)  # how long a send keeps retrying 429/5xx/network errors
+    telegram_timeout: float = Field(60.0, gt=0)  # seconds one Telegram request may take (getUpdates: its own)
 
     # --- Cloud model (any OpenAI-compatible API) -----------------------------------------------------
     openai_api_key: SecretStr | None = None
@@ -106,6 +107,7 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
     daily_token_quota: int = Field(0, ge=0)  # 0 = unlimited
     shutdown_timeout: float = Field(30.0, ge=0)
+    max_concurrent_turns: int = Field(32, ge=0)  # model turns at once (0 = no cap); local models queue anyway
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_host: str = "0.0.0.0"

@@ -28,7 +28,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
 
 from bot.storage import Database
-from bot.storage.models import InboxItem
+from bot.storage.models import Delivery, InboxItem
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,16 @@ class Claimed:
     chat_key: str
     payload: dict[str, Any]
     attempts: int
+    created: float = 0.0  # unix time the update was recorded
+
+
+def _unix(value: Any) -> float:
+    """A stored created_at as unix time (SQLite gives it back without its time zone: it is UTC)."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        return time.time()
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
 
 
 def chat_key_of(update: dict[str, Any]) -> str:
@@ -153,13 +163,13 @@ class Inbox:
                        .where(InboxItem.update_id == oldest.scalar_subquery(), _workable(InboxItem, now),
                               ~self._busy_elsewhere(key, now))
                        .values(**claim_values)
-                       .returning(InboxItem.update_id, InboxItem.payload, InboxItem.attempts)
+                       .returning(InboxItem.update_id, InboxItem.payload, InboxItem.attempts, InboxItem.created_at)
                        .execution_options(synchronize_session=False))
         self._take = (update(InboxItem)
                       .where(InboxItem.update_id == bindparam("uid", type_=BigInteger), InboxItem.status == "pending",
                              ~self._busy_elsewhere(key, now))
                       .values(**claim_values)
-                      .returning(InboxItem.payload, InboxItem.attempts)
+                      .returning(InboxItem.payload, InboxItem.attempts, InboxItem.created_at)
                       .execution_options(synchronize_session=False))
         self._pending = (select(InboxItem.chat_key, func.min(InboxItem.update_id).label("first"))
                          .where(_workable(InboxItem, now), ~self._busy_elsewhere(InboxItem.chat_key, now))
@@ -215,7 +225,7 @@ class Inbox:
                 s.execute(self._finish, {"uid": update_id, "new_status": "failed",
                                          "new_error": f"gave up after {attempts - 1} attempts"})
                 continue
-            return Claimed(update_id, chat_key, json.loads(payload), attempts)
+            return Claimed(update_id, chat_key, json.loads(payload), attempts, _unix(row[3]))
 
     async def take(self, update_id: int, chat_key: str) -> Claimed | None:
         """Claim one pending update out of order (urgent ones such as /stop).
@@ -229,7 +239,8 @@ class Inbox:
             now = time.time()
             row = s.execute(self._take, {"uid": update_id, "now": now, "key": chat_key,
                                          "new_lease": now + self.lease_seconds}).first()
-            return None if row is None else Claimed(update_id, chat_key, json.loads(str(row[0])), int(row[1]))
+            return None if row is None else Claimed(update_id, chat_key, json.loads(str(row[0])), int(row[1]),
+                                                    _unix(row[2]))
 
         return await self.db.run(work)
 
@@ -307,7 +318,14 @@ class Inbox:
         cutoff = datetime.now(UTC) - timedelta(seconds=keep_seconds)
         stmt = (delete(InboxItem).where(InboxItem.status.in_(("done", "failed")), InboxItem.created_at < cutoff)
                 .execution_options(synchronize_session=False))
-        return await self.db.run(lambda s: int(s.execute(stmt).rowcount or 0))  # type: ignore[attr-defined]
+        # what was delivered of an answer matters only while its update may run again
+        sent = delete(Delivery).where(Delivery.created_at < cutoff).execution_options(synchronize_session=False)
+
+        def work(s: Session) -> int:
+            s.execute(sent)
+            return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
+
+        return await self.db.run(work)
 
     async def counts(self) -> dict[str, int]:
         stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)

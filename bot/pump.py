@@ -13,19 +13,25 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 
 from aiogram import Bot, Dispatcher
-from aiogram.exceptions import TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.exceptions import TelegramRetryAfter
 from aiogram.types import Update
 
 from agents.lru import LRUCache
 from bot.inbox import Claimed, Inbox, chat_key_of, is_urgent
+from bot.telegram_session import UNDELIVERED
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-_RETRYABLE = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, OSError)
+_RETRYABLE = (*UNDELIVERED, OSError)  # Telegram or the database out of reach: nothing definitive happened
+# An update that could not be delivered runs again after a tenth of the time it has waited so far (1 s to 5 min),
+# for as long as Telegram itself would keep it (about a day); attempts are not counted: the update is not at fault.
+_RETRY_SHARE, _RETRY_MIN, _RETRY_MAX = 0.1, 1.0, 300.0
+_RETRY_PATIENCE = 86400.0
 _KEEP_FINISHED = 3 * 86400.0  # Telegram redelivers for about a day; finished updates are forgotten after three
 _PRUNE_EVERY = 3600.0
 _MAX_PARSED = 1024  # parsed updates kept for their run (a fetch brings at most 100)
@@ -42,6 +48,7 @@ class UpdatePump:
         self._urgent_tasks: dict[int, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
+        self._stopping = asyncio.Event()  # set with _closing: wakes the updates waiting to run again
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._next_prune = 0.0
@@ -149,25 +156,44 @@ class UpdatePump:
         except asyncio.CancelledError:
             # shutdown past its grace period: stop the answer and give the update back for the next run
             task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await asyncio.wait({task})  # not swallowing a second cancel: a hung database cannot hold the exit
+            if not task.cancelled():
+                task.exception()  # retrieved: whatever it was, the update runs again
             self._claimed.pop(item.update_id, None)
             await asyncio.shield(self.inbox.release(item.update_id))
             raise
         except _RETRYABLE as exc:
-            self._claimed.pop(item.update_id, None)
-            if item.attempts < self.inbox.max_attempts and not self._closing:
-                log.warning("update %s failed (%s); it will run again", item.update_id, type(exc).__name__)
-                await self.inbox.release(item.update_id, failed=True)
-                self._dirty.add(item.chat_key)  # look again: it is the chat's next update
-                return None
-            return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
+            return await self._retry_later(item, exc, then_claim)
         except Exception as exc:  # already reported to the user by the error router
             self._claimed.pop(item.update_id, None)
             log.exception("update %s failed", item.update_id)
             return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
         self._claimed.pop(item.update_id, None)
         return await self._finish(item, None, then_claim)
+
+    async def _retry_later(self, item: Claimed, exc: BaseException, then_claim: str | None) -> Claimed | None:
+        """Telegram (or the database) stayed out of reach: give the update back to run again after a pause.
+
+        A turn that ran to an end is stored, so the next run delivers it without asking the model again. The update
+        stays claimed during the pause (its lease renewed), so the chat's later updates keep waiting behind it.
+        """
+        waited = time.time() - item.created
+        if waited > _RETRY_PATIENCE:
+            self._claimed.pop(item.update_id, None)
+            log.error("update %s could not be delivered for %.0f h; giving up", item.update_id, waited / 3600)
+            return await self._finish(item, f"{type(exc).__name__}: {exc}", then_claim)
+        pause = min(_RETRY_MAX, max(_RETRY_MIN, waited * _RETRY_SHARE))
+        log.warning("update %s could not be delivered (%s: %s); it runs again in %.0f s", item.update_id,
+                    type(exc).__name__, exc, 0 if self._closing else pause)
+        try:
+            if not self._closing:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+        finally:
+            self._claimed.pop(item.update_id, None)
+            await asyncio.shield(self.inbox.release(item.update_id))  # not an attempt: the update is not at fault
+        self._dirty.add(item.chat_key)  # look again: it is still the chat's next update
+        return None
 
     async def _finish(self, item: Claimed, error: str | None, then_claim: str | None) -> Claimed | None:
         return await self.inbox.finish(item.update_id, error, then_claim=None if self._closing else then_claim)
@@ -205,6 +231,7 @@ class UpdatePump:
     async def drain(self, timeout: float) -> None:
         """Stop taking work; let answers in flight finish for up to `timeout` s; give back the rest."""
         self._closing = True
+        self._stopping.set()
         self._wakeup.set()
         if self._task is not None:
             self._task.cancel()
@@ -225,29 +252,26 @@ class UpdatePump:
 
 async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int = 25,
                allowed_updates: list[str] | None = None) -> None:
-    """Long polling: an update is confirmed to Telegram (the next offset) only after the inbox holds it."""
+    """Long polling: an update is confirmed to Telegram (the next offset) only after the inbox holds it.
+
+    Returns as soon as `stop` is set, whatever Telegram or the database are doing: what was fetched but not yet
+    recorded is not confirmed, so Telegram sends it again to the next run.
+    """
     offset: int | None = None
     backoff = 1.0
     while not stop.is_set():
-        fetch = asyncio.create_task(bot.get_updates(offset=offset, timeout=timeout, allowed_updates=allowed_updates,
-                                                    request_timeout=timeout + 10))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({fetch, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if fetch not in done:
-            fetch.cancel()
-            with contextlib.suppress(BaseException):
-                await fetch
+        fetch = await _unless_stopped(bot.get_updates(offset=offset, timeout=timeout, allowed_updates=allowed_updates,
+                                                      request_timeout=timeout + 10), stop)
+        if fetch is None:
             return
         try:
             updates = fetch.result()
         except TelegramRetryAfter as exc:
-            await asyncio.sleep(exc.retry_after)
+            await _pause(stop, exc.retry_after)
             continue
         except Exception as exc:  # noqa: BLE001 - network, 5xx: wait and poll again
             log.warning("getUpdates failed (%s); retrying in %.0f s", type(exc).__name__, backoff)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), backoff)
+            await _pause(stop, backoff)
             backoff = min(backoff * 2, 30.0)
             continue
         backoff = 1.0
@@ -255,10 +279,33 @@ async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int 
             continue
         raw = [u.model_dump(mode="json", exclude_none=True, by_alias=True) for u in updates]
         while True:
-            try:
-                await pump.submit(raw, updates)
+            recorded = await _unless_stopped(pump.submit(raw, updates), stop)
+            if recorded is None:
+                return  # stopping with the database out of reach: unconfirmed, so Telegram keeps them
+            if recorded.exception() is None:
                 break
-            except Exception:  # not recorded means not confirmed: keep trying
-                log.exception("could not record %d updates; retrying", len(raw))
-                await asyncio.sleep(1.0)
+            # not recorded means not confirmed: keep trying
+            log.error("could not record %d updates (%s); retrying", len(raw), recorded.exception())
+            await _pause(stop, 1.0)
         offset = max(u.update_id for u in updates) + 1
+
+
+async def _unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> asyncio.Task[T] | None:
+    """Run `work` until it ends (its finished task) or `stop` is set first (None; the work is cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if task.done():
+        return task
+    task.cancel()
+    await asyncio.wait({task}, timeout=1.0)  # a unit of work that already started may still finish: harmless
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # its outcome no longer matters
+    return None
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

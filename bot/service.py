@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -15,10 +16,11 @@ from sqlalchemy.orm import Session
 
 from agents.errors import ModelCallError, ModelTimeoutError, ModelUnavailableError
 from agents.lru import LRUCache
-from agents.runtime import Brain, TurnRun
-from agents.types import ReplyEvent, TextDelta, Turn, Usage
+from agents.runtime import Brain, TurnCancelled, TurnRun
+from agents.types import ReplyEvent, Source, Sources, TextDelta, Turn, Usage
 from bot.storage import Database, repo
-from bot.storage.models import Chat
+from bot.storage.models import Chat, Message
+from bot.turn_slots import TurnSlots
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,14 @@ class RateLimiter:
 class StoredAnswer:
     text: str
     complete: bool
+    sources: Sources | None = None
+
+
+def _stored(row: Message | None) -> StoredAnswer | None:
+    if row is None:
+        return None
+    sources = Sources(tuple(Source(**item) for item in json.loads(row.sources))) if row.sources else None
+    return StoredAnswer(row.content, row.complete, sources)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +96,8 @@ class Prepared:
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
-                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0) -> None:
+                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0,
+                 max_concurrent_turns: int = 0) -> None:
         self.db, self.brain = db, brain
         self.default = Mode(default_level, default_model)
         self.max_input_chars = max_input_chars
@@ -96,6 +107,8 @@ class ChatService:
         self.model_retries = model_retries
         self._running: dict[int, TurnRun] = {}
         self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
+        # turns on models that do not queue their own work (0: no cap); local models have one worker that queues
+        self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
 
     # --- mode ---------------------------------------------------------------------------------------
     def _mode_of(self, chat: Chat | None) -> Mode:
@@ -150,7 +163,7 @@ class ChatService:
                 mode=self.default,  # resolved below, on the event loop: the model registry is not thread-safe
                 history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
-                stored=StoredAnswer(stored.content, stored.complete) if stored is not None else None,
+                stored=_stored(stored),
                 tokens_today=usage.tokens if usage is not None else 0,
             )
 
@@ -195,12 +208,13 @@ class ChatService:
         if run is None:
             return False
         run.cancel()
+        if self.slots is not None:
+            self.slots.interrupt(chat_id, TurnCancelled("stopped"))  # waiting for a slot: stop waiting
         return True
 
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
         """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
-        row = await self.db.run(lambda s: repo.stored_answer(s, chat_id, update_id))
-        return StoredAnswer(row.content, row.complete) if row is not None else None
+        return _stored(await self.db.run(lambda s: repo.stored_answer(s, chat_id, update_id)))
 
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
                     prepared: Prepared | None = None, lang: str = "en") -> AsyncIterator[ReplyEvent]:
@@ -230,16 +244,24 @@ class ChatService:
                                         system_override=prepared.system_override, lang=lang)
             self._running[chat_id], self._askers[chat_id] = run, user_id
             parts: list[str] = []
+            sources: Sources | None = None
             tokens = 0
             events = 0
             outcome = "failed"
+            capped = self.slots if self.slots is not None and not self._queues_itself(mode.model) else None
+            holding = False
             try:
+                if capped is not None:  # /stop while waiting: TurnCancelled, as when it stops a running turn
+                    await capped.acquire(update_id if update_id is not None else float("inf"), chat_id)
+                    holding = True
                 async with contextlib.aclosing(run.__aiter__()) as stream:  # closed here, even when abandoned
                     async for event in stream:
                         if isinstance(event, TextDelta):
                             parts.append(event.text)
                         elif isinstance(event, Usage):
                             tokens += event.prompt_tokens + event.completion_tokens
+                        elif isinstance(event, Sources):
+                            sources = event
                         events += 1
                         yield event
                 outcome = "complete"
@@ -254,23 +276,29 @@ class ChatService:
             finally:
                 self._running.pop(chat_id, None)
                 self._askers.pop(chat_id, None)
+                if holding and capped is not None:
+                    capped.release()
                 if outcome in ("complete", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
-                                                     update_id, user_id, tokens))
+                                                     update_id, user_id, tokens, sources))
             if outcome == "complete":
                 return
             attempt += 1
 
+    def _queues_itself(self, model: str) -> bool:
+        """A model whose one worker serves every chat in turn (local llama.cpp) needs no cap of ours."""
+        return model in self.brain.models and self.brain.models.get(model).shared_worker
+
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
-                     update_id: int | None, user_id: int | None, tokens: int) -> None:
+                     update_id: int | None, user_id: int | None, tokens: int, sources: Sources | None = None) -> None:
         complete = complete and bool(answer.strip())
         day = self.today()
-
-        rows: list[dict[str, object]] = [
-            dict(chat_id=chat_id, role=role, content=content, complete=complete, update_id=update_id,
-                 level=mode.level, model=mode.model) for role, content in (("user", text), ("assistant", answer))
-        ]
+        # the sources go with the answer: a run after a crash delivers the answer as the first run would have
+        cited = json.dumps([dataclasses.asdict(s) for s in sources.items], ensure_ascii=False) if sources else None
+        common = dict(chat_id=chat_id, complete=complete, update_id=update_id, level=mode.level, model=mode.model)
+        rows: list[dict[str, object]] = [dict(common, role="user", content=text, sources=None),
+                                         dict(common, role="assistant", content=answer, sources=cited)]
 
         def write(s: Session) -> None:
             repo.add_turn(s, rows)

@@ -19,9 +19,10 @@ from aiogram.types import MessageEntity
 
 from agents.lru import LRUCache
 from agents.types import Queued, ReplyEvent, Sources, TextDelta, Thought, ToolStep
+from bot.delivery import Delivered, DeliveryJournal
 from bot.i18n import t
 from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
-from bot.telegram_session import essential
+from bot.telegram_session import SendUncertain, essential
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,10 @@ _drafts_refused: LRUCache[int, bool] = LRUCache(_MAX_DRAFTS_REFUSED)
 class ReplyStreamer:
     def __init__(self, bot: Bot, chat_id: int, *, lang: str, private: bool, use_drafts: bool = True,
                  interval: float = 1.0, grace: float = 0.0, reply_to: int | None = None,
-                 show_steps: bool = False, thread_id: int | None = None) -> None:
+                 show_steps: bool = False, thread_id: int | None = None, journal: DeliveryJournal | None = None,
+                 update_id: int | None = None) -> None:
         self.bot, self.chat_id, self.lang = bot, chat_id, lang
+        self.journal, self.update_id = journal, update_id  # where the delivered parts are recorded
         self.use_drafts = use_drafts and private and chat_id not in _drafts_refused
         self.interval, self.grace = interval, grace
         self.reply_to, self.thread_id = reply_to, thread_id
@@ -93,9 +96,26 @@ class ReplyStreamer:
         elif isinstance(event, Queued):
             await self._show(t("queued", self.lang, ahead=event.ahead), force=True)
 
-    async def finish(self, notice: str | None = None) -> list[int]:
-        """Deliver the whole answer (formatted, split); `notice` is appended (an error or a stop)."""
+    async def finish(self, notice: str | None = None, *, resume: Delivered | None = None) -> list[int]:
+        """Deliver the whole answer (formatted, split); `notice` is appended (an error or a stop).
+
+        `resume`: what an earlier run of this update delivered; only the parts it did not deliver are sent.
+        """
         self._stop_typing()
+        chunks = resume.parts if resume is not None else self._render(notice)
+        sent: list[int] = list(resume.sent) if resume is not None else []
+        with essential():
+            for i in range(len(sent), len(chunks)):
+                if i == 0 and self._message_id is not None and await self._edit_final(self._message_id, chunks[0]):
+                    sent.append(self._message_id)
+                else:
+                    sent.append(await self._send_final(chunks[i], reply=i == 0))
+                if self.journal is not None and self.update_id is not None:
+                    await self.journal.record(self.update_id, self.chat_id, chunks, sent)
+        return sent
+
+    def _render(self, notice: str | None) -> list[Chunk]:
+        """The answer as Telegram messages: text, then its sources, then the notice."""
         body = self.text.strip()
         if self.sources and self.sources.items:
             lines = [t("sources", self.lang)]
@@ -113,15 +133,7 @@ class ReplyStreamer:
                 chunks += [Chunk(notice)]
         if not chunks:
             chunks = [Chunk(t("empty_answer", self.lang))]
-        sent: list[int] = []
-        with essential():
-            for i, chunk in enumerate(chunks):
-                if i == 0 and self._message_id is not None:
-                    if await self._edit_final(self._message_id, chunk):
-                        sent.append(self._message_id)
-                        continue
-                sent.append(await self._send_final(chunk, reply=i == 0))
-        return sent
+        return chunks
 
     # --- internals ----------------------------------------------------------------------------------
     async def _show(self, text: str, force: bool = False) -> None:
@@ -148,6 +160,8 @@ class ReplyStreamer:
                 self._stop_typing()
             else:
                 await self.bot.edit_message_text(text=text, chat_id=self.chat_id, message_id=self._message_id)
+        except SendUncertain:
+            self._next_update = float("inf")  # a preview Telegram may show, with no id to edit: no more of them
         except TelegramRetryAfter as exc:
             # flood control: skip this preview; the next one waits, the final answer is still delivered
             self._next_update = time.monotonic() + exc.retry_after
@@ -195,11 +209,14 @@ class ReplyStreamer:
         return False
 
     async def _send_final(self, chunk: Chunk, reply: bool) -> int:
+        """Send one part of the answer; its message id (0: Telegram may have it, its answer never came)."""
         try:
             msg = await self.bot.send_message(
                 self.chat_id, chunk.text, entities=_entities(chunk), parse_mode=None,
                 message_thread_id=self.thread_id, reply_to_message_id=self.reply_to if reply else None,
                 allow_sending_without_reply=True)
+        except SendUncertain:
+            return 0  # logged where it happened; sending it again could show it twice
         except TelegramBadRequest as exc:
             log.warning("Telegram rejected the formatting (%s); sending plain text", exc.message)
             msg = await self.bot.send_message(self.chat_id, chunk.text, parse_mode=None,

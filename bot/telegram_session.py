@@ -11,9 +11,16 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import aiohttp
 from aiogram import Bot
 from aiogram.client.session.middlewares.base import BaseRequestMiddleware, NextRequestMiddlewareType
-from aiogram.exceptions import ClientDecodeError, TelegramNetworkError, TelegramRetryAfter, TelegramServerError
+from aiogram.exceptions import (
+    ClientDecodeError,
+    TelegramAPIError,
+    TelegramNetworkError,
+    TelegramRetryAfter,
+    TelegramServerError,
+)
 from aiogram.methods import TelegramMethod
 from aiogram.methods.base import Response, TelegramType
 
@@ -24,12 +31,39 @@ _PREVIEW_METHODS = {"sendMessageDraft", "sendChatAction", "editMessageText"}
 # A user waits on these: better "please try again" now than a minute of retries.
 _FAIL_FAST_METHODS = _PREVIEW_METHODS | {"getChatMember"}
 _PACED_PREFIXES = ("send",)
+# Calls that add a message each time they reach Telegram: repeated after Telegram got them, they double it.
+_ADDS_MESSAGES = ("send", "forwardMessage", "copyMessage")
+# Failures that prove the request never left this machine (no connection was made), so a repeat cannot double it.
+_NEVER_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
 _MAX_PACED_CHATS = 10_000
+# A Telegram call that raised one of these after its retry window: nothing definitive happened (the update is given
+# back to the inbox and runs again later), unlike a refusal such as 400 Bad Request.
+UNDELIVERED = (TelegramNetworkError, TelegramServerError, TelegramRetryAfter, ClientDecodeError)
 _essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
 # aiogram parses every reply as `Response[<the method's result type>]`. pydantic keeps such generic classes in a
 # weak cache: with no reference left they are collected and rebuilt, about 15 ms of schema building each time,
 # which was a tenth of the bot's CPU per message in bench/bench_bot.py. Holding them here keeps them built.
 _response_types: dict[type, object] = {}
+
+
+class SendUncertain(TelegramAPIError):
+    """A message was sent and no answer came back: Telegram may or may not have it, so it is not sent again."""
+
+
+def adds_message(name: str) -> bool:
+    return name.startswith(_ADDS_MESSAGES) and name not in _PREVIEW_METHODS
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """True when the failure (or what caused it) shows that no connection to Telegram was made."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # aiogram wraps aiohttp's error: look at the chain, not only the wrapper
+        if seen is None:
+            return False
+        if isinstance(seen, _NEVER_SENT):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @contextmanager
@@ -75,6 +109,12 @@ class ResilientRequests(BaseRequestMiddleware):
                 # ClientDecodeError: a proxy in front of Telegram answered a 5xx page instead of JSON
                 if preview:
                     raise
+                if isinstance(exc, TelegramNetworkError) and adds_message(name) and not _never_sent(exc):
+                    # the request may have reached Telegram (a read timeout, a connection reset mid-way): sent
+                    # again, it could show twice; better one message the user may have than two they surely have
+                    log.warning("no answer from Telegram to %s in chat %s (%s): it may have arrived; not sent "
+                                "again", name, chat_id, exc.message)
+                    raise SendUncertain(method, f"no answer to {name}: {exc.message}") from exc
                 wait = min(30.0, 0.5 * 2**attempt) * random.uniform(0.5, 1.5)
                 if time.monotonic() + wait > deadline:
                     log.warning("giving up on %s after %d attempts: %s", name, attempt + 1, type(exc).__name__)

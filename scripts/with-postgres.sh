@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # Run a command with a throwaway PostgreSQL server (PG_TEST_URL set) when the server binaries are installed;
-# without them the command runs as is and the PostgreSQL tests are skipped.
+# without them the command runs as is and the PostgreSQL tests are skipped (with CI=true they fail instead).
+# PG_BIN: the directory of the server binaries (default: the newest under /usr/lib/postgresql).
 set -uo pipefail
-PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
-if [[ -z "${PG_BIN}" || -n "${PG_TEST_URL:-}" ]]; then
+PG_BIN=${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
+if [[ -n "${PG_TEST_URL:-}" ]]; then
+  exec "$@"
+fi
+if [[ -z "${PG_BIN}" || ! -x "${PG_BIN}/postgres" ]]; then
+  if [[ "${CI:-}" == "true" ]]; then
+    echo "with-postgres.sh: no PostgreSQL server binaries (install the postgresql package): CI cannot skip its tests" >&2
+    exit 1
+  fi
+  echo "with-postgres.sh: no PostgreSQL server binaries: the PostgreSQL tests are skipped" >&2
   exec "$@"
 fi
 PG_DIR=$(mktemp -d /tmp/adaptbot-pg.XXXXXX)

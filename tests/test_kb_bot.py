@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from bot.handlers.kb import pack_lines
 from knowledge import samples
 from tests.conftest import BotRunner, free_port
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
-from tests.fakes.telegram_server import FakeTelegram
+from tests.fakes.telegram_server import FakeTelegram, FaultPlan
 
 ADMIN = 100
 HANDBOOK = ("Отпуск сотрудника составляет 28 календарных дней в году.\n\n"
@@ -308,3 +309,26 @@ async def test_a_knowledge_base_outage_leaves_the_agent_working_and_tells_users_
     outage = [r for r in caplog.records if r.levelno >= logging.WARNING and "knowledge base" in r.getMessage()]
     assert len(outage) == 1 and outage[0].levelno == logging.ERROR
     assert f"127.0.0.1:{port}" in caplog.text
+
+
+@pytest.mark.slow
+async def test_a_cited_answer_delivered_after_a_telegram_outage_keeps_its_sources(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.pump")
+    await bot.start(admin_ids=str(ADMIN), send_retry_seconds=0.5)
+    await upload(telegram, HANDBOOK.encode(), "handbook.txt", caption="date=2024-05-01")
+    await command(telegram, "/mode rag")
+    before = len(telegram.texts(ADMIN))
+    telegram.faults = FaultPlan({"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction"},
+                                rate_5xx=1.0)  # Telegram is down when the answer is ready
+    telegram.user_says(ADMIN, "What is the server room access code?", user_id=ADMIN)
+    await telegram.wait_for(lambda: any("could not be delivered" in r.getMessage() for r in caplog.records),
+                            timeout=120)
+    telegram.faults = None  # back: the update runs again and delivers the stored answer
+    await telegram.wait_for(lambda: len(telegram.texts(ADMIN)) > before, timeout=60)
+    while (await bot.app.inbox.counts()).get("processing", 0) or (await bot.app.inbox.counts()).get("pending", 0):
+        await asyncio.sleep(0.05)
+    answer = telegram.texts(ADMIN)[before:]
+    assert len(answer) == 1, answer  # once
+    assert "Sources:\n[1] handbook.txt (2024-05-01)" in answer[0], answer  # with the sources it cited
+    assert len(llm.requests) == 1

@@ -12,6 +12,7 @@ one short notice, and the stored turn is marked incomplete (kept for the record,
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 
 import pytest
@@ -73,3 +74,44 @@ async def check_outcomes(telegram: FakeTelegram, db: Database, kinds: dict[str, 
         assert [r.role for r in rows] == ["user", "assistant"] * PER_CHAT  # every turn once, in order
         complete = [r.complete for r in rows if r.role == "assistant"]
         assert complete == [kinds[label(chat, i)] in ANSWERED for i in range(PER_CHAT)], chat
+
+
+@pytest.mark.slow
+async def test_an_outage_longer_than_the_send_retry_window_loses_nothing(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    """Telegram answers every send with 502 for longer than SEND_RETRY_SECONDS: the inbox, not the HTTP retry,
+    has to carry the answers over the outage."""
+    caplog.set_level(logging.WARNING, logger="bot.pump")
+    chats = PRIVATE[:30] + GROUPS[:10]
+    await bot.start(default_mode="zero-shot", send_interval=0.01, group_send_interval=0.01, send_retry_seconds=0.5,
+                    stream_edit_interval=0.2, rate_limit_per_minute=0)
+    telegram.faults = FaultPlan({"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction",
+                                 "deleteMessage"}, rate_5xx=1.0)
+    for i in range(2):
+        for chat in chats:
+            prefix = f"@{BOT_USERNAME} " if chat < 0 else ""
+            telegram.user_says(chat, prefix + label(chat, i), user_id=abs(chat) + 10_000)
+
+    def given_back() -> set[str]:  # updates the pump gave back because Telegram would not take their answer
+        return {str(r.args[0]) for r in caplog.records if "could not be delivered" in r.getMessage()}
+
+    async def done() -> int:
+        return (await bot.app.inbox.counts()).get("done", 0)
+
+    async def outage() -> None:
+        while len(given_back()) < len(chats):  # every chat's first answer outlived the send retry window
+            await asyncio.sleep(0.2)
+
+    async def recovery() -> None:
+        while await done() < 2 * len(chats):
+            await asyncio.sleep(0.2)
+
+    await asyncio.wait_for(outage(), 120)
+    assert await done() == 0
+    telegram.faults = None  # Telegram is back
+    await asyncio.wait_for(recovery(), 120)
+    await bot.stop()
+    for chat in chats:
+        assert telegram.texts(chat) == [f"echo: {label(chat, i)}" for i in range(2)], chat
+    asked = Counter(r["messages"][-1]["content"].removeprefix(f"@{BOT_USERNAME} ") for r in llm.requests)
+    assert asked == Counter(label(chat, i) for chat in chats for i in range(2))  # the model once per message

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -240,3 +241,114 @@ async def test_two_webhook_processes_on_one_database(
     for chat in chats:
         assert telegram.texts(chat) == [f"answer to c{chat} m{i}" for i in range(4)]
     assert "updates from 1 stopped processes" in b.log  # b took over a's work as soon as a was gone
+
+
+async def test_sigterm_stops_while_the_database_hangs_and_loses_nothing(
+        tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI, bot_env: dict[str, str],
+        processes: list[BotProcess]) -> None:
+    proc = await BotProcess({**bot_env, "SHUTDOWN_TIMEOUT": "2"}, tmp_path).start()
+    processes.append(proc)
+    # another program takes the database's write lock and keeps it: every write of the bot hangs
+    lock = sqlite3.connect(tmp_path / "data" / "adaptbot.db", timeout=30, isolation_level=None)
+    try:
+        lock.execute("BEGIN IMMEDIATE")
+        telegram.user_says(1, "sent while the database hangs")
+        await telegram.wait_for(lambda: telegram.served)  # the bot fetched it and is trying to record it
+        proc.signal(signal.SIGTERM)
+        assert await proc.wait(timeout=60) == 0  # it stopped (SHUTDOWN_TIMEOUT 2 s + closing), not hung
+    finally:
+        lock.rollback()
+        lock.close()
+    assert "stopping: the database did not answer" in proc.log
+    assert telegram.texts(1) == []
+    again = await BotProcess(bot_env, tmp_path).start()  # never confirmed to Telegram, so it comes again
+    processes.append(again)
+    await telegram.wait_for(lambda: telegram.texts(1))
+    again.signal(signal.SIGTERM)
+    assert await again.wait() == 0
+    assert telegram.texts(1) == ["echo: sent while the database hangs"]
+
+
+async def test_kill_9_between_the_parts_of_an_answer_sends_only_the_missing_part(
+        tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI, bot_env: dict[str, str],
+        processes: list[BotProcess]) -> None:
+    from bot.rendering import render
+
+    answer = " ".join(f"w{i}" for i in range(1500))  # longer than one Telegram message: two parts
+    parts = [chunk.text for chunk in render(answer)]
+    assert len(parts) == 2
+    llm.default = lambda body: Text(answer, chunk_size=500)
+    first = await BotProcess(bot_env, tmp_path).start()
+    processes.append(first)
+    # the first part reaches the user; the second never gets through, and the bot dies while sending it
+    telegram.swallow = lambda method, params: method == "sendMessage" and len(telegram.texts(1)) >= 1
+    telegram.user_says(1, "a long answer, please")
+    await telegram.wait_for(lambda: telegram.held, timeout=120)
+    await first.kill()
+    assert telegram.texts(1) == parts[:1]
+    telegram.swallow = None
+    second = await BotProcess(bot_env, tmp_path).start()
+    processes.append(second)
+    await telegram.wait_for(lambda: len(telegram.texts(1)) >= 2, timeout=120)
+    second.signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    assert telegram.texts(1) == parts  # the first part once, then the missing one
+    assert len(llm.requests) == 1  # the stored answer was delivered, not asked for again
+    assert await inbox_counts(tmp_path / "data") == {"done": 1}
+
+
+async def test_kill_9_after_delivery_before_the_inbox_marks_it_done_sends_no_second_copy(
+        tmp_path: Path, telegram: FakeTelegram, llm: ScriptedOpenAI, bot_env: dict[str, str],
+        processes: list[BotProcess], pg_url: str) -> None:
+    """The narrowest window: the whole answer is delivered and the process dies before the inbox marks the update
+    done. A row lock on the update (PostgreSQL) holds the bot right there, in its last step."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    gate = asyncio.Event()
+    llm.default = gated_model(gate)
+    env = {**bot_env, "DATABASE_URL": pg_url}
+    first = await BotProcess(env, tmp_path).start()
+    processes.append(first)
+    telegram.user_says(1, "a question")
+    await until(lambda: len(llm.requests) == 1)  # claimed, answering
+    u = make_url(pg_url)
+    conn, watch = [await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
+                                         database=u.database) for _ in range(2)]
+    try:
+        lock = conn.transaction()
+        await lock.start()
+        await conn.execute("SELECT 1 FROM inbox FOR UPDATE")  # the update's row: marking it done has to wait
+        gate.set()
+        await telegram.wait_for(lambda: telegram.texts(1))
+        finishing = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                     "AND query LIKE 'UPDATE inbox SET status%'")
+        while not await watch.fetchval(finishing):  # delivered; now waiting to mark the update done
+            await asyncio.sleep(0.02)
+        await first.kill()
+        await lock.rollback()
+    finally:
+        await conn.close()
+        await watch.close()
+    second = await BotProcess(env, tmp_path).start()
+    processes.append(second)
+    db = Database(pg_url)
+    try:
+        await until_async(lambda: _all_done(db, 1))
+    finally:
+        await db.dispose()
+    second.signal(signal.SIGTERM)
+    assert await second.wait() == 0
+    assert telegram.texts(1) == ["answer to a question"]  # one copy
+    assert len(llm.requests) == 1
+
+
+async def _all_done(db: Database, n: int) -> bool:
+    return await Inbox(db, "reader").counts() == {"done": n}
+
+
+async def until_async(check: Callable[[], Any], timeout: float = 120) -> None:
+    async def loop() -> None:
+        while not await check():
+            await asyncio.sleep(0.05)
+    await asyncio.wait_for(loop(), timeout)

@@ -260,3 +260,29 @@ async def test_two_processes_racing_answer_each_update_once_in_order(db: Databas
         assert mine == sorted(mine)  # in order within the chat
     assert not overlaps
     assert {owner for *_, owner in handled} == {"owner-a", "owner-b"}  # both did work
+
+
+async def test_a_database_of_the_previous_release_gets_the_new_columns_and_keeps_its_rows(database_url: str) -> None:
+    from sqlalchemy import insert, text
+
+    from bot.storage import repo
+    from bot.storage.models import Message
+
+    old = Database(database_url)
+    await old.create_all()
+    await old.run(lambda s: s.execute(text("ALTER TABLE messages DROP COLUMN sources")))  # as the last release had it
+    await old.run(lambda s: s.execute(insert(Message.__table__).values(
+        chat_id=1, role="assistant", content="an answer from before", complete=True, update_id=10)))
+    await old.dispose()
+    db = Database(database_url)  # the next start
+    try:
+        await db.create_all()
+        await db.create_all()  # and the one after: nothing left to add
+        row = await db.run(lambda s: repo.stored_answer(s, 1, 10))
+        assert row is not None and row.content == "an answer from before" and row.sources is None
+        await db.run(lambda s: repo.add_turn(s, [dict(chat_id=1, role="assistant", content="cited", update_id=11,
+                                                      sources='[{"index": 1, "name": "a.pdf"}]')]))
+        cited = await db.run(lambda s: repo.stored_answer(s, 1, 11))
+        assert cited is not None and cited.sources == '[{"index": 1, "name": "a.pdf"}]'
+    finally:
+        await db.dispose()

@@ -9,6 +9,7 @@ from aiogram import Bot, F, Router
 from aiogram.types import Message, Update
 
 from bot.config import Settings
+from bot.delivery import DeliveryJournal
 from bot.handlers.errors import user_message
 from bot.i18n import t
 from bot.service import ChatService, ServiceError
@@ -37,7 +38,7 @@ async def addressed_text(message: Message, bot: Bot) -> str | None:
 
 
 async def on_text(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
-                  event_update: Update) -> None:
+                  event_update: Update, deliveries: DeliveryJournal) -> None:
     text = await addressed_text(message, bot)
     if text is None:
         return
@@ -53,12 +54,15 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
         interval=settings.stream_edit_interval, grace=settings.stream_grace, show_steps=mode.show_steps,
         reply_to=None if message.chat.type == "private" else message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
+        journal=deliveries, update_id=update_id,
     )
     if stored is not None:
-        log.info("update %s was answered before; delivering the stored answer", update_id)
-        streamer.text = stored.text
+        log.info("update %s was answered before; delivering what Telegram does not have yet", update_id)
+        delivered = await deliveries.load(update_id)
+        streamer.text, streamer.sources = stored.text, stored.sources
         reason = t("restarted", lang)
-        await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason))
+        await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
+                              resume=delivered)
         return
     notice: str | None = None
     async with streamer:

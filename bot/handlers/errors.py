@@ -17,6 +17,7 @@ from agents.errors import (
 from agents.runtime import TurnCancelled
 from bot.i18n import lang_of, t
 from bot.service import ServiceError
+from bot.telegram_session import UNDELIVERED, SendUncertain
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,15 @@ def _knowledge_message(exc: BaseException) -> str | None:
 
 
 async def on_error(event: ErrorEvent) -> None:
-    """A bug reached the top of a handler: log it with the traceback, tell the user briefly."""
+    """A bug reached the top of a handler: log it with the traceback, tell the user briefly.
+
+    Telegram out of reach for longer than the send retry window is no bug: the error is raised on (telling the user
+    would fail as well), so that the inbox gives the update back and it runs again later instead of being marked done.
+    """
+    if isinstance(event.exception, UNDELIVERED):
+        raise event.exception
+    if isinstance(event.exception, SendUncertain):
+        return  # logged where it happened; Telegram may have the reply, and another one could double it
     log.error("unhandled error in update %s", event.update.update_id, exc_info=event.exception)
     message = event.update.message or (event.update.callback_query and event.update.callback_query.message)
     user = event.update.message.from_user if event.update.message else (

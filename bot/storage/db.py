@@ -11,12 +11,15 @@ side. A unit of work that has started finishes even when its caller is cancelled
 from __future__ import annotations
 
 import asyncio
+import functools
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -38,7 +41,7 @@ class Database:
         self._async_engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
         self._sync: sessionmaker[Session] | None = None
-        self._thread: ThreadPoolExecutor | None = None
+        self._thread: _DaemonThread | None = None
         if not self.is_sqlite:  # engines connect on first use
             self._async_engine = create_async_engine(self.url, pool_pre_ping=True)
             self._sessions = async_sessionmaker(self._async_engine, expire_on_commit=False)
@@ -52,7 +55,7 @@ class Database:
                                         connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
-            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+            self._thread = _DaemonThread("sqlite")
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
@@ -74,13 +77,14 @@ class Database:
                 # catalogue): one takes this lock and creates them, the others wait and find them there
                 s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
             Base.metadata.create_all(s.connection())
+            _add_new_columns(s.connection())
 
         for attempt in range(3):
             try:
                 return await self.run(create)
             except OperationalError as exc:
-                # SQLite: another process created a table between the check and the CREATE; look again
-                if "already exists" not in str(exc) or attempt == 2:
+                # SQLite: another process created a table or column between the check and the CREATE; look again
+                if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == 2:
                     raise
 
     async def dispose(self) -> None:
@@ -90,6 +94,51 @@ class Database:
             engine: Engine = self._sync.kw["bind"]
             await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
             self._thread.shutdown(wait=False)
+
+
+def _add_new_columns(connection: Connection) -> None:
+    """Add the nullable columns a newer release gave an existing table (there is no migration tool)."""
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present and column.nullable:
+                kind = column.type.compile(connection.dialect)
+                connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+class _DaemonThread(Executor):
+    """One daemon thread running calls in order (SQLite's).
+
+    A daemon, unlike ThreadPoolExecutor's threads: a call stuck on the database (its lock held by another program,
+    a hung disk) cannot keep the process from exiting at shutdown; SQLite's journal undoes a half-done transaction.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._closed = False
+        threading.Thread(target=self._loop, name=name, daemon=True).start()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        if self._closed:
+            raise RuntimeError("the database is closed")
+        future: Future[T] = Future()
+        self._calls.put((future, functools.partial(fn, *args, **kwargs)))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._closed = True
+        self._calls.put(None)
+
+    def _loop(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            if not future.set_running_or_notify_cancel():  # cancelled while it waited
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                future.set_exception(exc)
 
 
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:

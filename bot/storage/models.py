@@ -1,4 +1,9 @@
-"""SQL tables: chats (mode), messages (memory), settings (admin overrides), inbox (durable updates), usage."""
+"""SQL tables: chats (mode), messages (memory), settings (admin overrides), inbox (durable updates), deliveries
+(what of an answer Telegram has), usage.
+
+Columns added to a table after its first release are nullable: `Database.create_all` adds them to an existing
+database on start-up.
+"""
 
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class Message(Base):
     update_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     level: Mapped[str | None] = mapped_column(String(64), nullable=True)
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    sources: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the sources an answer cited
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -64,6 +70,19 @@ class InboxItem(Base):
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)  # unix time
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Delivery(Base):
+    """An answer as rendered for Telegram (its parts, sources included) and the message ids of the parts delivered
+    so far: a run after a crash sends only the parts still missing."""
+
+    __tablename__ = "deliveries"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    parts: Mapped[str] = mapped_column(Text)  # JSON [{"text": ..., "entities": [...]}]
+    sent: Mapped[str] = mapped_column(Text)  # JSON [message id, ...] per part delivered, in order (0: id unknown)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.storage.models import Chat, Message, Setting, Usage
+from bot.storage.models import Chat, Delivery, Message, Setting, Usage
 
 
 def get_chat(session: Session, chat_id: int) -> Chat | None:
@@ -87,6 +87,18 @@ def add_usage(session: Session, user_id: int, day: str, *, messages: int, tokens
 def add_turn(session: Session, rows: list[dict[str, object]]) -> None:
     """Store a turn's messages (dicts of Message columns) in one statement."""
     session.execute(insert_(Message), rows)
+
+
+def get_delivery(session: Session, update_id: int) -> Delivery | None:
+    return session.get(Delivery, update_id)
+
+
+def record_delivery(session: Session, update_id: int, chat_id: int, parts: str, sent: str) -> None:
+    """Store an answer's parts (the first time) and the ids of its parts delivered so far."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = insert(Delivery).values(update_id=update_id, chat_id=chat_id, parts=parts, sent=sent)
+    session.execute(stmt.on_conflict_do_update(index_elements=[Delivery.update_id], set_={"sent": stmt.excluded.sent}))
 
 
 def usage_of(session: Session, user_id: int, day: str) -> Usage | None:

@@ -85,6 +85,8 @@ class ScriptedOpenAI:
         self._runner: web.AppRunner | None = None
         self.port = 0
         self._closing = asyncio.Event()
+        self.in_flight = 0  # requests being answered right now
+        self.max_in_flight = 0
 
     # --- script -----------------------------------------------------------------------------------
     def enqueue(self, *replies: Reply) -> None:
@@ -126,6 +128,14 @@ class ScriptedOpenAI:
         return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))

@@ -84,9 +84,17 @@ class FakeTelegram:
         self.fault_log: list[tuple[str, int]] = []  # (method, status) of every injected fault
         self.drafts_supported = True
         self.fail_entities_once = False  # reject the next text with entities ("can't parse entities")
+        # method -> how many of its next calls are carried out and then answered only after `stall_seconds` (or
+        # never, if the server stops first): Telegram took the message, its answer got lost on the way back
+        self.stall_after_accept: dict[str, int] = {}
+        # (method, params) -> True: the call is held and never carried out (the connection died before Telegram
+        # read it all); it is answered 502 when the server stops
+        self.swallow: Callable[[str, dict[str, Any]], bool] | None = None
+        self.stall_seconds = 30.0
         self.webhook: dict[str, Any] | None = None
         self.chat_admins: dict[int, set[int]] = {}  # group chat id -> its administrators' user ids (getChatMember)
         self._updates: list[dict[str, Any]] = []
+        self.served: list[int] = []  # update ids handed out by getUpdates (again each time until confirmed)
         self._update_ids = itertools.count(1)
         self._message_ids = itertools.count(1000)
         self._changed = asyncio.Condition()
@@ -351,6 +359,12 @@ class FakeTelegram:
             self.calls.append((method, params))
         try:
             await self._wait_hold(method, params)
+            if self.swallow is not None and self.swallow(method, params):
+                self.held.append((method, params))
+                await self._notify()
+                while not self._closing:
+                    await asyncio.sleep(0.05)
+                return self._fail(502, "Bad Gateway")
             plan = self.faults
             if plan is not None and method in plan.methods:
                 roll = plan._rng.random()
@@ -368,6 +382,13 @@ class FakeTelegram:
             if handler is None:
                 return web.json_response({"ok": True, "result": True})
             result = await handler(params)
+            if self.stall_after_accept.get(method, 0) > 0:
+                self.stall_after_accept[method] -= 1
+                self.fault_log.append((method, 0))
+                await self._notify()
+                deadline = time.monotonic() + self.stall_seconds
+                while not self._closing and time.monotonic() < deadline:
+                    await asyncio.sleep(0.05)
             if isinstance(result, web.Response):
                 return result
             return web.json_response({"ok": True, "result": result})
@@ -393,7 +414,9 @@ class FakeTelegram:
                     await asyncio.wait_for(self._changed.wait(), max(0.01, deadline - time.monotonic()))
                 except TimeoutError:
                     break
-        return list(self._updates[:100])
+        batch = list(self._updates[:100])
+        self.served.extend(u["update_id"] for u in batch)
+        return batch
 
     def _check_text(self, text: Any, entities: Any, parse_mode: Any) -> web.Response | None:
         if not isinstance(text, str) or not text.strip():
