@@ -86,6 +86,7 @@ class Settings(BaseSettings):
 
     # --- Evaluation -------------------------------------------------------------------------------
     eval_prices: str | None = None  # "cloud=0.15/0.6": per-million-token prices (in/out) by model name, for cost
+    dataset_salt: SecretStr | None = None  # hashes raters in exported datasets; default: generated into DATA_DIR
 
     # --- Local models (llama.cpp) -----------------------------------------------------------------
     local_model_path: Path | None = None
