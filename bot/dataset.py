@@ -4,7 +4,7 @@
     dpo  {"prompt": [...], "chosen": [assistant], "rejected": [assistant]}   vote winner/loser, correction/original
     kto  {"prompt": [...], "completion": [assistant], "label": true|false}   👍 / 👎
 
-Every line also has "meta": {"source", "mode", "lang", "raters"}; raters are salted hashes, never Telegram ids.
+Every line also has "meta": {"source", "mode", "raters"}; raters are salted hashes, never Telegram ids.
 Rows are read in pages, each page one short unit of work (`Database.run`); checks and JSON run in a worker
 thread; the file is written beside its target and renamed into place when complete, so an empty or failed export
 leaves nothing half-written. `export_dataset` is a coroutine: the bot's /export awaits it as the CLI does.
@@ -211,7 +211,9 @@ class Builder:
         if self.mode is not None and self.mode not in c.modes:
             self.result.skipped["other mode"] += 1
             return []
-        lang = self._language(c.question)
+        checked = not self.options.keep_flagged and c.label is not False
+        # the language is only worked out when something needs it: it is the costliest step after the checks
+        lang = self._language(c.question) if checked or self.options.lang else None
         if self.options.lang is not None and lang != self.options.lang:
             self.result.skipped["other language"] += 1
             return []
@@ -219,22 +221,22 @@ class Builder:
         if record is None:
             self.result.skipped["empty text"] += 1
             return []
-        key = hashlib.blake2b(json.dumps(record, ensure_ascii=False, sort_keys=True).encode(), digest_size=16)
-        if key.digest() in self.seen:
+        text = json.dumps(record, ensure_ascii=False)  # key order is fixed by _record: equal examples, equal text
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        if key in self.seen:
             self.result.skipped["duplicate"] += 1
             return []
-        if not self.options.keep_flagged and c.label is not False:
+        if checked:
             symptom = self._symptom(c, lang)
             if symptom:
                 self.result.skipped[f"flagged: {symptom}"] += 1
                 return []
-        self.seen.add(key.digest())
-        record["meta"] = {"source": c.source, "mode": c.mode, "lang": lang,
-                          "raters": sorted({self._hash(r) for r in c.raters})}
+        self.seen.add(key)
+        meta = {"source": c.source, "mode": c.mode, "raters": sorted({self._hash(r) for r in c.raters})}
         self.result.written += 1
         self.result.per_mode[c.mode] += 1
         self.result.per_source[c.source] += 1
-        return [json.dumps(record, ensure_ascii=False)]
+        return [f'{text[:-1]}, "meta": {json.dumps(meta, ensure_ascii=False)}}}']
 
     def _symptom(self, c: Candidate, lang: str | None) -> str | None:
         """The first symptom the (chosen) answer shows, by the evaluation's own checks."""
