@@ -1,5 +1,4 @@
-"""SQL tables: chats (mode), messages (memory), settings (admin overrides), inbox (durable updates), usage,
-and the people's verdicts: comparisons and their votes, feedback on stored answers."""
+"""SQL tables: chats (mode), messages (memory), settings (admin overrides), inbox (durable updates), usage."""
 
 from __future__ import annotations
 
@@ -77,6 +76,9 @@ class Usage(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
     messages: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- people's verdicts: side-by-side comparisons and their votes, feedback on stored answers ------------------------
 
 
 class Comparison(Base):
