@@ -215,3 +215,19 @@ async def test_small_pages_give_the_same_file_as_one_page(seeded: str, tmp_path:
             assert (tmp_path / f"{kind}-1.jsonl").read_bytes() == (tmp_path / f"{kind}-2.jsonl").read_bytes()
     finally:
         await db.dispose()
+
+
+async def test_the_export_leaves_the_event_loop_free_between_pages(seeded: str, tmp_path: Path) -> None:
+    """What /export in the bot relies on: other chats keep being served while a file is written."""
+    db = Database(seeded)
+    await db.create_all()
+    try:
+        export = asyncio.create_task(export_dataset(db, ExportOptions(kind="sft"), tmp_path / "bot.jsonl", salt=b"s",
+                                                    page_size=1))
+        served_during = 0
+        while not export.done():
+            served_during += 1
+            await asyncio.sleep(0)  # another handler's turn
+        assert (await export).written == 3 and served_during > 10
+    finally:
+        await db.dispose()
