@@ -1,4 +1,4 @@
-"""The `adaptbot` command: run (Telegram), chat (terminal), kb (knowledge base), eval, finetune."""
+"""The `adaptbot` command: run (Telegram), chat (terminal), kb (knowledge base), eval, finetune, dataset."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("kb", help="manage the knowledge base (kb add|list|delete|search)", add_help=False)
     sub.add_parser("finetune", help="LoRA fine-tuning to a verified GGUF", add_help=False)
     sub.add_parser("eval", help="measure levels and models on your own cases", add_help=False)
+    sub.add_parser("dataset", help="export SFT/DPO/KTO data from votes and feedback (dataset export)",
+                   add_help=False)
     return parser
 
 
@@ -35,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from evals.cli import main as eval_main
 
         return _guard(lambda settings: eval_main(argv[1:], settings))
+    if argv and argv[0] == "dataset":
+        from bot.dataset import cli as dataset_main
+
+        return _guard(lambda settings: dataset_main(argv[1:], settings))
     if argv and argv[0] == "kb":
         return _guard(lambda settings: _kb(settings, argv[1:]))
     args = _parser().parse_args(argv)

@@ -90,6 +90,7 @@ class Settings(BaseSettings):
 
     # --- Evaluation -------------------------------------------------------------------------------
     eval_prices: str | None = None  # "cloud=0.15/0.6": per-million-token prices (in/out) by model name, for cost
+    dataset_salt: SecretStr | None = None  # hashes raters in exported datasets; default: generated into DATA_DIR
 
     # --- Local models (llama.cpp) -----------------------------------------------------------------
     local_model_path: Path | None = None  # default: the bundled Gemma 3 270M (assembled into DATA_DIR/models)

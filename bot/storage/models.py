@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -95,3 +95,62 @@ class Usage(Base):
     day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD
     messages: Mapped[int] = mapped_column(Integer, default=0)
     tokens: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- people's verdicts: side-by-side comparisons and their votes, feedback on stored answers ------------------------
+
+
+class Comparison(Base):
+    """One question answered by two modes side by side, with what the chat looked like at that point."""
+
+    __tablename__ = "comparisons"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    question: Mapped[str] = mapped_column(Text)
+    history: Mapped[str] = mapped_column(Text, default="[]")  # JSON [{"role", "content"}, ...] before the question
+    system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)  # the one in force, if any
+    level_a: Mapped[str] = mapped_column(String(64))
+    model_a: Mapped[str] = mapped_column(String(200))
+    answer_a: Mapped[str] = mapped_column(Text)
+    level_b: Mapped[str] = mapped_column(String(64))
+    model_b: Mapped[str] = mapped_column(String(200))
+    answer_b: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Vote(Base):
+    """A person's verdict on a comparison; a second press changes it (one row per comparison and voter)."""
+
+    __tablename__ = "votes"
+    __table_args__ = (UniqueConstraint("compare_id", "voter", name="uq_votes_compare_voter"),
+                      Index("ix_votes_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    compare_id: Mapped[int] = mapped_column(Integer, index=True)
+    voter: Mapped[int] = mapped_column(BigInteger)  # Telegram user id: never exported
+    vote: Mapped[str] = mapped_column(String(16))  # a | b | tie | both_bad
+    season: Mapped[int] = mapped_column(Integer, default=1)  # /leaderboard reset starts a new one
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Feedback(Base):
+    """A person's verdict on one stored assistant message: 👍/👎 (with a reason) or a correction (/fix)."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("message_id", "user_id", "kind", name="uq_feedback_message_user_kind"),
+                      Index("ix_feedback_created_at", "created_at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    message_id: Mapped[int] = mapped_column(Integer, index=True)  # messages.id of the assistant turn
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    user_id: Mapped[int] = mapped_column(BigInteger)  # Telegram user id: never exported
+    kind: Mapped[str] = mapped_column(String(16))  # rating | correction: one of each per user and message
+    rating: Mapped[str] = mapped_column(String(8))  # up | down (a correction is a down)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)  # see FEEDBACK_REASONS in repo
+    source: Mapped[str] = mapped_column(String(16))  # button | reaction | correction
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    level: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the answer's mode, as on the message
+    model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)  # in force when it was answered
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

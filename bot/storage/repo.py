@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import and_, delete, func, or_, select
 from sqlalchemy import insert as insert_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.storage.models import Chat, Delivery, Message, Setting, Usage
+from bot.storage.models import Chat, Comparison, Delivery, Feedback, Message, Setting, Usage, Vote, utcnow
 
 
 def get_chat(session: Session, chat_id: int) -> Chat | None:
@@ -108,3 +112,250 @@ def usage_of(session: Session, user_id: int, day: str) -> Usage | None:
 def usage_all(session: Session, day: str) -> list[Usage]:
     rows = session.scalars(select(Usage).where(Usage.day == day).order_by(Usage.tokens.desc()))
     return list(rows)
+
+
+# --- comparisons, votes and feedback ----------------------------------------------------------------------------
+
+VOTES = ("a", "b", "tie", "both_bad")
+FEEDBACK_RATINGS = ("up", "down")
+FEEDBACK_REASONS = ("wrong_facts", "wrong_language", "ignored_instructions", "too_long", "other")
+FEEDBACK_SOURCES = ("button", "reaction", "correction")
+SEASON_KEY = "leaderboard_season"
+
+
+class InvalidVerdict(ValueError):
+    """A vote or feedback that cannot be stored as given (unknown value, no such comparison or answer)."""
+
+
+def _upsert(session: Session):  # type: ignore[no-untyped-def]
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def add_comparison(session: Session, *, chat_id: int, question: str, history: Sequence[dict[str, str]],
+                   system_prompt: str | None, mode_a: tuple[str, str], answer_a: str,
+                   mode_b: tuple[str, str], answer_b: str) -> int:
+    """Store a side-by-side answer (modes as (level, model), history as role/content dicts); its id."""
+    row = Comparison(chat_id=chat_id, question=question, system_prompt=system_prompt or None,
+                     history=json.dumps([{"role": m["role"], "content": m["content"]} for m in history],
+                                        ensure_ascii=False),
+                     level_a=mode_a[0], model_a=mode_a[1], answer_a=answer_a,
+                     level_b=mode_b[0], model_b=mode_b[1], answer_b=answer_b)
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+def get_comparison(session: Session, compare_id: int) -> Comparison | None:
+    return session.get(Comparison, compare_id)
+
+
+def current_season(session: Session) -> int:
+    value = get_setting(session, SEASON_KEY)
+    return int(value) if value else 1
+
+
+def new_season(session: Session) -> int:
+    """Start a new leaderboard season (votes are kept; the leaderboard counts the current season's)."""
+    season = current_season(session) + 1
+    set_setting(session, SEASON_KEY, str(season))
+    return season
+
+
+def record_vote(session: Session, compare_id: int, voter: int, vote: str) -> None:
+    """Store a voter's verdict on a comparison; a second vote by the same person replaces the first."""
+    if vote not in VOTES:
+        raise InvalidVerdict(f"unknown vote {vote!r} (expected one of {', '.join(VOTES)})")
+    if session.get(Comparison, compare_id) is None:
+        raise InvalidVerdict(f"no comparison {compare_id}")
+    season, now = current_season(session), utcnow()
+    stmt = _upsert(session)(Vote).values(compare_id=compare_id, voter=voter, vote=vote, season=season,
+                                         created_at=now)
+    session.execute(stmt.on_conflict_do_update(index_elements=[Vote.compare_id, Vote.voter],
+                                               set_={"vote": vote, "season": season, "created_at": now}))
+
+
+def vote_tally(session: Session, compare_id: int) -> dict[str, int]:
+    """How many people chose each verdict on one comparison (for the buttons' counters)."""
+    rows = session.execute(select(Vote.vote, func.count()).where(Vote.compare_id == compare_id).group_by(Vote.vote))
+    tally = dict.fromkeys(VOTES, 0)
+    tally.update({vote: int(n) for vote, n in rows})
+    return tally
+
+
+def record_feedback(session: Session, message_id: int, user_id: int, *, rating: str, source: str,
+                    reason: str | None = None, correction: str | None = None,
+                    system_prompt: str | None = None) -> None:
+    """Store 👍/👎 (or a correction) on a stored assistant message; the same person's next one replaces it.
+
+    A correction (source "correction") is a 👎 with the corrected text; it is kept beside the person's 👍/👎.
+    """
+    if rating not in FEEDBACK_RATINGS:
+        raise InvalidVerdict(f"unknown rating {rating!r} (expected up or down)")
+    if source not in FEEDBACK_SOURCES:
+        raise InvalidVerdict(f"unknown source {source!r} (expected one of {', '.join(FEEDBACK_SOURCES)})")
+    if reason is not None and reason not in FEEDBACK_REASONS:
+        raise InvalidVerdict(f"unknown reason {reason!r} (expected one of {', '.join(FEEDBACK_REASONS)})")
+    kind = "correction" if source == "correction" else "rating"
+    if kind == "correction" and not (correction and correction.strip()):
+        raise InvalidVerdict("a correction needs the corrected text")
+    if kind == "correction":
+        rating = "down"
+    message = session.get(Message, message_id)
+    if message is None or message.role != "assistant":
+        raise InvalidVerdict(f"no stored answer {message_id}")
+    values = dict(message_id=message_id, chat_id=message.chat_id, user_id=user_id, kind=kind, rating=rating,
+                  reason=reason, source=source, correction=correction.strip() if correction else None,
+                  level=message.level, model=message.model, system_prompt=system_prompt or None,
+                  created_at=utcnow())
+    stmt = _upsert(session)(Feedback).values(**values)
+    changed = {k: v for k, v in values.items() if k not in ("message_id", "user_id", "kind", "chat_id")}
+    session.execute(stmt.on_conflict_do_update(
+        index_elements=[Feedback.message_id, Feedback.user_id, Feedback.kind], set_=changed))
+
+
+def mode_name(level: str | None, model: str | None) -> str:
+    """A mode as people write it: "LEVEL MODEL"."""
+    return f"{level or '?'} {model or '?'}"
+
+
+def vote_outcomes(session: Session, season: int | None = None) -> list[tuple[str, str, str]]:
+    """(mode A, mode B, vote) of every vote, of one season or all; for the leaderboard's fit."""
+    stmt = (select(Comparison.level_a, Comparison.model_a, Comparison.level_b, Comparison.model_b, Vote.vote)
+            .join(Vote, Vote.compare_id == Comparison.id))
+    if season is not None:
+        stmt = stmt.where(Vote.season == season)
+    return [(mode_name(la, ma), mode_name(lb, mb), vote) for la, ma, lb, mb, vote in session.execute(stmt)]
+
+
+@dataclass
+class ModeCounts:
+    """What people said about one mode's answers over a period."""
+
+    up: int = 0
+    down: dict[str, int] = field(default_factory=dict)  # by reason; "unspecified" when none was given
+    corrections: int = 0
+    votes: int = 0  # votes on comparisons the mode took part in
+
+    @property
+    def down_total(self) -> int:
+        return sum(self.down.values())
+
+
+def feedback_counts(session: Session, since: datetime) -> dict[str, ModeCounts]:
+    """Counts per mode ("LEVEL MODEL") of 👍, 👎 by reason, corrections and votes since a time (for /feedback)."""
+    counts: dict[str, ModeCounts] = defaultdict(ModeCounts)
+    rows = session.execute(
+        select(Feedback.level, Feedback.model, Feedback.kind, Feedback.rating, Feedback.reason, func.count())
+        .where(Feedback.created_at >= since)
+        .group_by(Feedback.level, Feedback.model, Feedback.kind, Feedback.rating, Feedback.reason))
+    for level, model, kind, rating, reason, n in rows:
+        entry = counts[mode_name(level, model)]
+        if kind == "correction":
+            entry.corrections += n
+        elif rating == "up":
+            entry.up += n
+        else:
+            key = reason or "unspecified"
+            entry.down[key] = entry.down.get(key, 0) + n
+    for side in ("a", "b"):
+        level, model = getattr(Comparison, f"level_{side}"), getattr(Comparison, f"model_{side}")
+        rows = session.execute(select(level, model, func.count()).join(Vote, Vote.compare_id == Comparison.id)
+                               .where(Vote.created_at >= since).group_by(level, model))
+        for lv, md, n in rows:
+            counts[mode_name(lv, md)].votes += n
+    return dict(sorted(counts.items()))
+
+
+# --- readers for the dataset export: pages in key order, each a short unit of work ------------------------------
+
+
+@dataclass(frozen=True)
+class VotedComparison:
+    """A comparison with the votes on it (voters as Telegram ids: the export hashes them)."""
+
+    id: int
+    question: str
+    history: list[dict[str, str]]
+    system_prompt: str | None
+    mode_a: str
+    answer_a: str
+    mode_b: str
+    answer_b: str
+    votes: list[tuple[int, str]]  # (voter, vote)
+
+
+def voted_comparisons_page(session: Session, after_id: int, limit: int,
+                           since: datetime | None = None) -> list[VotedComparison]:
+    """Up to `limit` comparisons with id > after_id that have votes (since a time), in id order."""
+    vote_filter = [Vote.compare_id == Comparison.id]
+    if since is not None:
+        vote_filter.append(Vote.created_at >= since)
+    ids = list(session.scalars(
+        select(Comparison.id).where(Comparison.id > after_id, select(Vote.id).where(*vote_filter).exists())
+        .order_by(Comparison.id).limit(limit)))
+    if not ids:
+        return []
+    votes: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    stmt = select(Vote.compare_id, Vote.voter, Vote.vote).where(Vote.compare_id.in_(ids))
+    if since is not None:
+        stmt = stmt.where(Vote.created_at >= since)
+    for compare_id, voter, vote in session.execute(stmt.order_by(Vote.compare_id, Vote.id)):
+        votes[compare_id].append((voter, vote))
+    out = []
+    for c in session.scalars(select(Comparison).where(Comparison.id.in_(ids)).order_by(Comparison.id)):
+        out.append(VotedComparison(c.id, c.question, json.loads(c.history or "[]"), c.system_prompt,
+                                   mode_name(c.level_a, c.model_a), c.answer_a, mode_name(c.level_b, c.model_b),
+                                   c.answer_b, votes[c.id]))
+    return out
+
+
+@dataclass(frozen=True)
+class FeedbackRow:
+    user_id: int
+    kind: str
+    rating: str
+    reason: str | None
+    correction: str | None
+    system_prompt: str | None
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """A stored message of a chat that has feedback, with the feedback on it (if any)."""
+
+    id: int
+    chat_id: int
+    role: str
+    content: str
+    complete: bool
+    mode: str
+    feedback: list[FeedbackRow]
+
+
+def feedback_chat_page(session: Session, after: tuple[int, int], limit: int,
+                       since: datetime | None = None) -> list[ChatMessage]:
+    """Up to `limit` messages after (chat id, message id), in that order, of the chats that have feedback.
+
+    Walking these pages in order, a reader keeps each chat's recent turns and meets every rated answer with its
+    history, without a query per answer.
+    """
+    fb_filter = [] if since is None else [Feedback.created_at >= since]
+    chats = select(Feedback.chat_id).where(*fb_filter).distinct()
+    chat_after, id_after = after
+    rows = list(session.execute(
+        select(Message.id, Message.chat_id, Message.role, Message.content, Message.complete, Message.level,
+               Message.model)
+        .where(Message.chat_id.in_(chats),
+               or_(Message.chat_id > chat_after, and_(Message.chat_id == chat_after, Message.id > id_after)))
+        .order_by(Message.chat_id, Message.id).limit(limit)))
+    rated = [r.id for r in rows if r.role == "assistant"]
+    feedback: dict[int, list[FeedbackRow]] = defaultdict(list)
+    if rated:
+        for f in session.execute(
+                select(Feedback.message_id, Feedback.user_id, Feedback.kind, Feedback.rating, Feedback.reason,
+                       Feedback.correction, Feedback.system_prompt)
+                .where(Feedback.message_id.in_(rated), *fb_filter).order_by(Feedback.id)):
+            feedback[f.message_id].append(FeedbackRow(f.user_id, f.kind, f.rating, f.reason, f.correction,
+                                                      f.system_prompt))
+    return [ChatMessage(r.id, r.chat_id, r.role, r.content, bool(r.complete), mode_name(r.level, r.model),
+                        feedback.get(r.id, [])) for r in rows]
