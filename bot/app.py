@@ -7,13 +7,12 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand, BotCommandScopeDefault
 from aiogram.utils.token import TokenValidationError, validate_token
 
 from agents.backends import ModelRegistry
@@ -21,11 +20,12 @@ from agents.backends.cloud import CloudBackend
 from agents.errors import AgentsError, UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
+from bot.commands import build_registry
 from bot.config import ConfigError, Settings
 from bot.delivery import DeliveryJournal
 from bot.eval_jobs import EvalJobs
 from bot.handlers import build_router
-from bot.i18n import t
+from bot.handlers.commands import set_commands
 from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
 from bot.permissions import GroupAdmins
@@ -33,6 +33,9 @@ from bot.pump import UpdatePump, poll
 from bot.service import ChatService
 from bot.storage import Database
 from bot.telegram_session import ResilientRequests
+
+if TYPE_CHECKING:
+    from bot.knowledge_link import LazyKnowledge
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +48,14 @@ class Services:
     db: Database
     brain: Brain
     chat: ChatService
-    extras: dict[str, Any] = field(default_factory=dict)
+    knowledge: LazyKnowledge | None = None  # the knowledge base, opened on first use; None when not installed
     eval_jobs: EvalJobs = field(default_factory=EvalJobs)
 
     async def aclose(self) -> None:
         await self.eval_jobs.aclose()
-        for closer in self.extras.get("closers", []):
+        if self.knowledge is not None:
             with contextlib.suppress(Exception):
-                await closer()
+                await self.knowledge.aclose()
         await self.brain.models.aclose()
         await self.db.dispose()
 
@@ -188,25 +191,15 @@ def create_dispatcher(services: Services) -> Dispatcher:
     dp["chat_service"] = services.chat
     dp["brain"] = services.brain
     dp["services"] = services
-    dp["knowledge"] = services.extras.get("knowledge")
-    dp["eval_jobs"] = services.eval_jobs
+    registry = build_registry()
+    dp["registry"] = registry
     dp["group_admins"] = GroupAdmins(services.settings.admin_ids)
     dp["deliveries"] = DeliveryJournal(services.db)
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
-    dp.include_router(build_router())
+    dp.include_router(build_router(registry))
     return dp
-
-
-COMMANDS = ("start", "help", "mode", "reset", "stop", "steps", "usage")
-
-
-async def set_commands(bot: Bot) -> None:
-    for lang in ("en", "ru"):
-        commands = [BotCommand(command=c, description=t(f"cmd_{c}", lang)) for c in COMMANDS]
-        await bot.set_my_commands(commands, scope=BotCommandScopeDefault(),
-                                  language_code=None if lang == "en" else lang)
 
 
 class BotApp:

@@ -18,6 +18,10 @@ def _parser() -> argparse.ArgumentParser:
     chat = sub.add_parser("chat", help="chat in the terminal through the same chat service")
     chat.add_argument("--chat-id", type=int, default=0, help="whose memory to use (default 0: the terminal's)")
     chat.add_argument("--lang", choices=["en", "ru"], default=None)
+    chat.add_argument("--once", metavar="TEXT", default=None,
+                      help="answer this one message (a question or a /command), wait for its jobs, and exit")
+    chat.add_argument("--user", action="store_true",
+                      help="act as an ordinary user, not a bot admin (the terminal's default is admin)")
     sub.add_parser("kb", help="manage the knowledge base (kb add|list|delete|search)", add_help=False)
     sub.add_parser("finetune", help="LoRA fine-tuning to a verified GGUF", add_help=False)
     sub.add_parser("eval", help="measure levels and models on your own cases", add_help=False)
@@ -47,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run":
         return _guard(lambda settings: asyncio.run(_run(settings, args.webhook)))
     lang = args.lang or ("ru" if os.environ.get("LANG", "").startswith("ru") else "en")
-    return _guard(lambda settings: asyncio.run(_chat(settings, args.chat_id, lang)))
+    return _guard(lambda settings: asyncio.run(_chat(settings, args.chat_id, lang, args.once, not args.user)))
 
 
 def _guard(action: object) -> int:
@@ -85,7 +89,7 @@ async def _run(settings: Settings, webhook: bool) -> int:
     return 0
 
 
-async def _chat(settings: Settings, chat_id: int, lang: str) -> int:
+async def _chat(settings: Settings, chat_id: int, lang: str, once: str | None, admin: bool) -> int:
     import logging
 
     from bot.app import create_services
@@ -96,7 +100,7 @@ async def _chat(settings: Settings, chat_id: int, lang: str) -> int:
     logging.getLogger().setLevel(logging.WARNING)  # keep the conversation readable
     services = await create_services(settings)
     try:
-        return await run_terminal(services, chat_id, lang)
+        return await run_terminal(services, chat_id, lang, admin=admin, once=once)
     finally:
         await services.aclose()
 

@@ -8,18 +8,12 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Привет! Я adaptbot. Спрашивайте что угодно.\nТекущий режим: {mode}. Сменить: /mode; список команд: /help.",
     },
     "help": {
-        "en": ("adaptbot answers on four levels of LLM adaptation.\n\n"
-               "/mode — choose level and model (/mode prompt cloud)\n/reset — forget this chat's history\n"
-               "/stop — stop the current answer\n/steps on|off — show agent steps\n/usage — your usage today\n"
-               "/help — this text\n\nCurrent mode: {mode}.{extra}"),
-        "ru": ("adaptbot отвечает на четырёх уровнях адаптации LLM.\n\n"
-               "/mode — выбрать уровень и модель (/mode prompt cloud)\n/reset — забыть историю этого чата\n"
-               "/stop — остановить текущий ответ\n/steps on|off — показывать шаги агента\n"
-               "/usage — ваше потребление за сегодня\n/help — эта справка\n\nТекущий режим: {mode}.{extra}"),
+        "en": "adaptbot answers on four levels of LLM adaptation.\n\n{commands}\n\nCurrent mode: {mode}.{extra}",
+        "ru": "adaptbot отвечает на четырёх уровнях адаптации LLM.\n\n{commands}\n\nТекущий режим: {mode}.{extra}",
     },
     "help_admin": {
-        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /kb, /kb_del <id>, /kb_search <query>, /kb_cancel; send a file to add it to the knowledge base.",
-        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /kb, /kb_del <id>, /kb_search <запрос>, /kb_cancel; пришлите файл, чтобы добавить его в базу знаний.",
+        "en": "\n\nAdmin:\n{commands}\nSend a file in a private chat to add it to the knowledge base.",
+        "ru": "\n\nАдмин:\n{commands}\nПришлите файл в личном чате, чтобы добавить его в базу знаний.",
     },
     "help_search_off": {
         "en": "\nWeb search is off: set SEARCH_PROVIDER (searxng, tavily, serpapi or brave) with SEARCH_URL or SEARCH_API_KEY to enable it.",
@@ -152,9 +146,50 @@ TEXTS: dict[str, dict[str, str]] = {
     "cmd_stop": {"en": "Stop the current answer", "ru": "Остановить ответ"},
     "cmd_steps": {"en": "Show agent steps (on/off)", "ru": "Показывать шаги агента (on/off)"},
     "cmd_usage": {"en": "Usage today", "ru": "Потребление за сегодня"},
+    "cmd_prompt": {"en": "Show, set or reset the system prompt", "ru": "Показать, задать или сбросить системный промпт"},
+    "cmd_kb": {"en": "List the knowledge base's documents", "ru": "Документы базы знаний"},
+    "cmd_kb_add": {"en": "Add a file to the knowledge base", "ru": "Добавить файл в базу знаний"},
+    "cmd_kb_del": {"en": "Delete a document", "ru": "Удалить документ"},
+    "cmd_kb_search": {"en": "Search the knowledge base", "ru": "Поиск по базе знаний"},
+    "cmd_kb_cancel": {"en": "Cancel this chat's uploads in progress", "ru": "Отменить загрузки этого чата"},
+    "cmd_eval": {"en": "Evaluate levels and models on a cases file; /eval stop cancels",
+                 "ru": "Оценить уровни и модели по файлу кейсов; /eval stop отменяет"},
+    "kb_add_usage": {"en": "Send a file with the caption /kb_add (in a private chat, just send the file).",
+                     "ru": "Пришлите файл с подписью /kb_add (в личном чате — просто пришлите файл)."},
+    "choose_number": {"en": "Type a number to choose.", "ru": "Введите номер, чтобы выбрать."},
+    "file_written": {"en": "File: {path}", "ru": "Файл: {path}"},
+    "no_such_choice": {"en": "No choice {n} here.", "ru": "Нет варианта {n}."},
+    "unknown_command": {"en": "Unknown command {name}; /help lists them.",
+                        "ru": "Неизвестная команда {name}; список: /help."},
+    "terminal_banner": {"en": "adaptbot — chat {chat_id}, mode {mode}. /help for commands, /quit to leave.",
+                        "ru": "adaptbot — чат {chat_id}, режим {mode}. /help — команды, /quit — выход."},
 }
 
 LANGUAGES = ("en", "ru")
+
+# Russian texts for the knowledge base's errors, by class name (their English messages are complete sentences)
+KNOWLEDGE_ERRORS_RU = {
+    "UnsupportedFileError": "Неподдерживаемый тип файла: пришлите TXT, Markdown, PDF, DOCX или HTML.",
+    "EmptyDocumentError": "В файле нет текста для индексации.",
+    "EncryptedFileError": "Файл защищён паролем: пришлите его без пароля.",
+    "CorruptFileError": "Файл повреждён и не читается; проверьте, что он открывается, и попробуйте снова.",
+    "FileTooLargeError": "Файл слишком большой для индексации.",
+    "ParseTimeoutError": "Разбор файла занял слишком много времени; возможно, файл испорчен.",
+    "ParseLimitError": "Разбор файла превысил пределы памяти; возможно, файл испорчен.",
+    "UnsafeFileNameError": "Имя файла содержит путь или управляющие символы; переименуйте файл и пришлите снова.",
+    "EmbeddingModelError": "Не удалось загрузить модель эмбеддингов; проверьте EMBEDDING_MODEL.",
+    "StoreError": "Хранилище базы знаний не ответило; ничего не изменено. Попробуйте позже.",
+    "InvalidInputError": "Неверные данные.",
+}
+
+
+def knowledge_error(exc: Exception, lang: str) -> str:
+    """A knowledge-base error in the user's language (the nearest known class; English: the error's message)."""
+    if lang == "ru":
+        for cls in type(exc).__mro__:
+            if cls.__name__ in KNOWLEDGE_ERRORS_RU:
+                return KNOWLEDGE_ERRORS_RU[cls.__name__]
+    return str(exc)
 
 
 def lang_of(code: str | None) -> str:

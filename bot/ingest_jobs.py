@@ -81,6 +81,10 @@ class IngestJobs:
         """Held by the job that is ingesting; the others wait for it (cancelling a waiting task is safe)."""
         return self._turn
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The tasks of the jobs in progress (to wait for them)."""
+        return [job.task for job in self._jobs.values() if job.task is not None]
+
     def cancel_chat(self, chat_id: int) -> list[IngestJob]:
         """Cancel every upload of `chat_id`; returns them."""
         jobs = [job for job in self._jobs.values() if job.chat_id == chat_id and not job.cancelled]

@@ -50,5 +50,4 @@ def attach(services: Services) -> None:
                          max_chunks=s.kb_max_chunks, max_jobs=s.kb_max_jobs,
                          shutdown_grace=s.shutdown_timeout)
     services.brain.knowledge = lazy
-    services.extras["knowledge"] = lazy
-    services.extras.setdefault("closers", []).append(lazy.aclose)
+    services.knowledge = lazy

@@ -1,99 +1,195 @@
-"""`adaptbot chat`: the same chat service in a terminal (same memory, /mode, /reset), no Telegram."""
+"""`adaptbot chat`: the terminal adapter of the command layer, over the same chat service (same memory, modes).
+
+Every command works here as in Telegram: choices become a numbered list (type the number), files and pictures
+are written under DATA_DIR/out/ and their paths printed. A file goes with a command as `@path` first argument
+(`/eval @cases.jsonl --repeats 2`, `/kb_add @handbook.pdf date=2024-05-01`). The terminal's user is a private
+chat's owner and, unless `admin=False`, a bot admin (they run the bot's machine).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shlex
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
-from agents.errors import ModelUnavailableError, UnknownNameError
 from agents.types import Queued, Sources, TextDelta, Thought, ToolStep
-from bot.app import Services
+from bot.commands import Choice, Context, Document, Registry, Reply, build_registry
+from bot.commands.base import DocumentUnavailable
 from bot.handlers.errors import user_message
 from bot.i18n import t
 
-HELP = """Commands: /mode [level|model ...], /reset, /steps on|off, /prompt, /help, /quit
-Anything else is sent to the model."""
+if TYPE_CHECKING:
+    from bot.app import Services
+
+QUIT = ("/quit", "/exit")
+_UNSAFE = re.compile(r"[^\w.-]+")
+
+
+class Printed:
+    """A printed reply; an edit prints the new text (a terminal cannot rewrite what scrolled by)."""
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out = out
+
+    async def edit(self, text: str) -> None:
+        self.out(text)
+
+
+class TerminalOutbox:
+    """Replies as printed lines; choices numbered (remembered for the next line), files under DATA_DIR/out/."""
+
+    def __init__(self, out: Callable[[str], None], out_dir: Path, lang: str) -> None:
+        self.out, self.out_dir, self.lang = out, out_dir, lang
+        self.choices: list[Choice] = []
+
+    async def send(self, reply: Reply) -> Printed:
+        if reply.code is not None:
+            self.out(reply.code)
+        if reply.text:
+            self.out(reply.text)
+        if reply.notice:
+            self.out(reply.notice)
+        if reply.file is not None:
+            path = await asyncio.to_thread(self._write, reply.file.name, reply.file.data)
+            self.out(t("file_written", self.lang, path=path))
+        if reply.choices:
+            self.choices = [choice for row in reply.choices for choice in row]
+            for i, choice in enumerate(self.choices, 1):
+                self.out(f"  {i}. {choice.label}")
+            self.out(t("choose_number", self.lang))
+        return Printed(self.out)
+
+    def _write(self, name: str, data: bytes) -> Path:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        path = self.out_dir / (_UNSAFE.sub("_", Path(name).name) or "file")
+        path.write_bytes(data)
+        return path
+
+
+def _document(args: str) -> tuple[Document | None, str]:
+    """A leading `@path` argument as the command's file, and the remaining arguments."""
+    if not args.startswith("@"):
+        return None, args
+    first, _, rest = args.partition(" ")
+    try:
+        path = Path(shlex.split(first[1:])[0] if first[1:] else "").expanduser()
+    except ValueError:
+        path = Path(first[1:])
+
+    async def read() -> bytes:
+        try:
+            return await asyncio.to_thread(path.read_bytes)
+        except OSError as exc:
+            raise DocumentUnavailable(str(exc)) from None
+
+    size = path.stat().st_size if path.is_file() else None
+    return Document(path.name, size, read), rest
+
+
+class Terminal:
+    """One terminal conversation: runs a line (a command, a number for a choice, or chat) and prints the answer."""
+
+    def __init__(self, services: Services, chat_id: int, lang: str, stdout: TextIO, *, admin: bool = True,
+                 user_id: int | None = None, registry: Registry | None = None) -> None:
+        self.services, self.chat_id, self.lang, self.stdout = services, chat_id, lang, stdout
+        self.admin, self.user_id = admin, chat_id if user_id is None else user_id
+        self.registry = registry or build_registry()
+        self.outbox = TerminalOutbox(self.out, services.settings.data_dir / "out", lang)
+
+    def out(self, text: str = "", end: str = "\n") -> None:
+        self.stdout.write(text + end)
+        self.stdout.flush()
+
+    def _context(self, args: str, **more: object) -> Context:
+        return Context(self.services, self.chat_id, self.user_id, "terminal", self.lang, self.outbox, args=args,
+                       is_bot_admin=self.admin, **more)  # type: ignore[arg-type]
+
+    async def handle(self, text: str) -> None:
+        if text.isdigit() and self.outbox.choices:
+            await self._choose(int(text))
+        elif text.startswith("/"):
+            name, _, args = text[1:].partition(" ")
+            name = name.split("@")[0].lower()
+            if self.registry.get(name) is None:
+                self.out(t("unknown_command", self.lang, name=f"/{name}"))
+                return
+            document, args = _document(args.strip())
+            for reply in await self.registry.run(self._context(args, document=document), name):
+                await self.outbox.send(reply)
+        else:
+            await self._answer(text)
+
+    async def _choose(self, n: int) -> None:
+        if not 1 <= n <= len(self.outbox.choices):
+            self.out(t("no_such_choice", self.lang, n=n))
+            return
+        choice = self.outbox.choices[n - 1]
+        for reply in await self.registry.run(self._context(choice.args, via_choice=True), choice.command):
+            await self.outbox.send(reply)
+
+    async def wait_jobs(self) -> None:
+        """Wait for the background jobs this conversation started (uploads, an evaluation) to end."""
+        tasks: list[asyncio.Task[None]] = []
+        knowledge = self.services.knowledge
+        if knowledge is not None:
+            tasks += knowledge.jobs.tasks()
+        current = self.services.eval_jobs.current
+        if current is not None and current.task is not None:
+            tasks.append(current.task)
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _answer(self, text: str) -> None:
+        chat = self.services.chat
+        mode = await chat.get_mode(self.chat_id)
+        try:
+            async for event in chat.reply(self.chat_id, text, user_id=self.user_id, lang=self.lang):
+                if isinstance(event, TextDelta):
+                    self.out(event.text, end="")
+                elif isinstance(event, ToolStep) and mode.show_steps:
+                    self.out(f"[{event.tool}({event.input}) -> {event.output[:200]}]")
+                elif isinstance(event, Thought) and mode.show_steps:
+                    self.out(f"[{event.text[:200]}]")
+                elif isinstance(event, Queued):
+                    self.out(t("queued", self.lang, ahead=event.ahead))
+                elif isinstance(event, Sources):
+                    self.out("\n" + t("sources", self.lang))
+                    for s in event.items:
+                        page = f", p. {s.page}" if s.page else ""
+                        self.out(f"[{s.index}] {s.name}{page}")
+            self.out()
+        except Exception as exc:  # expected failures are shown; bugs re-raised
+            message = user_message(exc, self.lang)
+            if message is None:
+                raise
+            self.out(f"\n{message}")
 
 
 async def run_terminal(services: Services, chat_id: int, lang: str = "en", stdin: TextIO | None = None,
-                       stdout: TextIO | None = None) -> int:
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    chat = services.chat
-
-    def out(text: str = "", end: str = "\n") -> None:
-        stdout.write(text + end)
-        stdout.flush()
-
-    mode = await chat.get_mode(chat_id)
-    out(f"adaptbot — chat {chat_id}, mode {mode.level} · {mode.model}. /help for commands, /quit to leave.")
+                       stdout: TextIO | None = None, *, admin: bool = True, user_id: int | None = None,
+                       once: str | None = None) -> int:
+    """The conversation loop (or, with `once`, one message and its background jobs); returns the exit code."""
+    terminal = Terminal(services, chat_id, lang, stdout or sys.stdout, admin=admin, user_id=user_id)
+    if once is not None:
+        await terminal.handle(once.strip())
+        await terminal.wait_jobs()
+        return 0
+    stdin = stdin or sys.stdin
+    mode = await services.chat.get_mode(chat_id)
+    terminal.out(t("terminal_banner", lang, chat_id=chat_id, mode=f"{mode.level} · {mode.model}"))
     while True:
-        stdout.write("> ")
-        stdout.flush()
+        terminal.stdout.write("> ")
+        terminal.stdout.flush()
         line = await asyncio.to_thread(stdin.readline)  # never block the event loop on input
         if not line:
-            out()
+            terminal.out()
             return 0
         text = line.strip()
-        if not text:
-            continue
-        command, _, args = text.partition(" ")
-        if command in ("/quit", "/exit"):
+        if text in QUIT:
             return 0
-        if command == "/help":
-            out(HELP)
-        elif command == "/reset":
-            out(t("reset_done", lang, n=await chat.reset(chat_id)))
-        elif command == "/mode":
-            if not args.strip():
-                mode = await chat.get_mode(chat_id)
-                out(f"mode: {mode.level} · {mode.model}")
-                for name, level in chat.brain.levels.all().items():
-                    out(f"  {'*' if name == mode.level else ' '} {name:10} {level.description.get(lang, '')}")
-                for name, backend in chat.brain.models.all().items():
-                    reason = backend.unavailable_reason()
-                    note = f" ({t('mode_unavailable', lang, reason=reason)})" if reason else ""
-                    out(f"  {'*' if name == mode.model else ' '} {name:10} {backend.description.get(lang, '')}{note}")
-                continue
-            try:
-                mode = await chat.set_mode(chat_id, args.split())
-                out(t("mode_set", lang, mode=f"{mode.level} · {mode.model}"))
-            except ModelUnavailableError as exc:
-                out(t("err_unavailable", lang, reason=str(exc)))
-            except UnknownNameError as exc:
-                out(t("mode_unknown", lang, name=exc.name, levels=", ".join(chat.brain.levels.names()),
-                      models=", ".join(chat.brain.models.names())))
-        elif command == "/steps":
-            await chat.set_steps(chat_id, args.strip().lower() == "on")
-            out(t("steps_set", lang, state=t("on" if args.strip().lower() == "on" else "off", lang)))
-        elif command == "/prompt":
-            prompt, _ = await chat.system_prompt()
-            out(prompt)
-        else:
-            await _answer(services, chat_id, text, lang, out)
-
-
-async def _answer(services: Services, chat_id: int, text: str, lang: str, out: object) -> None:
-    write = out  # type: ignore[assignment]
-    mode = await services.chat.get_mode(chat_id)
-    try:
-        async for event in services.chat.reply(chat_id, text):
-            if isinstance(event, TextDelta):
-                write(event.text, end="")  # type: ignore[operator]
-            elif isinstance(event, ToolStep) and mode.show_steps:
-                write(f"[{event.tool}({event.input}) -> {event.output[:200]}]")  # type: ignore[operator]
-            elif isinstance(event, Thought) and mode.show_steps:
-                write(f"[{event.text[:200]}]")  # type: ignore[operator]
-            elif isinstance(event, Queued):
-                write(t("queued", lang, ahead=event.ahead))  # type: ignore[operator]
-            elif isinstance(event, Sources):
-                write("\n" + t("sources", lang))  # type: ignore[operator]
-                for s in event.items:
-                    page = f", p. {s.page}" if s.page else ""
-                    write(f"[{s.index}] {s.name}{page}")  # type: ignore[operator]
-        write()  # type: ignore[operator]
-    except Exception as exc:  # expected failures are shown; bugs re-raised
-        message = user_message(exc, lang)
-        if message is None:
-            raise
-        write(f"\n{message}")  # type: ignore[operator]
+        if text:
+            await terminal.handle(text)

@@ -66,7 +66,7 @@ async def services(tmp_path: Path, llm: ScriptedOpenAI) -> Any:
 
     llm.default = level_aware_model
     services = await create_services(make_settings(tmp_path, None, llm))
-    kb = await services.extras["knowledge"].get()
+    kb = await services.knowledge.get()
     await kb.add_document(DOC, "prices-2026.md", "test", "2026-03-01")
     yield services
     await services.aclose()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bot.handlers.kb import pack_lines
+from bot.commands.kb import pack_lines
 from knowledge import samples
 from tests.conftest import BotRunner, free_port
 from tests.fakes.openai_server import ScriptedOpenAI, ToolCalls
