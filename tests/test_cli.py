@@ -64,3 +64,16 @@ async def test_terminal_chat_shares_memory_and_modes_with_telegram(bot: BotRunne
         "my favourite colour is teal", "echo: my favourite colour is teal", "what colour?"]
     assert llm.requests[2]["messages"][0]["role"] == "system"  # `/mode prompt` took effect
     assert API_KEY not in out + err
+
+
+async def test_chat_once_answers_one_message_and_exits(llm: ScriptedOpenAI, tmp_path: Path) -> None:
+    env = {"DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm.base_url,
+           "OPENAI_TIMEOUT": "5", "DEFAULT_MODE": "zero-shot"}
+    code, out, err = await run_cli(["chat", "--chat-id", "9", "--once", "/steps foo"], env)
+    assert code == 0, err
+    assert out.strip() == "Usage: /steps on or /steps off (now: off)."  # not "off": the same as in Telegram
+    llm.enqueue("Forty-two.")
+    code, out, err = await run_cli(["chat", "--chat-id", "9", "--once", "what is six times seven?"], env)
+    assert (code, out.strip()) == (0, "Forty-two."), err
+    code, out, _ = await run_cli(["chat", "--chat-id", "9", "--user", "--once", "/prompt"], env)
+    assert (code, out.strip()) == (0, "Sorry, this command is for the bot's admins only.")
