@@ -180,7 +180,7 @@ class TurnRun:
             prompts=brain.prompts(system_override), token_budget=brain.token_budget,
             knowledge=brain.guarded_knowledge(), max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
         )
-        if level.name == "agent":
+        if level.needs_tools:
             ctx.tools = await brain.tools(ctx.knowledge)
         return ctx, level
 

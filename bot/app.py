@@ -17,7 +17,8 @@ from aiogram.utils.token import TokenValidationError, validate_token
 
 from agents.backends import ModelRegistry
 from agents.backends.cloud import CloudBackend
-from agents.errors import AgentsError, UnknownNameError
+from agents.defaults import DEFAULT_LEVEL, DEFAULT_MODEL
+from agents.errors import UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.commands import build_registry
@@ -111,10 +112,9 @@ async def create_services(settings: Settings) -> Services:
         brain.prompts()
     except Exception as exc:  # noqa: BLE001 - reported as a configuration error
         raise ConfigError(f"invalid setting PROMPTS_PATH: {exc}") from None
-    default_level, default_model = "prompt", "cloud"
     try:
-        default_level, default_model = brain.parse_mode(settings.default_mode.split(), default_level,
-                                                        default_model)
+        default_level, default_model = brain.parse_mode(settings.default_mode.split(), DEFAULT_LEVEL,
+                                                        DEFAULT_MODEL)
     except UnknownNameError as exc:
         raise ConfigError(f"invalid setting DEFAULT_MODE: {exc}") from None
     default_model = _available_default(brain, default_level, default_model)
@@ -135,7 +135,7 @@ async def create_services(settings: Settings) -> Services:
                        model_retries=min(1, settings.openai_max_retries))
     services = Services(settings, db, brain, chat)
     _attach_knowledge(services)
-    await _warm_up(brain, default_model)
+    await brain.models.get(default_model).warm_up()  # the default model is ready before the first question
     return services
 
 
@@ -146,19 +146,6 @@ def _available_default(brain: Brain, level: str, model: str) -> str:
         return model
     log.warning("%s: the default mode is %s local instead of %s %s", reason, level, level, model)
     return "local"
-
-
-async def _warm_up(brain: Brain, model: str) -> None:
-    """Build the default model's client now, in a thread: importing langchain-openai takes about a second, which
-    the first question would otherwise spend with the event loop blocked. A default local model starts loading on
-    its worker thread (the bundled one is assembled there the first time); others stay lazy (they load
-    gigabytes). A model that cannot be built yet says so on first use."""
-    backend = brain.models.get(model)
-    backend.preload()
-    if backend.name != "cloud":
-        return
-    with contextlib.suppress(AgentsError):
-        await asyncio.to_thread(backend.chat_model)
 
 
 def _attach_knowledge(services: Services) -> None:

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from agents.defaults import CLOUD_MODEL, DEFAULT_LEVEL, DEFAULT_MODEL
+
 OFFICIAL_TELEGRAM_API = "https://api.telegram.org"
 
 IdList = Annotated[list[int], NoDecode]
@@ -54,7 +56,7 @@ class Settings(BaseSettings):
     # --- Cloud model (any OpenAI-compatible API) -----------------------------------------------------
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
-    openai_model: str = "gpt-4o-mini"
+    openai_model: str = CLOUD_MODEL
     openai_timeout: float = Field(60.0, gt=0)  # seconds; langchain-openai has no timeout by default
     openai_max_retries: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.3, ge=0, le=2)
@@ -62,7 +64,7 @@ class Settings(BaseSettings):
     # --- Storage and modes ----------------------------------------------------------------------
     data_dir: Path = Path("./data")
     database_url: str | None = None  # default: sqlite+aiosqlite under DATA_DIR
-    default_mode: str = "prompt cloud"  # a level and/or a model name; without OPENAI_API_KEY cloud becomes local
+    default_mode: str = f"{DEFAULT_LEVEL} {DEFAULT_MODEL}"  # level and/or model; no OPENAI_API_KEY: cloud -> local
     prompts_path: Path | None = None  # default: the prompts file shipped in agents/prompts/
     history_token_budget: int = Field(3000, ge=200)  # tokens of history sent with each model call
     max_input_chars: int = Field(8000, ge=10)  # longer user messages are refused before the model

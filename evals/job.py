@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.backends.cloud import CloudBackend
 from agents.errors import AgentsError
 from evals.cases import Case
 from evals.judge import Judge
@@ -52,7 +53,7 @@ def _judge(services: Any, name: str | None) -> Judge | None:
     if name is None:
         if settings.openai_api_key is None:
             return None  # no cloud model configured: judge cases stay ungraded, the report says so
-        name = "cloud"
+        name = CloudBackend.name
     models = services.brain.models
     if name not in models:
         raise EvalSpecError(f"unknown judge model {name!r}; models: {', '.join(models.names())}, or none")

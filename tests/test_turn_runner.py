@@ -188,3 +188,27 @@ async def test_a_search_that_fails_mid_turn_is_an_observation_without_internals(
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "I could not check the handbook."
     observation = next(m for m in llm.requests[1]["messages"] if m["role"] == "tool")["content"]
     assert "knowledge base is unavailable" in observation and "10.1.2.3" not in observation
+
+
+async def test_a_level_that_declares_needs_tools_gets_them_whatever_its_name(llm: ScriptedOpenAI) -> None:
+    from agents.levels.base import Level, LevelRegistry, TurnContext
+
+    seen: dict[str, list[str]] = {}
+
+    class ToolLister(Level):
+        description = MappingProxyType({"en": "lists the tools it was given"})
+
+        def __init__(self, name: str, needs_tools: bool) -> None:
+            self.name, self.needs_tools = name, needs_tools  # type: ignore[misc]
+
+        async def stream(self, ctx: TurnContext):  # type: ignore[override]
+            seen[self.name] = [tool.name for tool in ctx.tools]
+            yield TextDelta("ok")
+
+    models = ModelRegistry()
+    models.register(SharedCloud(llm))
+    brain = Brain(LevelRegistry([ToolLister("planner", True), ToolLister("plain", False)]), models,
+                  tool_factories=[make_calculator_tool])
+    for level in ("planner", "plain"):
+        assert [e async for e in brain.start_turn(level=level, model="local", history=[], text="hi")]
+    assert seen == {"planner": ["calculator"], "plain": []}

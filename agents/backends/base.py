@@ -26,8 +26,9 @@ class Backend(ABC):
         """Why this backend cannot answer as configured (a missing key), or None; no network, no loading."""
         return None
 
-    def preload(self) -> None:  # noqa: B027 - optional hook
-        """Start loading what the first request needs, in the background; does not wait."""
+    async def warm_up(self) -> None:  # noqa: B027 - optional hook
+        """Prepare what the first question would otherwise wait for; by default nothing (local models stay lazy:
+        they load gigabytes). A model that cannot be built yet says so on first use, not here."""
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (threads, model weights)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from agents.backends.base import Backend
-from agents.errors import ModelUnavailableError
+from agents.errors import AgentsError, ModelUnavailableError
 
 
 class CloudBackend(Backend):
@@ -27,6 +30,12 @@ class CloudBackend(Backend):
         if self._api_key is None or not self._api_key.get_secret_value():
             return "the cloud model needs OPENAI_API_KEY"
         return None
+
+    async def warm_up(self) -> None:
+        """Build the client now, in a thread: importing langchain-openai takes about a second, which the first
+        question would otherwise spend with the event loop blocked."""
+        with contextlib.suppress(AgentsError):
+            await asyncio.to_thread(self.chat_model)
 
     def chat_model(self) -> BaseChatModel:
         if self._model is None:

@@ -265,6 +265,11 @@ class LocalBackend(Backend):
             )
         return self._model
 
+    async def warm_up(self) -> None:
+        """The default local model starts loading on its worker thread now (the bundled one is assembled there the
+        first time); the first question then finds it ready. Other local models stay lazy (they load gigabytes)."""
+        self.preload()
+
     def preload(self) -> None:
         """Start loading (and, the first time, assembling) the model on its worker thread; does not wait."""
         self.worker.preload()
