@@ -3,7 +3,8 @@
 In a group, /reset, /mode (changing it), /steps (changing it) and the mode buttons act on everyone's chat, so they
 need an administrator; /stop stops only the asker's own answer unless an administrator sends it. Private chats
 belong to their user. Group administrators are asked from Telegram (getChatMember) and remembered briefly; when
-Telegram cannot be asked, the action is refused with a "try again", never allowed.
+Telegram cannot be asked, the action is refused with a "try again", never allowed. The commands ask through
+`Context.refusal` (bot/commands/base.py); the Telegram adapter answers it with `GroupAdmins.is_admin`.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import logging
 
 from aiogram import Bot
 from aiogram.exceptions import ClientDecodeError, TelegramAPIError
-from aiogram.types import CallbackQuery, Chat, Message, User
+from aiogram.types import Chat, User
 
 from agents.lru import LRUCache
-from bot.i18n import t
 
 log = logging.getLogger(__name__)
 
@@ -58,23 +58,3 @@ class GroupAdmins:
 def is_group(chat: Chat) -> bool:
     return chat.type in ("group", "supergroup")
 
-
-async def may_manage(event: Message | CallbackQuery, bot: Bot, admins: GroupAdmins, lang: str,
-                     command: str, refusal: str = "group_admin_only") -> bool:
-    """Whether the sender may change this chat's settings; a refusal (or a "try again") is answered here."""
-    message = event.message if isinstance(event, CallbackQuery) else event
-    user = event.from_user
-    if message is None or not is_group(message.chat):
-        return True
-    sender_chat = event.sender_chat if isinstance(event, Message) else None
-    try:
-        if user is not None and await admins.is_admin(bot, message.chat, user, sender_chat):
-            return True
-        text = t(refusal, lang, command=command)
-    except AdminCheckError:
-        text = t("admin_check_failed", lang)
-    if isinstance(event, CallbackQuery):
-        await event.answer(text, show_alert=True)
-    else:
-        await event.reply(text)
-    return False

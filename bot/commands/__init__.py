@@ -6,21 +6,12 @@ Where a command lives: `bot/commands/<group>.py`, listed in that module's COMMAN
 
 from __future__ import annotations
 
-from bot.commands import admin, chat, evaluation
-from bot.commands.base import Choice, Command, Context, Document, File, Reply, Role
-from bot.commands.base import Registry as Registry
+from bot.commands import admin, chat, evaluation, kb
+from bot.commands.base import Choice, Command, Context, Document, File, Registry, Reply, Role
 
 __all__ = ["Choice", "Command", "Context", "Document", "File", "Registry", "Reply", "Role", "build_registry"]
 
 
 def build_registry() -> Registry:
     """All commands, in the order /help and the menu list them."""
-    commands = [*chat.COMMANDS, *admin.COMMANDS]
-    try:
-        from bot.commands import kb  # the knowledge-base commands, when that part is installed
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        commands += kb.COMMANDS
-    commands += evaluation.COMMANDS
-    return Registry(commands)
+    return Registry([*chat.COMMANDS, *admin.COMMANDS, *kb.COMMANDS, *evaluation.COMMANDS])
