@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,11 +31,13 @@ _UNSAFE = re.compile(r"[^\w.-]+")
 class Printed:
     """A printed reply; an edit prints the new text (a terminal cannot rewrite what scrolled by)."""
 
-    def __init__(self, out: Callable[[str], None]) -> None:
-        self.out = out
+    def __init__(self, out: Callable[[str], None], text: str) -> None:
+        self.out, self.text = out, text
 
     async def edit(self, text: str) -> None:
-        self.out(text)
+        if text != self.text:  # progress often repeats itself
+            self.text = text
+            self.out(text)
 
 
 class TerminalOutbox:
@@ -61,7 +62,7 @@ class TerminalOutbox:
             for i, choice in enumerate(self.choices, 1):
                 self.out(f"  {i}. {choice.label}")
             self.out(t("choose_number", self.lang))
-        return Printed(self.out)
+        return Printed(self.out, reply.text)
 
     def _write(self, name: str, data: bytes) -> Path:
         self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,14 +72,17 @@ class TerminalOutbox:
 
 
 def _document(args: str) -> tuple[Document | None, str]:
-    """A leading `@path` argument as the command's file, and the remaining arguments."""
+    """A leading `@path` (or `@"path with spaces"`) argument as the command's file, and the other arguments."""
     if not args.startswith("@"):
         return None, args
-    first, _, rest = args.partition(" ")
-    try:
-        path = Path(shlex.split(first[1:])[0] if first[1:] else "").expanduser()
-    except ValueError:
-        path = Path(first[1:])
+    body = args[1:]
+    if body[:1] in ("'", '"'):  # a quoted path may hold spaces
+        end = body.find(body[0], 1)
+        end = len(body) if end < 0 else end
+        raw, rest = body[1:end], body[end + 1:]
+    else:
+        raw, _, rest = body.partition(" ")
+    path = Path(raw).expanduser()
 
     async def read() -> bytes:
         try:
@@ -87,7 +91,7 @@ def _document(args: str) -> tuple[Document | None, str]:
             raise DocumentUnavailable(str(exc)) from None
 
     size = path.stat().st_size if path.is_file() else None
-    return Document(path.name, size, read), rest
+    return Document(path.name, size, read), rest.strip()
 
 
 class Terminal:

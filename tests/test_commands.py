@@ -150,3 +150,30 @@ async def test_choosing_from_the_mode_menu_in_both_adapters(bot: BotRunner, tele
         assert out.getvalue().rstrip().endswith("No choice 99 here.")
     finally:
         await services.aclose()
+
+
+async def test_terminal_eval_prints_progress_table_and_writes_the_chart_and_reports(
+        tmp_path: Path, llm: ScriptedOpenAI) -> None:
+    """The replies with files, pictures and follow-ups, in the terminal: paths under DATA_DIR/out/."""
+    from bot.app import create_services
+    from bot.terminal import run_terminal
+    from tests.test_eval import CASES, level_aware_model
+
+    llm.default = level_aware_model
+    cases = tmp_path / "my cases.jsonl"
+    cases.write_text("\n".join(json.dumps(c, ensure_ascii=False) for c in CASES[:2]), encoding="utf-8")
+    services = await create_services(make_settings(tmp_path, None, llm))
+    try:
+        out = io.StringIO()
+        line = f'/eval @"{cases}" --mode "zero-shot cloud" --repeats 1 --judge none'
+        assert await run_terminal(services, 1, "en", stdout=out, once=line) == 0
+    finally:
+        await services.aclose()
+    printed = out.getvalue()
+    assert printed.startswith("⏳ Evaluating: 0/2 runs\n") and "\n✅ Evaluation finished: 2 runs.\n" in printed
+    assert "zero-shot cloud" in printed and "acc" in printed  # the table
+    out_dir = tmp_path / "data" / "out"
+    for name in ("chart.png", "report.md", "report.json"):
+        assert f"File: {out_dir / name}" in printed
+    assert (out_dir / "chart.png").read_bytes()[:4] == b"\x89PNG"
+    assert len(json.loads((out_dir / "report.json").read_text())["runs"]) == 2
