@@ -60,13 +60,15 @@ def build_models(settings: Settings) -> ModelRegistry:
                                  base_url=settings.openai_base_url, timeout=settings.openai_timeout,
                                  max_retries=settings.openai_max_retries, temperature=settings.temperature))
     try:
-        from agents.backends.local import LoadedModels, LocalBackend, finetuned_provider
+        from agents.backends.local import LoadedModels, LocalBackend, LocalSampling, finetuned_provider
     except ImportError:  # pragma: no cover - llama-cpp-python missing
         log.warning("llama-cpp-python is not installed: local models are off")
         return models
     llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
                  n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
-                 max_tokens=settings.local_max_tokens, loaded=LoadedModels(settings.local_max_loaded_models))
+                 max_tokens=settings.local_max_tokens, loaded=LoadedModels(settings.local_max_loaded_models),
+                 sampling=LocalSampling(settings.local_repeat_penalty, settings.local_frequency_penalty,
+                                        settings.local_presence_penalty, settings.local_retry_repeat_penalty))
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
     local_n_gpu_layers: int = 0
     local_max_tokens: int = Field(512, ge=1)
     local_max_loaded_models: int = Field(2, ge=1)  # llama models in memory at once; the least recently used goes
+    # Sampling defenses against loops (1.0 / 0.0: off); /retry samples with LOCAL_RETRY_REPEAT_PENALTY.
+    local_repeat_penalty: float = Field(1.1, ge=0.0)
+    local_frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    local_presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    local_retry_repeat_penalty: float = Field(1.3, ge=0.0)
 
     # --- Reliability and limits -----------------------------------------------------------------
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited

@@ -22,6 +22,10 @@ class Backend(ABC):
     def chat_model(self) -> BaseChatModel:
         """The chat model to call; created lazily and cached by the backend."""
 
+    def retry_model(self) -> BaseChatModel:
+        """The chat model for `/retry` (a local model samples with a higher repetition penalty)."""
+        return self.chat_model()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (threads, model weights)."""
 

@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,6 +107,16 @@ class LoadedModels:
         return len(self._lru)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalSampling:
+    """Sampling defenses against loops (llama.cpp's penalties; 1.0 / 0.0 turn them off)."""
+
+    repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    retry_repeat_penalty: float = 1.3  # used by /retry, which usually follows a loop
+
+
 class LocalBackend(Backend):
     """A GGUF model run in-process; one worker thread serves every chat in FIFO order."""
 
@@ -122,6 +133,7 @@ class LocalBackend(Backend):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         max_tokens: int = 512,
+        sampling: LocalSampling | None = None,
         name: str = "local",
         description: dict[str, str] | None = None,
         loaded: LoadedModels | None = None,
@@ -141,6 +153,7 @@ class LocalBackend(Backend):
             "n_gpu_layers": n_gpu_layers,
         }
         self.max_tokens = max_tokens
+        self.sampling = sampling or LocalSampling()
         self.loaded_models = loaded
         self.worker = LlamaWorker(self._load, name=name, on_use=loaded.use if loaded is not None else None)
         self._model: ChatLlamaCpp | None = None
@@ -151,8 +164,17 @@ class LocalBackend(Backend):
 
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:
-            self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens)
+            s = self.sampling
+            self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens,
+                                       repeat_penalty=s.repeat_penalty, frequency_penalty=s.frequency_penalty,
+                                       presence_penalty=s.presence_penalty)
         return self._model
+
+    def retry_model(self) -> ChatLlamaCpp:
+        """The same model and worker, sampling with the retry's higher repetition penalty."""
+        model = self.chat_model()
+        penalty = max(self.sampling.retry_repeat_penalty, model.repeat_penalty)
+        return model.model_copy(update={"repeat_penalty": penalty})
 
     async def aclose(self) -> None:
         await self.worker.aclose()

@@ -34,6 +34,7 @@ STEP_LIMIT_NODE = "AgentStepLimit.before_model"
 
 class AgentLevel(Level):
     name = "agent"
+    grounded = True
     description = MappingProxyType({
         "en": "agent: the model calls tools (calculator, web search, knowledge base) step by step",
         "ru": "агент: модель по шагам вызывает инструменты (калькулятор, поиск в сети, база знаний)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -55,6 +55,7 @@ class Level(ABC):
 
     name: str
     description: Mapping[str, str]  # language code -> one line
+    grounded: ClassVar[bool] = False  # answers from sources (passages, tool results): its figures are checked
 
     @abstractmethod
     def stream(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
