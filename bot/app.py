@@ -182,7 +182,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     return dp
 
 
-COMMANDS = ("start", "help", "mode", "reset", "stop", "steps", "usage")
+COMMANDS = ("start", "help", "mode", "reset", "stop", "retry", "lang", "steps", "usage")
 
 
 async def set_commands(bot: Bot) -> None:

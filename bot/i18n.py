@@ -10,16 +10,18 @@ TEXTS: dict[str, dict[str, str]] = {
     "help": {
         "en": ("adaptbot answers on four levels of LLM adaptation.\n\n"
                "/mode — choose level and model (/mode prompt cloud)\n/reset — forget this chat's history\n"
-               "/stop — stop the current answer\n/steps on|off — show agent steps\n/usage — your usage today\n"
+               "/stop — stop the current answer\n/retry — answer the last question again\n/lang ru|en|auto — answer language\n"
+               "/steps on|off — show agent steps\n/usage — your usage today\n"
                "/help — this text\n\nCurrent mode: {mode}.{extra}"),
         "ru": ("adaptbot отвечает на четырёх уровнях адаптации LLM.\n\n"
                "/mode — выбрать уровень и модель (/mode prompt cloud)\n/reset — забыть историю этого чата\n"
-               "/stop — остановить текущий ответ\n/steps on|off — показывать шаги агента\n"
+               "/stop — остановить текущий ответ\n/retry — ответить на последний вопрос заново\n"
+               "/lang ru|en|auto — язык ответов\n/steps on|off — показывать шаги агента\n"
                "/usage — ваше потребление за сегодня\n/help — эта справка\n\nТекущий режим: {mode}.{extra}"),
     },
     "help_admin": {
-        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /kb, /kb_del <id>, /kb_search <query>, /kb_cancel; send a file to add it to the knowledge base.",
-        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /kb, /kb_del <id>, /kb_search <запрос>, /kb_cancel; пришлите файл, чтобы добавить его в базу знаний.",
+        "en": "\n\nAdmin: /prompt, /prompt set <text>, /prompt reset; /guards [loops|language|numbers on|off]; /kb, /kb_del <id>, /kb_search <query>, /kb_cancel; send a file to add it to the knowledge base.",
+        "ru": "\n\nАдмин: /prompt, /prompt set <текст>, /prompt reset; /guards [loops|language|numbers on|off]; /kb, /kb_del <id>, /kb_search <запрос>, /kb_cancel; пришлите файл, чтобы добавить его в базу знаний.",
     },
     "help_search_off": {
         "en": "\nWeb search is off: set SEARCH_PROVIDER (searxng, tavily, serpapi or brave) with SEARCH_URL or SEARCH_API_KEY to enable it.",
@@ -151,6 +153,30 @@ TEXTS: dict[str, dict[str, str]] = {
     "cmd_stop": {"en": "Stop the current answer", "ru": "Остановить ответ"},
     "cmd_steps": {"en": "Show agent steps (on/off)", "ru": "Показывать шаги агента (on/off)"},
     "cmd_usage": {"en": "Usage today", "ru": "Потребление за сегодня"},
+    "cmd_retry": {"en": "Answer the last question again", "ru": "Ответить на последний вопрос заново"},
+    "cmd_lang": {"en": "Answer language (ru/en/auto)", "ru": "Язык ответов (ru/en/auto)"},
+    "guard_loop": {"en": "⚠️ The model started repeating itself; stopped. /retry asks again.",
+                   "ru": "⚠️ Модель начала повторяться; ответ остановлен. /retry — спросить заново."},
+    "guard_language": {"en": "⚠️ This answer is not in the chat's language, even after asking the model again.",
+                       "ru": "⚠️ Ответ не на языке чата, даже после повторной просьбы к модели."},
+    "guard_numbers": {"en": "⚠ not found in the sources: {numbers}", "ru": "⚠ нет в источниках: {numbers}"},
+    "retry_nothing": {"en": "Nothing to retry: ask a question first.",
+                      "ru": "Нечего повторять: сначала задайте вопрос."},
+    "guards_state": {
+        "en": "Guards in this chat: loops {loops}, language {language}, numbers {numbers}; answer language: {lang}.\n"
+              "Switch one: /guards loops|language|numbers on|off. Language: /lang ru|en|auto.{counts}",
+        "ru": "Защиты в этом чате: повторы {loops}, язык {language}, числа {numbers}; язык ответов: {lang}.\n"
+              "Переключить: /guards loops|language|numbers on|off. Язык: /lang ru|en|auto.{counts}",
+    },
+    "guards_counts": {"en": "\n\nGuard events by mode:\n{rows}", "ru": "\n\nСрабатывания защит по режимам:\n{rows}"},
+    "guard_set": {"en": "Guard {name}: {state}.", "ru": "Защита {name}: {state}."},
+    "lang_state": {"en": "Answer language: {lang}. Set it: /lang ru|en|auto.",
+                   "ru": "Язык ответов: {lang}. Задать: /lang ru|en|auto."},
+    "lang_auto": {"en": "auto (the language you write in)", "ru": "авто (язык, на котором вы пишете)"},
+    "err_guard_unknown": {"en": "Unknown guard “{name}”. Guards: {names}.",
+                          "ru": "Неизвестная защита «{name}». Защиты: {names}."},
+    "err_lang_usage": {"en": "Usage: /lang ru, /lang en or /lang auto.",
+                       "ru": "Использование: /lang ru, /lang en или /lang auto."},
 }
 
 LANGUAGES = ("en", "ru")

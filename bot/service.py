@@ -13,12 +13,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from agents.checks.language import Language, detect_language
 from agents.errors import ModelCallError, ModelTimeoutError
+from agents.guards import GuardConfig
 from agents.lru import LRUCache
 from agents.runtime import Brain, TurnRun
-from agents.types import ReplyEvent, TextDelta, Turn, Usage
+from agents.types import GuardAction, ReplyEvent, TextDelta, Turn, Usage
 from bot.storage import Database, repo
-from bot.storage.models import Chat
+from bot.storage.models import Chat, ChatSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,55 @@ class Mode:
     show_steps: bool = False
 
 
+GUARDS = ("loops", "language", "numbers")
+LANGS = ("ru", "en", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatGuards:
+    """A chat's guard switches (`/guards`, all on by default) and its answer language (`/lang`; None: auto)."""
+
+    loops: bool = True
+    language: bool = True
+    numbers: bool = True
+    lang: Language | None = None
+
+    @classmethod
+    def of(cls, row: ChatSettings | None) -> ChatGuards:
+        if row is None:
+            return cls()
+        lang = row.lang if row.lang in ("ru", "en") else None
+        return cls(row.guard_loops, row.guard_language, row.guard_numbers, lang)  # type: ignore[arg-type]
+
+    def config(self, text: str, user_lang: str) -> GuardConfig | None:
+        """The guards for a turn answering `text`; None when every guard is off (the answer is left untouched)."""
+        if not (self.loops or self.language or self.numbers):
+            return None
+        return GuardConfig(loops=self.loops, numbers=self.numbers,
+                           language=expected_language(self.lang, text, user_lang) if self.language else None)
+
+
+def expected_language(chat_lang: Language | None, text: str, user_lang: str) -> Language | None:
+    """The language an answer should be in: the chat's `/lang`, else the language the user writes in, else the
+    user's Telegram language (None: unknown, not checked)."""
+    if chat_lang is not None:
+        return chat_lang
+    written = detect_language(text)
+    if written is not None:
+        return written
+    return user_lang if user_lang in ("ru", "en") else None  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """The last question of a chat, for `/retry`: its text, the stored messages it replaces, whether it was
+    answered completely (then it is part of the history the retry must leave out)."""
+
+    text: str
+    message_ids: tuple[int, ...]
+    complete: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """What a turn reads from the database before it starts."""
@@ -81,6 +132,7 @@ class Prepared:
     system_override: str | None  # an admin's system prompt, None for the prompts file's
     stored: StoredAnswer | None  # the answer stored for this update by an earlier run
     tokens_today: int  # this user's tokens today (read only when a quota is set)
+    guards: ChatGuards = ChatGuards()
 
 
 class ChatService:
@@ -149,6 +201,7 @@ class ChatService:
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
                 stored=StoredAnswer(stored.content, stored.complete) if stored is not None else None,
                 tokens_today=usage.tokens if usage is not None else 0,
+                guards=ChatGuards.of(repo.chat_settings(s, chat_id)),
             )
 
         chat, prepared = await self.db.run(read)
@@ -200,7 +253,8 @@ class ChatService:
         return StoredAnswer(row.content, row.complete) if row is not None else None
 
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
-                    prepared: Prepared | None = None, lang: str = "en") -> AsyncIterator[ReplyEvent]:
+                    prepared: Prepared | None = None, lang: str = "en",
+                    retry: Question | None = None) -> AsyncIterator[ReplyEvent]:
         """Answer `text` in this chat's mode, yielding reply events.
 
         The user turn and the answer are stored together once the answer is complete; an answer that fails
@@ -209,6 +263,9 @@ class ChatService:
         (the user hears about it within the timeout). A turn abandoned by its caller (cancelled at shutdown) is
         not stored at all: its update runs again after the restart. `prepared` is what `prepare()` read, when the
         caller has it already.
+
+        The chat's guards watch the answer: one cut for a loop is stored incomplete; each guard event is counted
+        for the mode. `retry`: the question asked again (`/retry`); the new answer replaces the stored one.
         """
         text = text.strip()
         if not text:
@@ -221,25 +278,37 @@ class ChatService:
             prepared = await self.prepare(chat_id, user_id=user_id)
         self._check_limits(user_id, prepared.tokens_today)
         mode, history = prepared.mode, prepared.history
+        if retry is not None and retry.complete:
+            history = history[:-2]  # the answer being replaced is no part of what the model sees
+        guards = prepared.guards.config(text, lang)
+        replaces = retry.message_ids if retry is not None else ()
         attempt = 0
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
-                                        system_override=prepared.system_override, lang=lang)
+                                        system_override=prepared.system_override, lang=lang, guards=guards,
+                                        retry=retry is not None)
             self._running[chat_id], self._askers[chat_id] = run, user_id
             parts: list[str] = []
             tokens = 0
             events = 0
+            guarded: list[str] = []
             outcome = "failed"
             try:
                 async with contextlib.aclosing(run.__aiter__()) as stream:  # closed here, even when abandoned
                     async for event in stream:
                         if isinstance(event, TextDelta):
                             parts.append(event.text)
+                        elif isinstance(event, GuardAction):
+                            guarded.append(f"{event.guard}.{event.action}")
+                            if event.action == "restart":
+                                parts.clear()
+                            elif event.action == "cut":
+                                parts = ["".join(parts)[:event.keep]]
                         elif isinstance(event, Usage):
                             tokens += event.prompt_tokens + event.completion_tokens
                         events += 1
                         yield event
-                outcome = "complete"
+                outcome = "cut" if "loops.cut" in guarded else "complete"
             except ModelCallError as exc:
                 if events or isinstance(exc, ModelTimeoutError) or attempt >= self.model_retries:
                     raise
@@ -251,16 +320,17 @@ class ChatService:
             finally:
                 self._running.pop(chat_id, None)
                 self._askers.pop(chat_id, None)
-                if outcome in ("complete", "failed"):
+                if outcome in ("complete", "cut", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
-                                                     update_id, user_id, tokens))
-            if outcome == "complete":
+                                                     update_id, user_id, tokens, guarded, replaces))
+            if outcome in ("complete", "cut"):
                 return
             attempt += 1
 
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
-                     update_id: int | None, user_id: int | None, tokens: int) -> None:
+                     update_id: int | None, user_id: int | None, tokens: int, guarded: list[str] | None = None,
+                     replaces: tuple[int, ...] = ()) -> None:
         complete = complete and bool(answer.strip())
         day = self.today()
 
@@ -271,6 +341,10 @@ class ChatService:
 
         def write(s: Session) -> None:
             repo.add_turn(s, rows)
+            if complete:  # a retry that failed leaves the earlier answer where it was
+                repo.delete_messages(s, replaces)
+            if guarded:
+                repo.count_guard_events(s, mode.level, mode.model, guarded)
             if user_id is not None:
                 repo.add_usage(s, user_id, day, messages=1, tokens=tokens)
 
@@ -280,3 +354,41 @@ class ChatService:
         """Count tokens spent outside a chat turn (an evaluation) for the user who asked for them."""
         day = self.today()
         await self.db.run(lambda s: repo.add_usage(s, user_id, day, messages=messages, tokens=tokens))
+
+    # --- guards, /lang and /retry --------------------------------------------------------------------
+    async def guards(self, chat_id: int) -> ChatGuards:
+        return ChatGuards.of(await self.db.run(lambda s: repo.chat_settings(s, chat_id)))
+
+    async def set_guard(self, chat_id: int, name: str, on: bool) -> ChatGuards:
+        """Switch one guard (`loops`, `language`, `numbers`) for this chat; ServiceError("guard_unknown")."""
+        name = name.strip().lower()
+        if name not in GUARDS:
+            raise ServiceError("guard_unknown", name=name, names=", ".join(GUARDS))
+        return ChatGuards.of(await self.db.run(
+            lambda s: repo.update_chat_settings(s, chat_id, **{f"guard_{name}": on})))
+
+    async def set_lang(self, chat_id: int, value: str) -> ChatGuards:
+        """`/lang ru|en|auto`: the language this chat's answers must be in; ServiceError("lang_usage")."""
+        value = value.strip().lower()
+        if value not in LANGS:
+            raise ServiceError("lang_usage")
+        lang = None if value == "auto" else value
+        return ChatGuards.of(await self.db.run(lambda s: repo.update_chat_settings(s, chat_id, lang=lang)))
+
+    async def guard_counts(self) -> list[tuple[str, str, str, int]]:
+        """(level, model, event, count) for every guard event counted so far ("loops.cut", "numbers.marked")."""
+        rows = await self.db.run(repo.guard_events)
+        return [(r.level, r.model, r.event, r.count) for r in rows]
+
+    async def last_question(self, chat_id: int) -> Question | None:
+        """The question `/retry` answers again; None when the chat has none."""
+
+        def read(s: Session) -> Question | None:
+            found = repo.last_question(s, chat_id)
+            if found is None:
+                return None
+            user, answer = found
+            ids = (user.id,) if answer is None else (user.id, answer.id)
+            return Question(user.content, ids, user.complete and answer is not None and answer.complete)
+
+        return await self.db.run(read)

@@ -7,12 +7,15 @@ import sys
 from typing import TextIO
 
 from agents.errors import UnknownNameError
-from agents.types import Queued, Sources, TextDelta, Thought, ToolStep
+from agents.types import GuardAction, Queued, Sources, TextDelta, Thought, ToolStep
 from bot.app import Services
 from bot.handlers.errors import user_message
+from bot.handlers.guards import guards_text
 from bot.i18n import t
+from bot.service import Question, ServiceError
 
-HELP = """Commands: /mode [level|model ...], /reset, /steps on|off, /prompt, /help, /quit
+HELP = """Commands: /mode [level|model ...], /reset, /retry, /lang ru|en|auto, /guards [loops|language|numbers on|off],
+/steps on|off, /prompt, /help, /quit
 Anything else is sent to the model."""
 
 
@@ -62,6 +65,23 @@ async def run_terminal(services: Services, chat_id: int, lang: str = "en", stdin
         elif command == "/steps":
             await chat.set_steps(chat_id, args.strip().lower() == "on")
             out(t("steps_set", lang, state=t("on" if args.strip().lower() == "on" else "off", lang)))
+        elif command == "/retry":
+            question = await chat.last_question(chat_id)
+            if question is None:
+                out(t("retry_nothing", lang))
+            else:
+                await _answer(services, chat_id, question.text, lang, out, retry=question)
+        elif command in ("/lang", "/guards"):
+            name, _, value = args.strip().partition(" ")
+            try:
+                if command == "/lang" and name:
+                    await chat.set_lang(chat_id, name)
+                elif command == "/guards" and value.strip().lower() in ("on", "off"):
+                    await chat.set_guard(chat_id, name, value.strip().lower() == "on")
+            except ServiceError as exc:
+                out(user_message(exc, lang) or str(exc))
+                continue
+            out(guards_text(await chat.guards(chat_id), await chat.guard_counts(), lang))
         elif command == "/prompt":
             prompt, _ = await chat.system_prompt()
             out(prompt)
@@ -69,17 +89,28 @@ async def run_terminal(services: Services, chat_id: int, lang: str = "en", stdin
             await _answer(services, chat_id, text, lang, out)
 
 
-async def _answer(services: Services, chat_id: int, text: str, lang: str, out: object) -> None:
+async def _answer(services: Services, chat_id: int, text: str, lang: str, out: object,
+                  retry: Question | None = None) -> None:
     write = out  # type: ignore[assignment]
     mode = await services.chat.get_mode(chat_id)
     try:
-        async for event in services.chat.reply(chat_id, text):
+        async for event in services.chat.reply(chat_id, text, lang=lang, retry=retry):
             if isinstance(event, TextDelta):
                 write(event.text, end="")  # type: ignore[operator]
             elif isinstance(event, ToolStep) and mode.show_steps:
                 write(f"[{event.tool}({event.input}) -> {event.output[:200]}]")  # type: ignore[operator]
             elif isinstance(event, Thought) and mode.show_steps:
                 write(f"[{event.text[:200]}]")  # type: ignore[operator]
+            elif isinstance(event, GuardAction):
+                # printed text cannot be taken back: the guard's verdict follows it
+                if event.action == "cut":
+                    write("\n" + t("guard_loop", lang))  # type: ignore[operator]
+                elif event.action == "restart":
+                    write("\n---")  # type: ignore[operator]
+                elif event.action == "kept":
+                    write("\n" + t("guard_language", lang))  # type: ignore[operator]
+                else:
+                    write("\n" + t("guard_numbers", lang, numbers=", ".join(event.numbers)))  # type: ignore[operator]
             elif isinstance(event, Queued):
                 write(t("queued", lang, ahead=event.ahead))  # type: ignore[operator]
             elif isinstance(event, Sources):

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from aiogram import Router
 
-from bot.handlers import admin, chat, errors, evaluation, mode, start
+from bot.handlers import admin, chat, errors, evaluation, guards, mode, start
 
 
 def build_router() -> Router:
     root = Router(name="adaptbot")
     root.include_routers(errors.create_router(), chat.create_router(), start.create_router(),
-                         mode.create_router(), admin.create_router(), evaluation.create_router())
+                         mode.create_router(), admin.create_router(), evaluation.create_router(),
+                         guards.create_router())
     try:
         from bot.handlers import kb  # the knowledge-base handlers, when that part is installed
     except ImportError:  # pragma: no cover

@@ -9,7 +9,7 @@ from aiogram.types import Message
 from bot.i18n import t
 from bot.service import ChatService
 
-ADMIN_COMMANDS = ("prompt", "kb", "kb_del", "kb_search", "kb_add", "eval")
+ADMIN_COMMANDS = ("prompt", "kb", "kb_del", "kb_search", "kb_add", "eval", "guards")
 
 
 class IsAdmin(Filter):

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.storage.models import Chat, Message, Setting, Usage
+from bot.storage.models import Chat, ChatSettings, GuardEvent, Message, Setting, Usage
 
 
 def get_chat(session: Session, chat_id: int) -> Chat | None:
@@ -96,3 +96,51 @@ def usage_of(session: Session, user_id: int, day: str) -> Usage | None:
 def usage_all(session: Session, day: str) -> list[Usage]:
     rows = session.scalars(select(Usage).where(Usage.day == day).order_by(Usage.tokens.desc()))
     return list(rows)
+
+
+def chat_settings(session: Session, chat_id: int) -> ChatSettings | None:
+    return session.get(ChatSettings, chat_id)
+
+
+def update_chat_settings(session: Session, chat_id: int, **values: object) -> ChatSettings:
+    """Set some of a chat's settings (`guard_loops`, `guard_language`, `guard_numbers`, `lang`)."""
+    row = session.get(ChatSettings, chat_id)
+    if row is None:
+        row = ChatSettings(chat_id=chat_id, guard_loops=True, guard_language=True, guard_numbers=True, lang=None)
+        session.add(row)
+    for key, value in values.items():
+        setattr(row, key, value)
+    return row
+
+
+def count_guard_events(session: Session, level: str, model: str, events: Sequence[str]) -> None:
+    """Add one to each event's count for the mode: one upsert each, safe when several processes count at once."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    for event in events:
+        stmt = insert(GuardEvent).values(level=level, model=model, event=event, count=1)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[GuardEvent.level, GuardEvent.model, GuardEvent.event],
+            set_={"count": GuardEvent.count + stmt.excluded.count},
+        ))
+
+
+def guard_events(session: Session) -> list[GuardEvent]:
+    rows = session.scalars(select(GuardEvent).order_by(GuardEvent.level, GuardEvent.model, GuardEvent.event))
+    return list(rows)
+
+
+def last_question(session: Session, chat_id: int) -> tuple[Message, Message | None] | None:
+    """The chat's last user message and the answer stored with it (None: no question yet)."""
+    rows = list(session.scalars(
+        select(Message).where(Message.chat_id == chat_id).order_by(Message.id.desc()).limit(2)))
+    user = next((r for r in rows if r.role == "user"), None)
+    if user is None:
+        return None
+    answer = next((r for r in rows if r.role == "assistant" and r.id > user.id), None)
+    return user, answer
+
+
+def delete_messages(session: Session, ids: Sequence[int]) -> None:
+    if ids:
+        session.execute(delete(Message).where(Message.id.in_(list(ids))))
