@@ -74,7 +74,6 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
                        question: str, history: Sequence[Turn], grounded: bool) -> AsyncIterator[ReplyEvent]:
     """The events of `start(None)` with the guards of `config` applied; `start(instruction)` regenerates."""
     attempts: list[_Attempt] = []
-    tool_calls: list[dict[str, str]] = []
     sources: list[str] = [question, *(turn.content for turn in history)]
     instruction: str | None = None
     while True:
@@ -83,6 +82,7 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
         retry_allowed = config.language is not None and len(attempts) == 1
         detector = LoopDetector() if config.loops else None
         parts: list[str] = []
+        tool_calls: list[dict[str, str]] = []  # per attempt: a regenerated answer may call the same tools again
         letters = 0
         drift_checked = False
         cut: int | None = None

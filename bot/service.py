@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session
 
 from agents.checks.language import Language, detect_language
+from agents.checks.text import cyrillic_share
 from agents.errors import ModelCallError, ModelTimeoutError
 from agents.guards import GuardConfig
 from agents.lru import LRUCache
@@ -75,6 +76,7 @@ class Mode:
 
 
 GUARDS = ("loops", "language", "numbers")
+_MIN_WORDS = 3  # words of Latin letters before the language a user writes in overrides their Telegram language
 LANGS = ("ru", "en", "auto")
 
 
@@ -107,7 +109,8 @@ def expected_language(chat_lang: Language | None, text: str, user_lang: str) -> 
     user's Telegram language (None: unknown, not checked)."""
     if chat_lang is not None:
         return chat_lang
-    written = detect_language(text)
+    # a word or two of Latin letters ("search x") is too little to tell English from translit; Cyrillic is not
+    written = detect_language(text) if len(text.split()) >= _MIN_WORDS or cyrillic_share(text) > 0.5 else None
     if written is not None:
         return written
     return user_lang if user_lang in ("ru", "en") else None  # type: ignore[return-value]
