@@ -82,6 +82,8 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
         retry_allowed = config.language is not None and len(attempts) == 1
         detector = LoopDetector() if config.loops else None
         parts: list[str] = []
+        model_parts: list[str] = []  # what the model wrote: the level's own notes are not judged
+        own: list[str] = []
         tool_calls: list[dict[str, str]] = []  # per attempt: a regenerated answer may call the same tools again
         letters = 0
         drift_checked = False
@@ -90,8 +92,12 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
         async with contextlib.aclosing(stream):  # closing it stops the model (the worker stops decoding)
             async for event in stream:
                 yield event
-                if isinstance(event, TextDelta):
+                if isinstance(event, TextDelta) and event.own:
                     parts.append(event.text)
+                    own.append(event.text)
+                elif isinstance(event, TextDelta):
+                    parts.append(event.text)
+                    model_parts.append(event.text)
                     if detector is not None and (found := detector.feed(event.text)) is not None:
                         cut = found
                         break
@@ -99,7 +105,7 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
                         letters += sum(ch.isalpha() for ch in event.text)
                         if letters >= DRIFT_LETTERS:
                             drift_checked = True
-                            if wrong_language("".join(parts), config.language):  # type: ignore[arg-type]
+                            if wrong_language("".join(model_parts), config.language):  # type: ignore[arg-type]
                                 break  # visibly drifting: stopped here, generated again below
                 elif isinstance(event, ToolStep):
                     sources.append(event.output)
@@ -115,11 +121,12 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
             else:
                 attempt.finished = True
         attempt.text = "".join(parts)
+        written = "".join(model_parts)
         if cut is not None:
             yield GuardAction("loops", "cut", keep=cut)
             return
         lang = config.language
-        if lang is not None and wrong_language(attempt.text, lang):
+        if lang is not None and wrong_language(written, lang):
             if retry_allowed:
                 yield GuardAction("language", "restart", lang=lang)
                 instruction = language_instruction(lang)
@@ -134,7 +141,7 @@ async def guard_stream(start: Callable[[str | None], AsyncIterator[ReplyEvent]],
                 attempt = first
             yield GuardAction("language", "kept", lang=lang)
         if config.numbers and grounded and attempt.text:
-            invented = invented_numbers(attempt.text, sources)
+            invented = invented_numbers(attempt.text, [*sources, *own])
             if invented:
                 marks = tuple(m.start + len(m.text) for m in extract_numbers(attempt.text) if m.text in invented)
                 yield GuardAction("numbers", "marked", numbers=tuple(invented), marks=marks)

@@ -23,9 +23,11 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of the final answer, in order."""
+    """A piece of the final answer, in order; `own`: written by the level itself (a step-limit note), not by the
+    model, so the guards do not judge it."""
 
     text: str
+    own: bool = False
 
 
 @dataclass(frozen=True, slots=True)

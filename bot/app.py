@@ -29,7 +29,7 @@ from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
 from bot.permissions import GroupAdmins
 from bot.pump import UpdatePump, poll
-from bot.service import ChatService
+from bot.service import ChatGuards, ChatService
 from bot.storage import Database
 from bot.telegram_session import ResilientRequests
 
@@ -120,6 +120,7 @@ async def create_services(settings: Settings) -> Services:
         await db.dispose()
         raise ConfigError(f"invalid setting DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
     chat = ChatService(db, brain, default_level=default_level, default_model=default_model,
+                       default_guards=ChatGuards.from_names(settings.guards),
                        max_input_chars=settings.max_input_chars,
                        rate_limit_per_minute=settings.rate_limit_per_minute,
                        daily_token_quota=settings.daily_token_quota,

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(60.0, gt=0)  # seconds; langchain-openai has no timeout by default
     openai_max_retries: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.3, ge=0, le=2)
+    # Answer guards on in a chat until /guards changes it: any of loops, language, numbers ("" = none).
+    guards: str = "loops,language,numbers"
 
     # --- Storage and modes ----------------------------------------------------------------------
     data_dir: Path = Path("./data")
@@ -116,6 +118,15 @@ class Settings(BaseSettings):
     @classmethod
     def _ids(cls, value: Any) -> Any:
         return _parse_ids(value)
+
+    @field_validator("guards")
+    @classmethod
+    def _guards(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - {"loops", "language", "numbers"})
+        if unknown:
+            raise ValueError(f"unknown guard(s) {', '.join(unknown)}: use loops, language, numbers")
+        return ",".join(names)
 
     @field_validator("telegram_api_base", "openai_base_url", "search_url")
     @classmethod

@@ -90,9 +90,15 @@ class ChatGuards:
     lang: Language | None = None
 
     @classmethod
-    def of(cls, row: ChatSettings | None) -> ChatGuards:
+    def from_names(cls, names: str) -> ChatGuards:
+        """The guards named in a comma-separated list on, the others off (the GUARDS setting)."""
+        on = {name.strip().lower() for name in names.split(",")}
+        return cls("loops" in on, "language" in on, "numbers" in on)
+
+    @classmethod
+    def of(cls, row: ChatSettings | None, default: ChatGuards | None = None) -> ChatGuards:
         if row is None:
-            return cls()
+            return default or cls()
         lang = row.lang if row.lang in ("ru", "en") else None
         return cls(row.guard_loops, row.guard_language, row.guard_numbers, lang)  # type: ignore[arg-type]
 
@@ -141,9 +147,11 @@ class Prepared:
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
-                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0) -> None:
+                 rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0,
+                 default_guards: ChatGuards | None = None) -> None:
         self.db, self.brain = db, brain
         self.default = Mode(default_level, default_model)
+        self.default_guards = default_guards or ChatGuards()
         self.max_input_chars = max_input_chars
         self.history_limit = history_limit
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
@@ -204,7 +212,7 @@ class ChatService:
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
                 stored=StoredAnswer(stored.content, stored.complete) if stored is not None else None,
                 tokens_today=usage.tokens if usage is not None else 0,
-                guards=ChatGuards.of(repo.chat_settings(s, chat_id)),
+                guards=ChatGuards.of(repo.chat_settings(s, chat_id), self.default_guards),
             )
 
         chat, prepared = await self.db.run(read)
@@ -360,7 +368,7 @@ class ChatService:
 
     # --- guards, /lang and /retry --------------------------------------------------------------------
     async def guards(self, chat_id: int) -> ChatGuards:
-        return ChatGuards.of(await self.db.run(lambda s: repo.chat_settings(s, chat_id)))
+        return ChatGuards.of(await self.db.run(lambda s: repo.chat_settings(s, chat_id)), self.default_guards)
 
     async def set_guard(self, chat_id: int, name: str, on: bool) -> ChatGuards:
         """Switch one guard (`loops`, `language`, `numbers`) for this chat; ServiceError("guard_unknown")."""
@@ -368,7 +376,7 @@ class ChatService:
         if name not in GUARDS:
             raise ServiceError("guard_unknown", name=name, names=", ".join(GUARDS))
         return ChatGuards.of(await self.db.run(
-            lambda s: repo.update_chat_settings(s, chat_id, **{f"guard_{name}": on})))
+            lambda s: repo.update_chat_settings(s, chat_id, self._guard_row(), **{f"guard_{name}": on})))
 
     async def set_lang(self, chat_id: int, value: str) -> ChatGuards:
         """`/lang ru|en|auto`: the language this chat's answers must be in; ServiceError("lang_usage")."""
@@ -376,7 +384,12 @@ class ChatService:
         if value not in LANGS:
             raise ServiceError("lang_usage")
         lang = None if value == "auto" else value
-        return ChatGuards.of(await self.db.run(lambda s: repo.update_chat_settings(s, chat_id, lang=lang)))
+        row = self._guard_row()
+        return ChatGuards.of(await self.db.run(lambda s: repo.update_chat_settings(s, chat_id, row, lang=lang)))
+
+    def _guard_row(self) -> dict[str, object]:
+        d = self.default_guards
+        return {"guard_loops": d.loops, "guard_language": d.language, "guard_numbers": d.numbers, "lang": None}
 
     async def guard_counts(self) -> list[tuple[str, str, str, int]]:
         """(level, model, event, count) for every guard event counted so far ("loops.cut", "numbers.marked")."""

@@ -102,11 +102,13 @@ def chat_settings(session: Session, chat_id: int) -> ChatSettings | None:
     return session.get(ChatSettings, chat_id)
 
 
-def update_chat_settings(session: Session, chat_id: int, **values: object) -> ChatSettings:
-    """Set some of a chat's settings (`guard_loops`, `guard_language`, `guard_numbers`, `lang`)."""
+def update_chat_settings(session: Session, chat_id: int, defaults: dict[str, object],
+                         **values: object) -> ChatSettings:
+    """Set some of a chat's settings (`guard_loops`, `guard_language`, `guard_numbers`, `lang`); a chat without
+    a row gets one with `defaults` first."""
     row = session.get(ChatSettings, chat_id)
     if row is None:
-        row = ChatSettings(chat_id=chat_id, guard_loops=True, guard_language=True, guard_numbers=True, lang=None)
+        row = ChatSettings(chat_id=chat_id, **defaults)
         session.add(row)
     for key, value in values.items():
         setattr(row, key, value)
