@@ -163,15 +163,15 @@ TEXTS: dict[str, dict[str, str]] = {
     "retry_nothing": {"en": "Nothing to retry: ask a question first.",
                       "ru": "Нечего повторять: сначала задайте вопрос."},
     "guards_state": {
-        "en": "Guards in this chat: loops {loops}, language {language}, numbers {numbers}; answer language: {lang}.\n"
+        "en": "Guards in this chat: loops {loops}, language {language}, numbers {numbers}; answer language: {chat_lang}.\n"
               "Switch one: /guards loops|language|numbers on|off. Language: /lang ru|en|auto.{counts}",
-        "ru": "Защиты в этом чате: повторы {loops}, язык {language}, числа {numbers}; язык ответов: {lang}.\n"
+        "ru": "Защиты в этом чате: повторы {loops}, язык {language}, числа {numbers}; язык ответов: {chat_lang}.\n"
               "Переключить: /guards loops|language|numbers on|off. Язык: /lang ru|en|auto.{counts}",
     },
     "guards_counts": {"en": "\n\nGuard events by mode:\n{rows}", "ru": "\n\nСрабатывания защит по режимам:\n{rows}"},
     "guard_set": {"en": "Guard {name}: {state}.", "ru": "Защита {name}: {state}."},
-    "lang_state": {"en": "Answer language: {lang}. Set it: /lang ru|en|auto.",
-                   "ru": "Язык ответов: {lang}. Задать: /lang ru|en|auto."},
+    "lang_state": {"en": "Answer language: {chat_lang}. Set it: /lang ru|en|auto.",
+                   "ru": "Язык ответов: {chat_lang}. Задать: /lang ru|en|auto."},
     "lang_auto": {"en": "auto (the language you write in)", "ru": "авто (язык, на котором вы пишете)"},
     "err_guard_unknown": {"en": "Unknown guard “{name}”. Guards: {names}.",
                           "ru": "Неизвестная защита «{name}». Защиты: {names}."},

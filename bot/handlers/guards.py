@@ -20,7 +20,7 @@ def guards_text(state: ChatGuards, counts: list[tuple[str, str, str, int]], lang
     rows = "\n".join(f"{level} · {model}: {event} × {n}" for level, model, event, n in counts)
     return t("guards_state", lang, loops=t("on" if state.loops else "off", lang),
              language=t("on" if state.language else "off", lang), numbers=t("on" if state.numbers else "off", lang),
-             lang=state.lang or t("lang_auto", lang), counts=t("guards_counts", lang, rows=rows) if rows else "")
+             chat_lang=state.lang or t("lang_auto", lang), counts=t("guards_counts", lang, rows=rows) if rows else "")
 
 
 async def retry(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
@@ -37,7 +37,7 @@ async def lang_cmd(message: Message, command: CommandObject, chat_service: ChatS
     arg = (command.args or "").strip()
     if not arg:
         state = await chat_service.guards(message.chat.id)
-        await message.answer(t("lang_state", lang, lang=state.lang or t("lang_auto", lang)))
+        await message.answer(t("lang_state", lang, chat_lang=state.lang or t("lang_auto", lang)))
         return
     if not await may_manage(message, bot, group_admins, lang, "lang"):
         return
@@ -46,7 +46,7 @@ async def lang_cmd(message: Message, command: CommandObject, chat_service: ChatS
     except ServiceError as exc:
         await message.answer(user_message(exc, lang) or str(exc))
         return
-    await message.answer(t("lang_state", lang, lang=state.lang or t("lang_auto", lang)))
+    await message.answer(t("lang_state", lang, chat_lang=state.lang or t("lang_auto", lang)))
 
 
 async def guards_cmd(message: Message, command: CommandObject, chat_service: ChatService, lang: str) -> None:
