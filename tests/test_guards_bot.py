@@ -161,3 +161,29 @@ async def test_rag_answer_with_an_invented_number_is_marked_a_faithful_one_is_no
     untouched = await ask(telegram, "Сколько дней отпуска у сотрудника?", "35")
     assert "⚠" not in untouched
     assert "rag · cloud: numbers.marked × 1" in await command(telegram, "/guards")
+
+
+async def test_guard_settings_and_counts_on_a_database_from_before_the_guards(database_url: str) -> None:
+    from bot.service import ChatService
+    from bot.storage import Database
+    from bot.storage.models import Base
+
+    old_tables = [table for name, table in Base.metadata.tables.items()
+                  if name not in ("chat_settings", "guard_events")]
+    db = Database(database_url)
+    try:
+        await db.run(lambda s: Base.metadata.create_all(s.connection(), tables=old_tables))
+        await db.run(lambda s: repo.upsert_chat(s, 5, level="rag", model="cloud", show_steps=True))
+        await db.create_all()  # what the bot does at start: the new tables are added, nothing else changes
+        chat = ChatService(db, None, default_level="zero-shot", default_model="cloud")  # type: ignore[arg-type]
+        assert (await chat.guards(5)).loops  # no row yet: every guard on
+        await chat.set_guard(5, "numbers", False)
+        state = await chat.set_lang(5, "EN")
+        assert (state.loops, state.language, state.numbers, state.lang) == (True, True, False, "en")
+        assert (await chat.set_lang(5, "auto")).lang is None
+        for _ in range(2):  # counted with an upsert, as several processes may count at once
+            await db.run(lambda s: repo.count_guard_events(s, "rag", "cloud", ["numbers.marked", "loops.cut"]))
+        assert await chat.guard_counts() == [("rag", "cloud", "loops.cut", 2), ("rag", "cloud", "numbers.marked", 2)]
+        assert (await db.run(lambda s: repo.get_chat(s, 5))).show_steps  # type: ignore[union-attr]
+    finally:
+        await db.dispose()
