@@ -94,6 +94,22 @@ async def test_an_english_answer_to_a_russian_user_is_regenerated_in_russian(
                                                        Turn("assistant", russian)]
 
 
+async def test_an_answer_drifting_into_the_wrong_language_is_stopped_early(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    english = " ".join(f"Point {i}: the office opens at nine and the staff should arrive a little earlier."
+                       for i in range(40))
+    russian = "Офис открывается в девять утра; сотрудникам лучше приходить чуть раньше."
+    llm.enqueue(Text(english, chunk_size=8, chunk_delay=0.002), russian)
+    telegram.user_says(24, "Когда приходить на работу?", lang="ru")
+    await telegram.wait_texts(24, 1)
+    assert telegram.texts(24) == [russian]
+    await telegram.wait_for(lambda: len(llm.streamed) == 2)
+    [(sent, finished)] = [record for record in llm.streamed if record[0] > len(russian)]
+    assert not finished and sent < 600  # stopped after about 200 letters, not read to its end
+    assert "Answer in Russian" in llm.user_messages()[-1]
+
+
 async def test_still_the_wrong_language_keeps_the_better_answer_and_says_so(
         bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
     await bot.start(default_mode="zero-shot")
