@@ -224,8 +224,6 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-
-
 def guarded_text(text: str, actions: list[GuardAction], lang: str) -> tuple[str, list[str]]:
     """The answer as shown (invented figures marked, a footnote) and the guards' notices to end the message with."""
     notes: list[str] = []
