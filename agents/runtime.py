@@ -6,6 +6,7 @@ This is the only entry point callers (bot, terminal chat) use; what crosses it i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ from agents.errors import (
     ModelTimeoutError,
     UnknownNameError,
 )
+from agents.guards import GuardConfig, guard_stream
 from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, Passage, TurnContext
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
@@ -105,8 +107,11 @@ class Brain:
             log.warning("the knowledge base is available again")
 
     def start_turn(self, *, level: str, model: str, history: Sequence[Turn], text: str,
-                   system_override: str | None = None, lang: str = "en") -> TurnRun:
-        return TurnRun(self, level, model, history, text, system_override, lang)
+                   system_override: str | None = None, lang: str = "en", guards: GuardConfig | None = None,
+                   retry: bool = False) -> TurnRun:
+        """Start one turn. `guards`: the answer guards to apply (None, the default: the raw model, as the offline
+        evaluation measures it); `retry`: the question is asked again (`/retry`), with the backend's retry model."""
+        return TurnRun(self, level, model, history, text, system_override, lang, guards, retry)
 
 
 class _GuardedKnowledge:
@@ -154,9 +159,11 @@ class TurnRun:
     """
 
     def __init__(self, brain: Brain, level: str, model: str, history: Sequence[Turn], text: str,
-                 system_override: str | None, lang: str = "en") -> None:
+                 system_override: str | None, lang: str = "en", guards: GuardConfig | None = None,
+                 retry: bool = False) -> None:
         self._brain = brain
         self._args = (level, model, history, text, system_override, lang)
+        self._guards, self._retry = guards, retry
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
@@ -176,7 +183,8 @@ class TurnRun:
         backend = brain.models.get(model_name)
         level = brain.levels.get(level_name)
         ctx = TurnContext(
-            history=history, text=text, backend=backend, model=backend.chat_model(),
+            history=history, text=text, backend=backend,
+            model=backend.retry_model() if self._retry else backend.chat_model(),
             prompts=brain.prompts(system_override), token_budget=brain.token_budget,
             knowledge=brain.guarded_knowledge(), max_steps=brain.max_steps, rag_top_k=brain.rag_top_k, lang=lang,
         )
@@ -189,8 +197,9 @@ class TurnRun:
         try:
             ctx, level = await self._context()
             self._queue.put_nowait(_Started(ctx.backend.shared_worker))
-            async for event in level.stream(ctx):
-                self._queue.put_nowait(event)
+            async with contextlib.aclosing(self._stream(ctx, level)) as stream:
+                async for event in stream:
+                    self._queue.put_nowait(event)
             self._queue.put_nowait(_DONE)
         except asyncio.CancelledError:
             pass  # cancel() queued TurnCancelled already
@@ -198,6 +207,16 @@ class TurnRun:
             self._queue.put_nowait(_Failure(exc))
         finally:
             reset_progress_callback(token)
+
+    def _stream(self, ctx: TurnContext, level: Level) -> AsyncIterator[ReplyEvent]:
+        if self._guards is None:
+            return level.stream(ctx)
+
+        def start(instruction: str | None) -> AsyncIterator[ReplyEvent]:
+            # the corrective instruction goes with the user's message: every level shows that to the model
+            return level.stream(ctx if instruction is None else replace(ctx, text=f"{ctx.text}\n\n({instruction})"))
+
+        return guard_stream(start, self._guards, question=ctx.text, history=ctx.history, grounded=level.grounded)
 
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         if self._cancelled:

@@ -23,9 +23,11 @@ class Turn:
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
-    """A piece of the final answer, in order."""
+    """A piece of the final answer, in order; `own`: written by the level itself (a step-limit note), not by the
+    model, so the guards do not judge it."""
 
     text: str
+    own: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,25 @@ class Usage:
     completion_tokens: int = 0
 
 
-ReplyEvent = TextDelta | ToolStep | Thought | Sources | Passages | Queued | Usage
+@dataclass(frozen=True, slots=True)
+class GuardAction:
+    """A guard acted on the answer streamed so far (see agents/guards.py).
+
+    `loops`/`cut`: keep the first `keep` characters; the turn ends there and is incomplete.
+    `language`/`restart`: forget the answer so far (text and sources); it is generated again.
+    `language`/`kept`: the answer is still not in the expected language `lang` (the better of two tries is kept).
+    `numbers`/`marked`: the figures `numbers` no source states end at the offsets `marks` of the answer.
+    """
+
+    guard: Literal["loops", "language", "numbers"]
+    action: Literal["cut", "restart", "kept", "marked"]
+    keep: int = 0
+    lang: str = ""
+    numbers: tuple[str, ...] = ()
+    marks: tuple[int, ...] = ()
+
+
+ReplyEvent = TextDelta | ToolStep | Thought | Sources | Passages | Queued | Usage | GuardAction
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from bot.inbox import Inbox, process_identity
 from bot.middlewares import AccessMiddleware
 from bot.permissions import GroupAdmins
 from bot.pump import UpdatePump, poll
-from bot.service import ChatService
+from bot.service import ChatGuards, ChatService
 from bot.storage import Database
 from bot.telegram_session import ResilientRequests
 
@@ -67,14 +67,16 @@ def build_models(settings: Settings) -> ModelRegistry:
                                  base_url=settings.openai_base_url, timeout=settings.openai_timeout,
                                  max_retries=settings.openai_max_retries, temperature=settings.temperature))
     try:
-        from agents.backends.local import LoadedModels, LocalBackend, finetuned_provider
+        from agents.backends.local import LoadedModels, LocalBackend, LocalSampling, finetuned_provider
     except ImportError:  # pragma: no cover - llama-cpp-python missing
         log.warning("llama-cpp-python is not installed: local models are off")
         return models
     llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
                  n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
                  extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens,
-                 prompt_cache_mb=settings.local_prompt_cache_mb, loaded=LoadedModels(settings.local_max_loaded_models))
+                 prompt_cache_mb=settings.local_prompt_cache_mb, loaded=LoadedModels(settings.local_max_loaded_models),
+                 sampling=LocalSampling(settings.local_repeat_penalty, settings.local_frequency_penalty,
+                                        settings.local_presence_penalty, settings.local_retry_repeat_penalty))
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))
@@ -126,6 +128,7 @@ async def create_services(settings: Settings) -> Services:
         await db.dispose()
         raise ConfigError(f"invalid setting DATABASE_URL: cannot open the database ({type(exc).__name__})") from None
     chat = ChatService(db, brain, default_level=default_level, default_model=default_model,
+                       default_guards=ChatGuards.from_names(settings.guards),
                        max_input_chars=settings.max_input_chars,
                        rate_limit_per_minute=settings.rate_limit_per_minute,
                        daily_token_quota=settings.daily_token_quota,

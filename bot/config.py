@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     openai_timeout: float = Field(60.0, gt=0)  # seconds; langchain-openai has no timeout by default
     openai_max_retries: int = Field(2, ge=0, le=10)
     temperature: float = Field(0.3, ge=0, le=2)
+    # Answer guards on in a chat until /guards changes it: any of loops, language, numbers ("" = none).
+    guards: str = "loops,language,numbers"
 
     # --- Storage and modes ----------------------------------------------------------------------
     data_dir: Path = Path("./data")
@@ -105,6 +107,11 @@ class Settings(BaseSettings):
     local_max_tokens: int = Field(512, ge=1)
     local_max_loaded_models: int = Field(2, ge=1)  # llama models in memory at once; the least recently used goes
     local_prompt_cache_mb: int = Field(1024, ge=0)  # evaluated chat prefixes kept for their next turn; 0 = off
+    # Sampling defenses against loops (1.0 / 0.0: off); /retry samples with LOCAL_RETRY_REPEAT_PENALTY.
+    local_repeat_penalty: float = Field(1.1, ge=0.0)
+    local_frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    local_presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    local_retry_repeat_penalty: float = Field(1.3, ge=0.0)
 
     # --- Reliability and limits -----------------------------------------------------------------
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
@@ -128,6 +135,15 @@ class Settings(BaseSettings):
         if info.data.get("local_model_repo") and not value:
             raise ValueError("LOCAL_MODEL_REPO is set: name one of its GGUF files here")
         return value or None
+
+    @field_validator("guards")
+    @classmethod
+    def _guards(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = sorted(set(names) - {"loops", "language", "numbers"})
+        if unknown:
+            raise ValueError(f"unknown guard(s) {', '.join(unknown)}: use loops, language, numbers")
+        return ",".join(names)
 
     @field_validator("telegram_api_base", "openai_base_url", "search_url")
     @classmethod

@@ -163,6 +163,32 @@ TEXTS: dict[str, dict[str, str]] = {
                         "ru": "Неизвестная команда {name}; список: /help."},
     "terminal_banner": {"en": "adaptbot — chat {chat_id}, mode {mode}. /help for commands, /quit to leave.",
                         "ru": "adaptbot — чат {chat_id}, режим {mode}. /help — команды, /quit — выход."},
+    "cmd_retry": {"en": "Answer the last question again", "ru": "Ответить на последний вопрос заново"},
+    "cmd_lang": {"en": "Answer language (ru/en/auto)", "ru": "Язык ответов (ru/en/auto)"},
+    "cmd_guards": {"en": "Show or switch the guards (loops, language, numbers)",
+                   "ru": "Показать или переключить защиты (повторы, язык, числа)"},
+    "guard_loop": {"en": "⚠️ The model started repeating itself; stopped. /retry asks again.",
+                   "ru": "⚠️ Модель начала повторяться; ответ остановлен. /retry — спросить заново."},
+    "guard_language": {"en": "⚠️ This answer is not in the chat's language, even after asking the model again.",
+                       "ru": "⚠️ Ответ не на языке чата, даже после повторной просьбы к модели."},
+    "guard_numbers": {"en": "⚠ not found in the sources: {numbers}", "ru": "⚠ нет в источниках: {numbers}"},
+    "retry_nothing": {"en": "Nothing to retry: ask a question first.",
+                      "ru": "Нечего повторять: сначала задайте вопрос."},
+    "guards_state": {
+        "en": "Guards in this chat: loops {loops}, language {language}, numbers {numbers}; answer language: {chat_lang}.\n"
+              "Switch one: /guards loops|language|numbers on|off. Language: /lang ru|en|auto.{counts}",
+        "ru": "Защиты в этом чате: повторы {loops}, язык {language}, числа {numbers}; язык ответов: {chat_lang}.\n"
+              "Переключить: /guards loops|language|numbers on|off. Язык: /lang ru|en|auto.{counts}",
+    },
+    "guards_counts": {"en": "\n\nGuard events by mode:\n{rows}", "ru": "\n\nСрабатывания защит по режимам:\n{rows}"},
+    "guard_set": {"en": "Guard {name}: {state}.", "ru": "Защита {name}: {state}."},
+    "lang_state": {"en": "Answer language: {chat_lang}. Set it: /lang ru|en|auto.",
+                   "ru": "Язык ответов: {chat_lang}. Задать: /lang ru|en|auto."},
+    "lang_auto": {"en": "auto (the language you write in)", "ru": "авто (язык, на котором вы пишете)"},
+    "err_guard_unknown": {"en": "Unknown guard “{name}”. Guards: {names}.",
+                          "ru": "Неизвестная защита «{name}». Защиты: {names}."},
+    "err_lang_usage": {"en": "Usage: /lang ru, /lang en or /lang auto.",
+                       "ru": "Использование: /lang ru, /lang en или /lang auto."},
 }
 
 LANGUAGES = ("en", "ru")

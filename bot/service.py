@@ -14,12 +14,15 @@ from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
+from agents.checks.language import Language, detect_language
+from agents.checks.text import cyrillic_share
 from agents.errors import ModelCallError, ModelTimeoutError, ModelUnavailableError
+from agents.guards import GuardConfig
 from agents.lru import LRUCache
 from agents.runtime import Brain, TurnCancelled, TurnRun
-from agents.types import ReplyEvent, Source, Sources, TextDelta, Turn, Usage
+from agents.types import GuardAction, ReplyEvent, Source, Sources, TextDelta, Turn, Usage
 from bot.storage import Database, repo
-from bot.storage.models import Chat, Message
+from bot.storage.models import Chat, ChatSettings, Message
 from bot.turn_slots import TurnSlots
 
 log = logging.getLogger(__name__)
@@ -82,6 +85,63 @@ class Mode:
     show_steps: bool = False
 
 
+GUARDS = ("loops", "language", "numbers")
+_MIN_WORDS = 3  # words of Latin letters before the language a user writes in overrides their Telegram language
+LANGS = ("ru", "en", "auto")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatGuards:
+    """A chat's guard switches (`/guards`, all on by default) and its answer language (`/lang`; None: auto)."""
+
+    loops: bool = True
+    language: bool = True
+    numbers: bool = True
+    lang: Language | None = None
+
+    @classmethod
+    def from_names(cls, names: str) -> ChatGuards:
+        """The guards named in a comma-separated list on, the others off (the GUARDS setting)."""
+        on = {name.strip().lower() for name in names.split(",")}
+        return cls("loops" in on, "language" in on, "numbers" in on)
+
+    @classmethod
+    def of(cls, row: ChatSettings | None, default: ChatGuards | None = None) -> ChatGuards:
+        if row is None:
+            return default or cls()
+        lang = row.lang if row.lang in ("ru", "en") else None
+        return cls(row.guard_loops, row.guard_language, row.guard_numbers, lang)  # type: ignore[arg-type]
+
+    def config(self, text: str, user_lang: str) -> GuardConfig | None:
+        """The guards for a turn answering `text`; None when every guard is off (the answer is left untouched)."""
+        if not (self.loops or self.language or self.numbers):
+            return None
+        return GuardConfig(loops=self.loops, numbers=self.numbers,
+                           language=expected_language(self.lang, text, user_lang) if self.language else None)
+
+
+def expected_language(chat_lang: Language | None, text: str, user_lang: str) -> Language | None:
+    """The language an answer should be in: the chat's `/lang`, else the language the user writes in, else the
+    user's Telegram language (None: unknown, not checked)."""
+    if chat_lang is not None:
+        return chat_lang
+    # a word or two of Latin letters ("search x") is too little to tell English from translit; Cyrillic is not
+    written = detect_language(text) if len(text.split()) >= _MIN_WORDS or cyrillic_share(text) > 0.5 else None
+    if written is not None:
+        return written
+    return user_lang if user_lang in ("ru", "en") else None  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, slots=True)
+class Question:
+    """The last question of a chat, for `/retry`: its text, the stored messages it replaces, whether it was
+    answered completely (then it is part of the history the retry must leave out)."""
+
+    text: str
+    message_ids: tuple[int, ...]
+    complete: bool
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """What a turn reads from the database before it starts."""
@@ -91,15 +151,17 @@ class Prepared:
     system_override: str | None  # an admin's system prompt, None for the prompts file's
     stored: StoredAnswer | None  # the answer stored for this update by an earlier run
     tokens_today: int  # this user's tokens today (read only when a quota is set)
+    guards: ChatGuards = ChatGuards()
 
 
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
                  rate_limit_per_minute: int = 0, daily_token_quota: int = 0, model_retries: int = 0,
-                 max_concurrent_turns: int = 0) -> None:
+                 max_concurrent_turns: int = 0, default_guards: ChatGuards | None = None) -> None:
         self.db, self.brain = db, brain
         self.default = Mode(default_level, default_model)
+        self.default_guards = default_guards or ChatGuards()
         self.max_input_chars = max_input_chars
         self.history_limit = history_limit
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
@@ -165,6 +227,7 @@ class ChatService:
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
                 stored=_stored(stored),
                 tokens_today=usage.tokens if usage is not None else 0,
+                guards=ChatGuards.of(repo.chat_settings(s, chat_id), self.default_guards),
             )
 
         chat, prepared = await self.db.run(read)
@@ -217,7 +280,8 @@ class ChatService:
         return _stored(await self.db.run(lambda s: repo.stored_answer(s, chat_id, update_id)))
 
     async def reply(self, chat_id: int, text: str, *, user_id: int | None = None, update_id: int | None = None,
-                    prepared: Prepared | None = None, lang: str = "en") -> AsyncIterator[ReplyEvent]:
+                    prepared: Prepared | None = None, lang: str = "en",
+                    retry: Question | None = None) -> AsyncIterator[ReplyEvent]:
         """Answer `text` in this chat's mode, yielding reply events.
 
         The user turn and the answer are stored together once the answer is complete; an answer that fails
@@ -226,6 +290,9 @@ class ChatService:
         (the user hears about it within the timeout). A turn abandoned by its caller (cancelled at shutdown) is
         not stored at all: its update runs again after the restart. `prepared` is what `prepare()` read, when the
         caller has it already.
+
+        The chat's guards watch the answer: one cut for a loop is stored incomplete; each guard event is counted
+        for the mode. `retry`: the question asked again (`/retry`); the new answer replaces the stored one.
         """
         text = text.strip()
         if not text:
@@ -238,15 +305,21 @@ class ChatService:
             prepared = await self.prepare(chat_id, user_id=user_id)
         self._check_limits(user_id, prepared.tokens_today)
         mode, history = prepared.mode, prepared.history
+        if retry is not None and retry.complete:
+            history = history[:-2]  # the answer being replaced is no part of what the model sees
+        guards = prepared.guards.config(text, lang)
+        replaces = retry.message_ids if retry is not None else ()
         attempt = 0
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
-                                        system_override=prepared.system_override, lang=lang)
+                                        system_override=prepared.system_override, lang=lang, guards=guards,
+                                        retry=retry is not None)
             self._running[chat_id], self._askers[chat_id] = run, user_id
             parts: list[str] = []
             sources: Sources | None = None
             tokens = 0
             events = 0
+            guarded: list[str] = []
             outcome = "failed"
             capped = self.slots if self.slots is not None and not self._queues_itself(mode.model) else None
             holding = False
@@ -258,13 +331,19 @@ class ChatService:
                     async for event in stream:
                         if isinstance(event, TextDelta):
                             parts.append(event.text)
+                        elif isinstance(event, GuardAction):
+                            guarded.append(f"{event.guard}.{event.action}")
+                            if event.action == "restart":
+                                parts.clear()
+                            elif event.action == "cut":
+                                parts = ["".join(parts)[:event.keep]]
                         elif isinstance(event, Usage):
                             tokens += event.prompt_tokens + event.completion_tokens
                         elif isinstance(event, Sources):
                             sources = event
                         events += 1
                         yield event
-                outcome = "complete"
+                outcome = "cut" if "loops.cut" in guarded else "complete"
             except ModelCallError as exc:
                 if events or isinstance(exc, ModelTimeoutError) or attempt >= self.model_retries:
                     raise
@@ -278,11 +357,11 @@ class ChatService:
                 self._askers.pop(chat_id, None)
                 if holding and capped is not None:
                     capped.release()
-                if outcome in ("complete", "failed"):
+                if outcome in ("complete", "cut", "failed"):
                     # shielded: a cancelled handler must still record what happened
                     await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
-                                                     update_id, user_id, tokens, sources))
-            if outcome == "complete":
+                                                     update_id, user_id, tokens, sources, guarded, replaces))
+            if outcome in ("complete", "cut"):
                 return
             attempt += 1
 
@@ -291,7 +370,8 @@ class ChatService:
         return model in self.brain.models and self.brain.models.get(model).shared_worker
 
     async def _store(self, chat_id: int, mode: Mode, text: str, answer: str, complete: bool,
-                     update_id: int | None, user_id: int | None, tokens: int, sources: Sources | None = None) -> None:
+                     update_id: int | None, user_id: int | None, tokens: int, sources: Sources | None = None,
+                     guarded: list[str] | None = None, replaces: tuple[int, ...] = ()) -> None:
         complete = complete and bool(answer.strip())
         day = self.today()
         # the sources go with the answer: a run after a crash delivers the answer as the first run would have
@@ -302,6 +382,10 @@ class ChatService:
 
         def write(s: Session) -> None:
             repo.add_turn(s, rows)
+            if complete:  # a retry that failed leaves the earlier answer where it was
+                repo.delete_messages(s, replaces)
+            if guarded:
+                repo.count_guard_events(s, mode.level, mode.model, guarded)
             if user_id is not None:
                 repo.add_usage(s, user_id, day, messages=1, tokens=tokens)
 
@@ -311,3 +395,46 @@ class ChatService:
         """Count tokens spent outside a chat turn (an evaluation) for the user who asked for them."""
         day = self.today()
         await self.db.run(lambda s: repo.add_usage(s, user_id, day, messages=messages, tokens=tokens))
+
+    # --- guards, /lang and /retry --------------------------------------------------------------------
+    async def guards(self, chat_id: int) -> ChatGuards:
+        return ChatGuards.of(await self.db.run(lambda s: repo.chat_settings(s, chat_id)), self.default_guards)
+
+    async def set_guard(self, chat_id: int, name: str, on: bool) -> ChatGuards:
+        """Switch one guard (`loops`, `language`, `numbers`) for this chat; ServiceError("guard_unknown")."""
+        name = name.strip().lower()
+        if name not in GUARDS:
+            raise ServiceError("guard_unknown", name=name, names=", ".join(GUARDS))
+        return ChatGuards.of(await self.db.run(
+            lambda s: repo.update_chat_settings(s, chat_id, self._guard_row(), **{f"guard_{name}": on})))
+
+    async def set_lang(self, chat_id: int, value: str) -> ChatGuards:
+        """`/lang ru|en|auto`: the language this chat's answers must be in; ServiceError("lang_usage")."""
+        value = value.strip().lower()
+        if value not in LANGS:
+            raise ServiceError("lang_usage")
+        lang = None if value == "auto" else value
+        row = self._guard_row()
+        return ChatGuards.of(await self.db.run(lambda s: repo.update_chat_settings(s, chat_id, row, lang=lang)))
+
+    def _guard_row(self) -> dict[str, object]:
+        d = self.default_guards
+        return {"guard_loops": d.loops, "guard_language": d.language, "guard_numbers": d.numbers, "lang": None}
+
+    async def guard_counts(self) -> list[tuple[str, str, str, int]]:
+        """(level, model, event, count) for every guard event counted so far ("loops.cut", "numbers.marked")."""
+        rows = await self.db.run(repo.guard_events)
+        return [(r.level, r.model, r.event, r.count) for r in rows]
+
+    async def last_question(self, chat_id: int) -> Question | None:
+        """The question `/retry` answers again; None when the chat has none."""
+
+        def read(s: Session) -> Question | None:
+            found = repo.last_question(s, chat_id)
+            if found is None:
+                return None
+            user, answer = found
+            ids = (user.id,) if answer is None else (user.id, answer.id)
+            return Question(user.content, ids, user.complete and answer is not None and answer.complete)
+
+        return await self.db.run(read)

@@ -17,8 +17,9 @@ from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
 from aiogram.types import MessageEntity
 
+from agents.guards import insert_marks
 from agents.lru import LRUCache
-from agents.types import Queued, ReplyEvent, Sources, TextDelta, Thought, ToolStep
+from agents.types import GuardAction, Queued, ReplyEvent, Sources, TextDelta, Thought, ToolStep
 from bot.delivery import Delivered, DeliveryJournal
 from bot.i18n import t
 from bot.rendering import TELEGRAM_LIMIT, Chunk, preview, render, utf16_len
@@ -47,6 +48,7 @@ class ReplyStreamer:
         self.text = ""
         self.steps: list[ToolStep | Thought] = []
         self.sources: Sources | None = None
+        self.guard_actions: list[GuardAction] = []  # what the guards did to this answer (rendered by `finish`)
         self._message_id: int | None = None  # the message being edited (edit mode)
         self._shown = ""
         self._next_update = 0.0
@@ -95,6 +97,12 @@ class ReplyStreamer:
             self.sources = event
         elif isinstance(event, Queued):
             await self._show(t("queued", self.lang, ahead=event.ahead), force=True)
+        elif isinstance(event, GuardAction):
+            self.guard_actions.append(event)
+            if event.action == "restart":  # generated again: the next preview shows the new answer only
+                self.text, self.sources, self.guard_actions = "", None, []
+            elif event.action == "cut":
+                self.text = self.text[:event.keep]
 
     async def finish(self, notice: str | None = None, *, resume: Delivered | None = None) -> list[int]:
         """Deliver the whole answer (formatted, split); `notice` is appended (an error or a stop).
@@ -116,7 +124,8 @@ class ReplyStreamer:
 
     def _render(self, notice: str | None) -> list[Chunk]:
         """The answer as Telegram messages: text, then its sources, then the notice."""
-        body = self.text.strip()
+        body, notes = guarded_text(self.text, self.guard_actions, self.lang)
+        notice = "\n".join(n for n in (*notes, notice) if n) or None
         if self.sources and self.sources.items:
             lines = [t("sources", self.lang)]
             for s in self.sources.items:
@@ -232,3 +241,15 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def guarded_text(text: str, actions: list[GuardAction], lang: str) -> tuple[str, list[str]]:
+    """The answer as shown (invented figures marked, a footnote) and the guards' notices to end the message with."""
+    notes: list[str] = []
+    for action in actions:
+        if action.action == "marked":
+            text = insert_marks(text, action.marks)
+            text = f"{text.rstrip()}\n\n{t('guard_numbers', lang, numbers=', '.join(action.numbers))}"
+        elif action.action == "cut":
+            notes.append(t("guard_loop", lang))
+        elif action.action == "kept":
+            notes.append(t("guard_language", lang))
+    return text.strip(), notes

@@ -15,11 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
-from agents.types import Queued, Sources, TextDelta, Thought, ToolStep
+from agents.types import GuardAction, Queued, Sources, TextDelta, Thought, ToolStep
 from bot.commands import Choice, Context, Document, Registry, Reply, build_registry
 from bot.commands.base import DocumentUnavailable
 from bot.handlers.errors import user_message
 from bot.i18n import t
+from bot.service import Question
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -71,6 +72,17 @@ class TerminalOutbox:
         return path
 
 
+def guard_note(event: GuardAction, lang: str) -> str:
+    """What the terminal prints after a guard acted (the text before it stays on the screen)."""
+    if event.action == "cut":
+        return t("guard_loop", lang)
+    if event.action == "restart":
+        return "---"
+    if event.action == "kept":
+        return t("guard_language", lang)
+    return t("guard_numbers", lang, numbers=", ".join(event.numbers))
+
+
 def _document(args: str) -> tuple[Document | None, str]:
     """A leading `@path` (or `@"path with spaces"`) argument as the command's file, and the other arguments."""
     if not args.startswith("@"):
@@ -110,7 +122,7 @@ class Terminal:
 
     def _context(self, args: str, **more: object) -> Context:
         return Context(self.services, self.chat_id, self.user_id, "terminal", self.lang, self.outbox, args=args,
-                       is_bot_admin=self.admin, **more)  # type: ignore[arg-type]
+                       is_bot_admin=self.admin, ask=self._answer, **more)  # type: ignore[arg-type]
 
     async def handle(self, text: str) -> None:
         if text.isdigit() and self.outbox.choices:
@@ -147,17 +159,19 @@ class Terminal:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _answer(self, text: str) -> None:
+    async def _answer(self, text: str, retry: Question | None = None) -> None:
         chat = self.services.chat
         mode = await chat.get_mode(self.chat_id)
         try:
-            async for event in chat.reply(self.chat_id, text, user_id=self.user_id, lang=self.lang):
+            async for event in chat.reply(self.chat_id, text, user_id=self.user_id, lang=self.lang, retry=retry):
                 if isinstance(event, TextDelta):
                     self.out(event.text, end="")
                 elif isinstance(event, ToolStep) and mode.show_steps:
                     self.out(f"[{event.tool}({event.input}) -> {event.output[:200]}]")
                 elif isinstance(event, Thought) and mode.show_steps:
                     self.out(f"[{event.text[:200]}]")
+                elif isinstance(event, GuardAction):  # printed text cannot be taken back: the verdict follows it
+                    self.out("\n" + guard_note(event, self.lang))
                 elif isinstance(event, Queued):
                     self.out(t("queued", self.lang, ahead=event.ahead))
                 elif isinstance(event, Sources):

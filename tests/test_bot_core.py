@@ -101,7 +101,8 @@ async def test_history_trimmed_to_budget_but_kept_whole(bot: BotRunner, telegram
                                                         llm: ScriptedOpenAI) -> None:
     await bot.start(default_mode="zero-shot", history_token_budget=300)
     for i in range(8):
-        telegram.user_says(6, f"message {i} " + "word " * 60)
+        # distinct words: 60 copies of one word, echoed back, would be cut by the loop guard
+        telegram.user_says(6, f"message {i} " + " ".join(f"word{j}" for j in range(60)))
         await telegram.wait_texts(6, i + 1)
     last = llm.requests[-1]["messages"]
     assert last[-1]["content"].startswith("message 7")
@@ -113,8 +114,9 @@ async def test_history_trimmed_to_budget_but_kept_whole(bot: BotRunner, telegram
 async def test_long_reply_is_split_and_formatting_survives(bot: BotRunner, telegram: FakeTelegram,
                                                            llm: ScriptedOpenAI) -> None:
     await bot.start(default_mode="zero-shot")
-    paragraph = "**Bold** start, then plain words " * 20
-    llm.enqueue(Text("\n\n".join([paragraph] * 16), chunk_size=500))
+    # numbered sentences: the same paragraph sixteen times over would be cut by the loop guard
+    paragraphs = ["".join(f"**Bold** start, then words {p * 20 + j}. " for j in range(20)) for p in range(16)]
+    llm.enqueue(Text("\n\n".join(paragraphs), chunk_size=500))
     telegram.user_says(7, "write a lot")
     await telegram.wait_for(lambda: "".join(telegram.texts(7)).count("Bold start") == 320)
     messages = telegram.messages(7)

@@ -33,6 +33,8 @@ def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def start_local(bot: BotRunner, gguf: Path, *, max_tokens: int = 16, n_ctx: int = 4096,
                       **overrides: Any) -> list[str]:
     """Start the bot with LOCAL_MODEL_PATH=`gguf`; returns the list that collects every prompt the model gets."""
+    # The tiny model writes gibberish in no language, with random figures: the answer guards are off unless asked.
+    overrides.setdefault("guards", "")
     # One thread: on a tiny model ggml's worker threads cost more than they bring (and the CI box is shared).
     await bot.start(local_model_path=gguf, local_max_tokens=max_tokens, local_n_ctx=n_ctx, local_n_threads=1,
                     **overrides)
@@ -350,3 +352,30 @@ async def test_a_default_local_model_is_loaded_before_the_first_question(bot: Bo
 
     await asyncio.wait_for(loaded(), 60)
     assert list(worker.history) == []  # no request was made to load it
+
+
+@pytest.mark.slow
+async def test_a_local_model_caught_in_a_loop_stops_decoding_at_the_cut(bot: BotRunner, telegram: FakeTelegram,
+                                                                       llm: ScriptedOpenAI, tiny_gguf: Path) -> None:
+    await start_local(bot, tiny_gguf, max_tokens=4000, default_mode="zero-shot local", guards="loops",
+                      local_repeat_penalty=1.0)
+    model = local_model(bot)
+    model.temperature, model.top_k = 0.0, 1  # greedy: this random model falls into a short cycle at once
+    telegram.user_says(12, "Tell me a story")
+    await telegram.wait_for(lambda: telegram.texts(12), timeout=120)
+    shown = telegram.texts(12)[-1]
+    assert shown.endswith(t("guard_loop", "en"))
+    assert len(shown) < 300  # one copy of the cycle, then the notice
+    worker = bot.app.services.brain.models.get("local").worker
+    record = worker.history[-1]
+    # the worker stopped decoding at the cut: a few hundred tokens at most (one 50 ms batch late), not 4000
+    assert record.status == "cancelled" and record.emitted < 400
+    assert [(role, complete) for role, _, complete in await stored(bot, 12)] == [("user", False),
+                                                                                ("assistant", False)]
+    # /retry asks the same model again with a higher repetition penalty (LOCAL_RETRY_REPEAT_PENALTY)
+    backend = bot.app.services.brain.models.get("local")
+    assert backend.retry_model().repeat_penalty == 1.3 and backend.retry_model().worker is worker
+    telegram.user_says(12, "/retry")
+    await telegram.wait_texts(12, 2, timeout=120)
+    assert len(worker.history) == 2
+    assert not llm.requests

@@ -30,6 +30,10 @@ class Backend(ABC):
         """Prepare what the first question would otherwise wait for; by default nothing (local models stay lazy:
         they load gigabytes). A model that cannot be built yet says so on first use, not here."""
 
+    def retry_model(self) -> BaseChatModel:
+        """The chat model for `/retry` (a local model samples with a higher repetition penalty)."""
+        return self.chat_model()
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release what the backend holds (threads, model weights)."""
 

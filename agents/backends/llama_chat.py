@@ -457,6 +457,8 @@ class ChatLlamaCpp(BaseChatModel):
     top_k: int = 40
     min_p: float = 0.05
     repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     stop: list[str] | None = None
     # Called on the worker thread with every rendered prompt (diagnostics, tests).
@@ -482,6 +484,8 @@ class ChatLlamaCpp(BaseChatModel):
             "top_k": self.top_k,
             "min_p": self.min_p,
             "repeat_penalty": self.repeat_penalty,
+            "frequency_penalty": self.frequency_penalty,
+            "presence_penalty": self.presence_penalty,
         }
 
     @property
@@ -512,6 +516,8 @@ class ChatLlamaCpp(BaseChatModel):
             "top_k": int(kwargs.get("top_k", self.top_k)),
             "min_p": float(kwargs.get("min_p", self.min_p)),
             "repeat_penalty": float(kwargs.get("repeat_penalty", self.repeat_penalty)),
+            "frequency_penalty": float(kwargs.get("frequency_penalty", self.frequency_penalty)),
+            "presence_penalty": float(kwargs.get("presence_penalty", self.presence_penalty)),
             "seed": kwargs.get("seed", self.seed),
             "stop": [*(self.stop or []), *(stop or [])],
         }

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,6 +207,16 @@ class LoadedModels:
         return len(self._lru)
 
 
+@dataclass(frozen=True, slots=True)
+class LocalSampling:
+    """Sampling defenses against loops (llama.cpp's penalties; 1.0 / 0.0 turn them off)."""
+
+    repeat_penalty: float = 1.1
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    retry_repeat_penalty: float = 1.3  # used by /retry, which usually follows a loop
+
+
 class LocalBackend(Backend):
     """A GGUF model run in-process; one worker thread serves every chat in FIFO order."""
 
@@ -224,6 +235,7 @@ class LocalBackend(Backend):
         extra_buffers: bool | None = None,
         max_tokens: int = 512,
         prompt_cache_mb: int = 1024,
+        sampling: LocalSampling | None = None,
         name: str = "local",
         description: dict[str, str] | None = None,
         loaded: LoadedModels | None = None,
@@ -249,6 +261,7 @@ class LocalBackend(Backend):
             "extra_buffers": extra_buffers,
         }
         self.max_tokens = max_tokens
+        self.sampling = sampling or LocalSampling()
         self.loaded_models = loaded
         self.worker = LlamaWorker(self._load, name=name, on_use=loaded.use if loaded is not None else None)
         self.prompt_cache = PromptCache(prompt_cache_mb * 1024 * 1024)  # used on the worker thread only
@@ -260,10 +273,17 @@ class LocalBackend(Backend):
 
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:
-            self._model = ChatLlamaCpp(
-                worker=self.worker, model_name=self.name, max_tokens=self.max_tokens, prompt_cache=self.prompt_cache
-            )
+            s = self.sampling
+            self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens,
+                                       prompt_cache=self.prompt_cache, repeat_penalty=s.repeat_penalty,
+                                       frequency_penalty=s.frequency_penalty, presence_penalty=s.presence_penalty)
         return self._model
+
+    def retry_model(self) -> ChatLlamaCpp:
+        """The same model and worker, sampling with the retry's higher repetition penalty."""
+        model = self.chat_model()
+        penalty = max(self.sampling.retry_repeat_penalty, model.repeat_penalty)
+        return model.model_copy(update={"repeat_penalty": penalty})
 
     async def warm_up(self) -> None:
         """The default local model starts loading on its worker thread now (the bundled one is assembled there the

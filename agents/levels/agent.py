@@ -35,6 +35,7 @@ STEP_LIMIT_NODE = "AgentStepLimit.before_model"
 class AgentLevel(Level):
     name = "agent"
     needs_tools = True
+    grounded = True
     description = MappingProxyType({
         "en": "agent: the model calls tools (calculator, web search, knowledge base) step by step",
         "ru": "агент: модель по шагам вызывает инструменты (калькулятор, поиск в сети, база знаний)",
@@ -92,7 +93,7 @@ async def _run(ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
                     name, args = calls.get(message.tool_call_id, (message.name or "?", {}))
                     yield ToolStep(tool=name, input=_render_args(args), output=message.text)
                 elif node == STEP_LIMIT_NODE and isinstance(message, AIMessage):
-                    yield TextDelta(message.text)
+                    yield TextDelta(message.text, own=True)
     if model_calls:
         yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
 

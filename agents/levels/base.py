@@ -56,6 +56,7 @@ class Level(ABC):
     name: str
     description: Mapping[str, str]  # language code -> one line
     needs_tools: ClassVar[bool] = False  # True: the turn runner builds the tools (calculator, search, knowledge)
+    grounded: ClassVar[bool] = False  # answers from sources (passages, tool results): its figures are checked
 
     @abstractmethod
     def stream(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:

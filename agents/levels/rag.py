@@ -17,6 +17,7 @@ _CITATION = re.compile(r"\[(\d{1,2})\]")
 
 class RagLevel(Level):
     name = "rag"
+    grounded = True
     description = {
         "en": "answers from the knowledge base, with sources",
         "ru": "ответы по базе знаний, со ссылками на источники",

@@ -107,6 +107,8 @@ class Context:
     via_choice: bool = False
     # whether the user administers this group (bot admins are, too); raises AdminCheckFailed
     is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_no_group)
+    # answer a question in this chat as a chat turn, streamed by the adapter (`/retry`): ask(text, retry=question)
+    ask: Callable[..., Awaitable[None]] | None = None
 
     def t(self, key: str, **params: object) -> str:
         return t(key, self.lang, **params)

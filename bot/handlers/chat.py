@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.delivery import DeliveryJournal
 from bot.handlers.errors import user_message
 from bot.i18n import t
-from bot.service import ChatService, ServiceError
+from bot.service import ChatService, Question, ServiceError
 from bot.streaming import ReplyStreamer
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,13 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     text = await addressed_text(message, bot)
     if text is None:
         return
+    await answer(message, bot, chat_service, settings, lang, event_update.update_id, text, deliveries)
+
+
+async def answer(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
+                 update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None) -> None:
+    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again)."""
     chat_id = message.chat.id
-    update_id = event_update.update_id
     # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
     # an end its answer is stored, and it is delivered again rather than asking the model twice
     user_id = message.from_user.id if message.from_user else None
@@ -68,7 +73,7 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
     async with streamer:
         try:
             async with contextlib.aclosing(chat_service.reply(chat_id, text, user_id=user_id, update_id=update_id,
-                                                              prepared=prepared, lang=lang)) as events:
+                                                              prepared=prepared, lang=lang, retry=retry)) as events:
                 async for event in events:
                     await streamer.feed(event)
         except ServiceError as exc:

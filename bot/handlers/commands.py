@@ -21,12 +21,14 @@ from aiogram.types import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
     Message,
+    Update,
     User,
 )
 from aiohttp import ClientError
 
 from bot.commands import Context, Document, Registry, Reply, Role, build_registry
 from bot.commands.base import AdminCheckFailed, DocumentUnavailable
+from bot.handlers.chat import answer
 from bot.i18n import LANGUAGES
 from bot.permissions import AdminCheckError, GroupAdmins, is_group
 
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
     from aiogram.types import Chat
 
     from bot.app import Services
+    from bot.delivery import DeliveryJournal
+    from bot.service import Question
 
 log = logging.getLogger(__name__)
 CALLBACK_LIMIT = 64  # bytes of callback_data Telegram keeps
@@ -114,11 +118,17 @@ def _context(services: Services, bot: Bot, admins: GroupAdmins, chat: Chat, user
 
 
 async def on_command(message: Message, command: CommandObject, bot: Bot, services: Services, registry: Registry,
-                     group_admins: GroupAdmins, lang: str, is_admin: bool) -> None:
+                     group_admins: GroupAdmins, lang: str, is_admin: bool, event_update: Update,
+                     deliveries: DeliveryJournal) -> None:
     assert message.from_user is not None
     outbox = ChatOutbox(message)
+
+    async def ask(text: str, retry: Question | None = None) -> None:  # a chat turn, streamed as any question is
+        await answer(message, bot, services.chat, services.settings, lang, event_update.update_id, text, deliveries,
+                     retry=retry)
+
     ctx = _context(services, bot, group_admins, message.chat, message.from_user, message.sender_chat, lang, is_admin,
-                   outbox, command.args or "", document=_document(message, bot))
+                   outbox, command.args or "", document=_document(message, bot), ask=ask)
     for reply in await registry.run(ctx, command.command.lower()):
         await outbox.send(reply)
 

@@ -1,5 +1,6 @@
-"""SQL tables: chats (mode), messages (memory), settings (admin overrides), inbox (durable updates), deliveries
-(what of an answer Telegram has), usage.
+"""SQL tables: chats (mode), chat settings (guards, language), guard event counts, messages (memory), settings
+(admin overrides), inbox (durable updates), deliveries (what of an answer Telegram has), comparisons, votes,
+feedback, usage.
 
 Columns added to a table after its first release are nullable: `Database.create_all` adds them to an existing
 database on start-up.
@@ -29,6 +30,30 @@ class Chat(Base):
     model: Mapped[str] = mapped_column(String(200))
     show_steps: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class ChatSettings(Base):
+    """A chat's guard switches and answer language (`/guards`, `/lang`); a table of its own, so databases created
+    before it need no migration (no row: every guard on, the language from the user)."""
+
+    __tablename__ = "chat_settings"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    guard_loops: Mapped[bool] = mapped_column(Boolean, default=True)
+    guard_language: Mapped[bool] = mapped_column(Boolean, default=True)
+    guard_numbers: Mapped[bool] = mapped_column(Boolean, default=True)
+    lang: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "ru" | "en"; None: auto
+
+
+class GuardEvent(Base):
+    """How often each guard acted, per mode (level and model): shown by /guards, /feedback and the eval report."""
+
+    __tablename__ = "guard_events"
+
+    level: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)  # e.g. "loops.cut", "numbers.marked"
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Message(Base):

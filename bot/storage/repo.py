@@ -14,7 +14,19 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from bot.storage.models import Chat, Comparison, Delivery, Feedback, Message, Setting, Usage, Vote, utcnow
+from bot.storage.models import (
+    Chat,
+    ChatSettings,
+    Comparison,
+    Delivery,
+    Feedback,
+    GuardEvent,
+    Message,
+    Setting,
+    Usage,
+    Vote,
+    utcnow,
+)
 
 
 def get_chat(session: Session, chat_id: int) -> Chat | None:
@@ -359,3 +371,53 @@ def feedback_chat_page(session: Session, after: tuple[int, int], limit: int,
                                                       f.system_prompt))
     return [ChatMessage(r.id, r.chat_id, r.role, r.content, bool(r.complete), mode_name(r.level, r.model),
                         feedback.get(r.id, [])) for r in rows]
+
+
+def chat_settings(session: Session, chat_id: int) -> ChatSettings | None:
+    return session.get(ChatSettings, chat_id)
+
+
+def update_chat_settings(session: Session, chat_id: int, defaults: dict[str, object],
+                         **values: object) -> ChatSettings:
+    """Set some of a chat's settings (`guard_loops`, `guard_language`, `guard_numbers`, `lang`); a chat without
+    a row gets one with `defaults` first."""
+    row = session.get(ChatSettings, chat_id)
+    if row is None:
+        row = ChatSettings(chat_id=chat_id, **defaults)
+        session.add(row)
+    for key, value in values.items():
+        setattr(row, key, value)
+    return row
+
+
+def count_guard_events(session: Session, level: str, model: str, events: Sequence[str]) -> None:
+    """Add one to each event's count for the mode: one upsert each, safe when several processes count at once."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    for event in events:
+        stmt = insert(GuardEvent).values(level=level, model=model, event=event, count=1)
+        session.execute(stmt.on_conflict_do_update(
+            index_elements=[GuardEvent.level, GuardEvent.model, GuardEvent.event],
+            set_={"count": GuardEvent.count + stmt.excluded.count},
+        ))
+
+
+def guard_events(session: Session) -> list[GuardEvent]:
+    rows = session.scalars(select(GuardEvent).order_by(GuardEvent.level, GuardEvent.model, GuardEvent.event))
+    return list(rows)
+
+
+def last_question(session: Session, chat_id: int) -> tuple[Message, Message | None] | None:
+    """The chat's last user message and the answer stored with it (None: no question yet)."""
+    rows = list(session.scalars(
+        select(Message).where(Message.chat_id == chat_id).order_by(Message.id.desc()).limit(2)))
+    user = next((r for r in rows if r.role == "user"), None)
+    if user is None:
+        return None
+    answer = next((r for r in rows if r.role == "assistant" and r.id > user.id), None)
+    return user, answer
+
+
+def delete_messages(session: Session, ids: Sequence[int]) -> None:
+    if ids:
+        session.execute(delete(Message).where(Message.id.in_(list(ids))))

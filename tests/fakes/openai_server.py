@@ -80,6 +80,8 @@ class ScriptedOpenAI:
         self.report_usage = True  # False: no `usage` in any answer, as some OpenAI-compatible servers do
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        # per streamed text reply: (characters sent, whether the client read it to the end)
+        self.streamed: list[tuple[int, bool]] = []
         self._script: deque[Reply] = deque()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
@@ -199,9 +201,14 @@ class ScriptedOpenAI:
                 if reply.break_after is not None and start >= reply.break_after:
                     request.transport.close()  # type: ignore[union-attr]  # the stream breaks half-way
                     return resp
-                await send({"content": text[start:start + reply.chunk_size]})
+                try:
+                    await send({"content": text[start:start + reply.chunk_size]})
+                except ConnectionResetError:  # the client closed the stream (a guard stopped the answer)
+                    self.streamed.append((start, False))
+                    return resp
                 if reply.chunk_delay:
                     await asyncio.sleep(reply.chunk_delay)
+            self.streamed.append((len(text), True))
         await send({}, finish)
         if body.get("stream_options", {}).get("include_usage") and self.report_usage:
             chunk = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
