@@ -45,6 +45,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agents.backends.llama_worker import LlamaWorker
 from agents.backends.prompt_cache import PromptCache, evaluated_tokens, safe_reuse
+from agents.chat_templates import ARCHITECTURE_TEMPLATES, CHATML, KnownTemplate
 from agents.errors import ModelCallError
 from agents.messages import defuse_tags
 
@@ -54,50 +55,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Used only when a GGUF carries no chat template (base models, old conversions): the template its architecture's
-# instruction-tuned models use, else ChatML (the most common format).
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-# Google's Gemma template: no system role (a system turn opens the first user turn), the assistant is `model`.
-# llama-cpp-python's named "gemma" format drops the system turn altogether and the BOS token Gemma needs.
-GEMMA_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% if messages[0]['role'] == 'system' %}"
-    "{% set prefix = messages[0]['content'] + '\n\n' %}{% set loop_messages = messages[1:] %}"
-    "{% else %}{% set prefix = '' %}{% set loop_messages = messages %}{% endif %}"
-    "{% for message in loop_messages %}"
-    "{% set role = 'model' if message['role'] == 'assistant' else message['role'] %}"
-    "{{ '<start_of_turn>' + role + '\n' + (prefix if loop.first else '') + message['content'] | trim"
-    " + '<end_of_turn>\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
-)
-
-
-@dataclass(frozen=True, slots=True)
-class KnownTemplate:
-    """A chat template by name, with the stop strings that end its assistant turn."""
-
-    name: str
-    template: str
-    stop: tuple[str, ...] = ()
-
-
-CHATML = KnownTemplate("chatml", CHATML_TEMPLATE, ("<|im_end|>",))
-GEMMA = KnownTemplate("gemma", GEMMA_TEMPLATE, ("<end_of_turn>",))
-# `general.architecture` -> the template of that family's instruction-tuned models.
-ARCHITECTURE_TEMPLATES: dict[str, KnownTemplate] = {
-    "gemma": GEMMA,
-    "gemma2": GEMMA,
-    "gemma3": GEMMA,
-    "gemma3n": GEMMA,
-    "qwen2": CHATML,
-    "qwen3": CHATML,
-}
 
 
 def fallback_template(metadata: dict[str, str]) -> KnownTemplate:
