@@ -38,6 +38,14 @@ ROWS = [
     Row("steps-usage", "/steps", USER, "Usage: /steps on or /steps off (now: off)."),
     Row("steps-bad-arg", "/steps foo", USER, "Usage: /steps on or /steps off (now: off)."),
     Row("steps-on", "/steps on", USER, "Agent steps: on."),
+    Row("retry-nothing", "/retry", USER, "Nothing to retry: ask a question first."),
+    Row("lang-show", "/lang", USER, "Answer language: auto (the language you write in)."),
+    Row("lang-set", "/lang ru", USER, "Answer language: ru."),
+    Row("lang-bad", "/lang xx", USER, "Usage: /lang ru, /lang en or /lang auto."),
+    Row("guards-refused", "/guards", USER, "Sorry, this command is for the bot's admins only."),
+    Row("guards-show", "/guards", ADMIN, "Guards in this chat: loops on, language on, numbers on"),
+    Row("guards-off", "/guards loops off", ADMIN, "Guard loops: off."),
+    Row("guards-unknown", "/guards colour on", ADMIN, "Unknown guard “colour”."),
     Row("usage-self", "/usage", USER, "Today: 0 messages, 0 tokens."),
     Row("usage-all", "/usage", ADMIN, "No usage today."),
     Row("prompt-refused", "/prompt", USER, "Sorry, this command is for the bot's admins only."),
@@ -114,7 +122,7 @@ async def test_menu_and_help_come_from_the_registry(bot: BotRunner, telegram: Fa
     menus = {c.get("language_code"): [x["command"] for x in json.loads(c["commands"])]
              if isinstance(c["commands"], str) else [x["command"] for x in c["commands"]]
              for c in telegram.calls_of("setMyCommands")}
-    assert menus[None] == menus["ru"] == ["start", "help", "mode", "reset", "stop", "steps", "usage"]
+    assert menus[None] == menus["ru"] == ["start", "help", "mode", "reset", "stop", "steps", "usage", "retry", "lang"]
     telegram.user_says(5, "/help", lang="ru")
     await telegram.wait_for(lambda: telegram.texts(5))
     assert "/reset — Забыть историю чата" in telegram.texts(5)[0] and "/prompt" not in telegram.texts(5)[0]
