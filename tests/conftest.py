@@ -31,6 +31,12 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
                                   "LOCAL", "EMBEDDING", "CHROMA", "WEBHOOK", "RATE", "DAILY"}:
             monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
+    # langchain-openai caches one httpx client per (base URL, timeout) for the whole process; a test whose scripted
+    # server got a port an earlier test used would get that test's client, bound to its closed event loop
+    from langchain_openai.chat_models import _client_utils
+
+    _client_utils._cached_async_httpx_client.cache_clear()
+    _client_utils._cached_sync_httpx_client.cache_clear()
 
 
 @pytest.fixture

@@ -84,12 +84,13 @@ async def test_terminal_chat_cuts_a_loop_and_has_retry_lang_and_guards(llm: Scri
                 "Write the tests on Monday, ship on Friday.")
     env = {"DATA_DIR": str(tmp_path / "data"), "OPENAI_API_KEY": API_KEY, "OPENAI_BASE_URL": llm.base_url,
            "OPENAI_TIMEOUT": "5", "DEFAULT_MODE": "zero-shot"}
-    script = "What is the plan for this week?\n/retry\n/guards loops off\n/lang ru\n/lang xx\n/quit\n"
+    script = "What is the plan for this week?\n/retry\n/guards loops off\n/lang ru\n/guards\n/lang xx\n/quit\n"
     code, out, err = await run_cli(["chat", "--chat-id", "5"], env, script)
     assert code == 0, err
     assert "The model started repeating itself; stopped. /retry asks again." in out
     assert "Write the tests on Monday, ship on Friday." in out
     assert [m["content"] for m in llm.requests[1]["messages"]] == ["What is the plan for this week?"]
+    assert "Guard loops: off." in out and "Answer language: ru." in out
     assert "loops off, language on, numbers on; answer language: ru." in out
     assert "zero-shot · cloud: loops.cut × 1" in out
     assert "Usage: /lang ru, /lang en or /lang auto." in out

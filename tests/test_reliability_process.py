@@ -254,6 +254,7 @@ async def test_sigterm_stops_while_the_database_hangs_and_loses_nothing(
         lock.execute("BEGIN IMMEDIATE")
         telegram.user_says(1, "sent while the database hangs")
         await telegram.wait_for(lambda: telegram.served)  # the bot fetched it and is trying to record it
+        await asyncio.sleep(1.0)  # no event to wait on: the bot's write is waiting for a lock another program holds
         proc.signal(signal.SIGTERM)
         assert await proc.wait(timeout=60) == 0  # it stopped (SHUTDOWN_TIMEOUT 2 s + closing), not hung
     finally:
