@@ -83,13 +83,13 @@ def half(queries: list[Query], name: str) -> list[Query]:
 @contextlib.contextmanager
 def rrf_constant(k: int) -> Iterator[None]:
     """The store's fusion constant set to `k` for the duration."""
-    import knowledge.store
+    import knowledge.fusion
 
-    saved, knowledge.store.RRF_K = knowledge.store.RRF_K, k
+    saved, knowledge.fusion.RRF_K = knowledge.fusion.RRF_K, k
     try:
         yield
     finally:
-        knowledge.store.RRF_K = saved
+        knowledge.fusion.RRF_K = saved
 
 
 async def tune_rrf(kb: Any, tuning: list[Query], k: int) -> tuple[int, dict[int, dict[str, float]]]:
@@ -137,26 +137,26 @@ async def evaluate(
 
 async def choose_rrf(kb: Any, queries: list[Query], k: int, report: dict[str, Any]) -> int:
     """RRF_K chosen on the tuning half, printed with the grid and recorded in `report`."""
-    import knowledge.store
+    import knowledge.fusion
 
     chosen, grid = await tune_rrf(kb, half(queries, "tuning"), k)
     print(f"\nRRF_K on the tuning half (hybrid recall@{k} / MRR): "
           + ", ".join(f"k={c}: {r['recall']:.3f}/{r['mrr']:.3f}" for c, r in grid.items())
-          + f" -> chosen k={chosen} (the store uses k={knowledge.store.RRF_K})")  # fmt: skip
-    report["rrf"] = {"chosen": chosen, "store": knowledge.store.RRF_K,
+          + f" -> chosen k={chosen} (the store uses k={knowledge.fusion.RRF_K})")  # fmt: skip
+    report["rrf"] = {"chosen": chosen, "store": knowledge.fusion.RRF_K,
                      "tuning_grid": {str(c): r for c, r in grid.items()}}  # fmt: skip
     return chosen
 
 
 async def evaluate_halves(kb: Any, queries: list[Query], k: int, where: str) -> dict[str, Any]:
     """Quality on each half with the current RRF_K, printed; the held-out half also with the textbook k=60."""
-    import knowledge.store
+    import knowledge.fusion
 
     out: dict[str, Any] = {}
     for name in HALVES:
         chosen = half(queries, name)
         results = await evaluate(kb, chosen, k)
-        print_quality(f"quality {where}, {name} half ({len(chosen)} queries), RRF k={knowledge.store.RRF_K}",
+        print_quality(f"quality {where}, {name} half ({len(chosen)} queries), RRF k={knowledge.fusion.RRF_K}",
                       results, k)  # fmt: skip
         out[name] = {m: {key: results[m][key] for key in ("all", "en", "ru")} for m in MODES}
     held_out = half(queries, "held-out")
@@ -164,7 +164,7 @@ async def evaluate_halves(kb: Any, queries: list[Query], k: int, where: str) -> 
     with rrf_constant(60):  # the textbook constant, as a baseline
         textbook = (await evaluate(kb, held_out, k, modes=("hybrid",)))["hybrid"]["all"]
     print(f"  baseline on the held-out half, hybrid with the textbook RRF k=60: recall@{k} {textbook['recall']:.3f}, "
-          f"MRR {textbook['mrr']:.3f}; chosen k={knowledge.store.RRF_K}: {ours['recall']:.3f}, {ours['mrr']:.3f} "
+          f"MRR {textbook['mrr']:.3f}; chosen k={knowledge.fusion.RRF_K}: {ours['recall']:.3f}, {ours['mrr']:.3f} "
           f"(ratio {ours['recall'] / textbook['recall']:.3f})")  # fmt: skip
     out["held-out"]["hybrid_rrf60"] = textbook
     return out

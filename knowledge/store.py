@@ -33,18 +33,15 @@ import numpy as np
 from knowledge.chunking import Chunk
 from knowledge.embeddings import ChromaEmbedding, Embedder
 from knowledge.errors import EmbeddingModelError, InvalidInputError, StoreError
-from knowledge.lexical import BM25Index, exact_terms
-from knowledge.types import SEARCH_MODES, DocumentInfo, Hit, KBStats
+from knowledge.fusion import FusedSearch
+from knowledge.lexical import BM25Index
+from knowledge.store_mirror import _DOC_COLUMNS, ORPHAN_GRACE_S, SharedMirror
+from knowledge.types import DocumentInfo, KBStats
+
+__all__ = ["ORPHAN_GRACE_S", "KnowledgeStore", "collection_name"]
 
 log = logging.getLogger(__name__)
 
-# Reciprocal-rank-fusion constant. The textbook 60 flattens the first ranks, so mediocre chunks found by both
-# lists push out either list's best hit; that hurts whenever one list is weak for a query (the default,
-# English-only embedding model on a Russian question). A small constant keeps each list's first hits in the
-# top few while agreement still counts. Chosen by bench_retrieval on its tuning half only (40 ru+en questions
-# among 416 chunks, grid 1..60: hybrid recall@5 k=1 0.925, k=3 0.950, k=5 0.950 with a lower MRR, k=60 0.750);
-# the held-out half reports it: recall@5 0.900 against 0.800 with k=60.
-RRF_K = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id   TEXT PRIMARY KEY,
@@ -68,13 +65,7 @@ CREATE TABLE IF NOT EXISTS chunks (
 CREATE INDEX IF NOT EXISTS chunks_by_doc ON chunks(doc_id, idx);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
-_DOC_COLUMNS = "doc_id, name, kind, sha256, size, pages, chunks, date, uploader, created"
-_GENERATION_ID = "~generation"  # the registry record every write changes; document ids are hex, never this
 _SHARED_NAME = re.compile(r"[A-Za-z0-9_-]{1,12}")
-# Shared mode: a chunk no registered document owns is removed at open only once it is this old. An upload in
-# another process writes its vectors first and registers the document after embedding and writing them (seconds
-# to minutes for a big file), so a younger unowned chunk may be one in flight, not the remains of a crash.
-ORPHAN_GRACE_S = 600.0
 
 
 def collection_name(kb_id: str, model_id: str) -> str:
@@ -84,8 +75,9 @@ def collection_name(kb_id: str, model_id: str) -> str:
     return f"adaptbot_kb_{kb_id[:12]}_{hashlib.sha256(model_id.encode('utf-8')).hexdigest()[:12]}"
 
 
-class KnowledgeStore:
-    """Documents, chunks, vectors and the lexical index of one knowledge base."""
+class KnowledgeStore(SharedMirror, FusedSearch):
+    """Documents, chunks, vectors and the lexical index of one knowledge base (the shared-mode mirror and the
+    fused search are in `store_mirror.py` and `fusion.py`)."""
 
     def __init__(
         self,
@@ -199,135 +191,6 @@ class KnowledgeStore:
                 log.warning("could not delete the old collection %s", previous, exc_info=True)
         self._set_meta("collection", self._collection.name)
         self._set_meta("embedding_model", self.identity)
-
-    # --- shared mode: the chroma server is the truth, this process holds a mirror -------------------
-
-    def _read_generation(self) -> str:
-        got = self._registry.get(ids=[_GENERATION_ID], include=["metadatas"])
-        metas = got.get("metadatas") or []
-        return str(metas[0]["token"]) if got["ids"] and metas and metas[0] else ""
-
-    def _bump_generation(self) -> None:
-        """Tell the other processes that the documents changed: always the last step of a write or delete."""
-        try:
-            self._registry.upsert(
-                ids=[_GENERATION_ID], embeddings=[[1.0]], metadatas=[{"token": secrets.token_hex(8)}]
-            )
-        except Exception:  # the change is stored; other processes see it at the next change
-            log.exception("could not publish a knowledge base change to the other processes")
-
-    def refresh(self) -> None:
-        """Shared mode: bring the mirror up to date when another process changed the documents (one small
-        request when nothing changed). An unreachable server leaves the mirror as it was."""
-        if not self.shared or self._closed:
-            return
-        try:
-            token = self._read_generation()
-            if token == self._generation:
-                return
-            with self._lock:
-                if token != self._generation:
-                    self._sync(token, full=False)
-        except Exception:  # the dense half of a search reports the outage; list and emptiness stay usable
-            log.warning("could not refresh the knowledge base from the chroma server", exc_info=True)
-
-    def _sync(self, token: str, full: bool) -> None:
-        """Make the mirror match the registry; `full` (at open) reads every chunk once and also removes chunks
-        no registered document owns, once they are older than ORPHAN_GRACE_S."""
-        with self._lock:
-            # Read the generation before the registry (the caller did): a change made while we read has a
-            # newer generation, so the next refresh syncs again.
-            registry = self._read_registry()
-            for doc_id in [d for d, nonce in self._nonces.items() if registry.get(d, {}).get("nonce") != nonce]:
-                self._forget(doc_id)
-            wanted = {d: m for d, m in registry.items() if self._nonces.get(d) != m["nonce"]}
-            if full:
-                buckets: dict[tuple[str, str], list[tuple[str, str, dict[str, Any]]]] = {}
-                orphans: list[str] = []
-                cutoff = time.time() - ORPHAN_GRACE_S
-                for cid, text, meta in self._fetch_chunks(None):
-                    key = (str(meta.get("doc_id")), str(meta.get("nonce")))
-                    if registry.get(key[0], {}).get("nonce") == key[1]:
-                        buckets.setdefault(key, []).append((cid, text, meta))
-                    elif float(meta.get("written", 0)) < cutoff:  # chunks from before timestamps count as old
-                        orphans.append(cid)
-                if orphans:
-                    log.warning("removing %d vectors that no document owns (older than %.0f s)",
-                                len(orphans), ORPHAN_GRACE_S)  # fmt: skip
-                    self._delete_vectors_quietly(orphans)
-                loaded = [self._load(doc_id, meta, buckets.get((doc_id, meta["nonce"]), []))
-                          for doc_id, meta in sorted(wanted.items(), key=lambda item: str(item[1]["created"]))]
-            else:
-                loaded = [self._load(doc_id, meta, self._fetch_chunks({"$and": [{"doc_id": doc_id},
-                                                                                {"nonce": meta["nonce"]}]}))
-                          for doc_id, meta in wanted.items()]
-            if all(loaded):  # otherwise the next refresh syncs again, document by document
-                self._generation = token
-
-    def _read_registry(self) -> dict[str, dict[str, Any]]:
-        got = self._registry.get(include=["metadatas"])
-        return {
-            cid: dict(meta)
-            for cid, meta in zip(got["ids"], got["metadatas"] or [], strict=True)
-            if cid != _GENERATION_ID and meta
-        }
-
-    def _fetch_chunks(self, where: dict[str, Any] | None) -> list[tuple[str, str, dict[str, Any]]]:
-        out: list[tuple[str, str, dict[str, Any]]] = []
-        offset = 0
-        while True:
-            got = self._collection.get(
-                where=where, include=["documents", "metadatas"], limit=1000, offset=offset
-            )
-            page = list(zip(got["ids"], got["documents"] or [], got["metadatas"] or [], strict=True))
-            out.extend((cid, text or "", dict(meta or {})) for cid, text, meta in page)
-            if len(page) < 1000:
-                return out
-            offset += len(page)
-
-    def _load(self, doc_id: str, meta: dict[str, Any], chunks: list[tuple[str, str, dict[str, Any]]]) -> bool:
-        """Put one registered document into the mirror; False (skipped) while its chunks are incomplete."""
-        if len(chunks) != int(meta["chunks"]):
-            # Another process is deleting or replacing it, or a paged read missed rows that moved under it:
-            # the caller does not record this generation, so the next refresh reads the document again.
-            log.info("document %s is changing in another process; loaded at the next refresh", doc_id)
-            return False
-        chunks.sort(key=lambda c: int(c[2].get("index", 0)))
-        row = (doc_id, meta["name"], meta["kind"], meta["sha256"], int(meta["size"]), meta.get("pages"),
-               int(meta["chunks"]), meta["date"], meta["uploader"], meta["created"])  # fmt: skip
-        for (other,) in self._db.execute(
-            "SELECT doc_id FROM documents WHERE doc_id = ? OR sha256 = ?", (doc_id, meta["sha256"])
-        ).fetchall():
-            self._forget(other)
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO documents({_DOC_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
-            db.executemany(
-                "INSERT INTO chunks(chunk_id, doc_id, idx, page, text) VALUES (?, ?, ?, ?, ?)",
-                [(cid, doc_id, int(m.get("index", 0)), m.get("page"), text) for cid, text, m in chunks],
-            )
-        self._bm25.add((cid, text) for cid, text, _ in chunks)
-        self._chunk_count += len(chunks)
-        self._nonces[doc_id] = str(meta["nonce"])
-        return True
-
-    def _forget(self, doc_id: str) -> None:
-        """Drop one document from the mirror (and the BM25 index); chroma is not touched."""
-        ids = [r[0] for r in self._db.execute("SELECT chunk_id FROM chunks WHERE doc_id = ?", (doc_id,))]
-        with self._transaction() as db:
-            db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))  # chunks cascade
-        self._bm25.remove(ids)
-        self._chunk_count -= len(ids)
-        self._nonces.pop(doc_id, None)
-
-    def _vector_ids(self) -> set[str]:
-        ids: set[str] = set()
-        offset = 0
-        while True:
-            page = self._collection.get(include=[], limit=5000, offset=offset)["ids"]
-            ids.update(page)
-            if len(page) < 5000:
-                return ids
-            offset += len(page)
 
     # --- small helpers --------------------------------------------------------------------------
 
@@ -568,79 +431,6 @@ class KnowledgeStore:
                 self._nonces.pop(doc_id, None)
                 self._bump_generation()
         return True
-
-    # --- search -------------------------------------------------------------------------------
-
-    def search_bm25(self, query: str, n: int) -> list[tuple[str, float]]:
-        return self._bm25.search(query, n)
-
-    def search_dense(self, query: str, n: int) -> list[tuple[str, float]]:
-        """(chunk id, cosine similarity) of the `n` nearest chunks."""
-        count = self._chunk_count
-        if count == 0 or n <= 0:
-            return []
-        vector = self.embedder.embed([query])
-        result = self._collection.query(
-            query_embeddings=vector, n_results=min(n, count), include=["distances"]
-        )
-        ids = result["ids"][0]
-        distances = result["distances"][0] if result.get("distances") else [0.0] * len(ids)
-        return [(cid, 1.0 - float(d)) for cid, d in zip(ids, distances, strict=True)]
-
-    def search(self, query: str, k: int, mode: str = "hybrid") -> list[Hit]:
-        """The `k` best chunks for `query`: BM25, dense, or both fused by reciprocal rank."""
-        if mode not in SEARCH_MODES:
-            raise InvalidInputError(f"Unknown search mode {mode!r}; use one of: {', '.join(SEARCH_MODES)}.")
-        query = query.strip()
-        self.refresh()
-        if not query or k <= 0 or self._chunk_count == 0:
-            return []
-        depth = max(4 * k, 30)  # fusion needs candidates beyond the top k of each list
-        lexical = self.search_bm25(query, depth if mode == "hybrid" else k) if mode != "dense" else []
-        dense = self.search_dense(query, depth if mode == "hybrid" else k) if mode != "bm25" else []
-        bm25_scores = dict(lexical)
-        dense_scores = dict(dense)
-        if mode == "bm25":
-            ranked = lexical
-        elif mode == "dense":
-            ranked = dense
-        else:
-            fused: dict[str, float] = {}
-            for results in (lexical, dense):
-                for rank, (cid, _) in enumerate(results):
-                    fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + rank + 1)
-            # A code or number quoted in the query (INC-20471, 2023-05-02) must match verbatim: dense models
-            # see 2023-05-02 and 2024-05-02 as near twins, so chunks containing more of the quoted codes come
-            # first, and fusion orders within each tier.
-            codes = exact_terms(query)
-            tier = {cid: self._bm25.matching_terms(cid, codes) for cid in fused} if codes else {}
-            ranked = sorted(
-                fused.items(),
-                key=lambda item: (-tier.get(item[0], 0), -item[1], -bm25_scores.get(item[0], 0.0)),
-            )
-        rows = self._chunk_rows([cid for cid, _ in ranked[: k + 10]])  # a few spare: ids may have just gone
-        hits: list[Hit] = []
-        for cid, score in ranked:
-            row = rows.get(cid)
-            if row is None:
-                continue  # deleted since the search began, or a vector the next open removes
-            hits.append(
-                Hit(
-                    text=row["text"],
-                    source=row["source"],
-                    page=row["page"],
-                    date=row["date"],
-                    score=float(score),
-                    doc_id=row["doc_id"],
-                    chunk_id=cid,
-                    index=row["index"],
-                    bm25_score=bm25_scores.get(cid),
-                    dense_score=dense_scores.get(cid),
-                )
-            )
-            if len(hits) == k:
-                break
-        return hits
 
     def close(self) -> None:
         with self._lock:
