@@ -3,7 +3,9 @@
 Local mode (no chroma host): SQLite (`data_dir/knowledge.sqlite3`) is the source of truth for documents and
 chunk texts; chroma holds the vectors (`data_dir/chroma`); the BM25 index is rebuilt from SQLite at open. A write
 adds the new vectors first, then commits SQLite in one transaction, then drops the replaced vectors: a failure at
-any step leaves the documents exactly as they were, and `open` removes vectors no document owns.
+any step leaves the documents exactly as they were, and `open` removes vectors no document owns. (Over 400 lines
+on purpose: that write protocol, the re-index on a model or backend change and the cancellation checks are one
+ordering argument, read together.)
 
 Shared mode (a chroma server, several bot processes): the server is the source of truth. Each chunk is stored
 with its text and metadata; a small registry collection holds one record per document (its `nonce` says which
