@@ -1,4 +1,8 @@
-"""Queries, one small function each, over a session the caller owns (inside `Database.run`)."""
+"""Queries, one small function each, over a session the caller owns (inside `Database.run`).
+
+Over 400 lines on purpose: every SQL statement of the bot in one place, one section per table, so a schema change
+is reviewed in one file.
+"""
 
 from __future__ import annotations
 
