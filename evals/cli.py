@@ -29,10 +29,22 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_args(args: argparse.Namespace, max_repeats: int | None = None) -> str | None:
+    """What is wrong with the numbers of an evaluation's flags (the CLI's and `/eval`'s), or None."""
+    if args.repeats < 1 or (max_repeats is not None and args.repeats > max_repeats):
+        return f"--repeats must be between 1 and {max_repeats}" if max_repeats else "--repeats must be >= 1"
+    if args.concurrency < 1:
+        return "--concurrency must be >= 1"
+    if not 0 <= args.target <= 1:
+        return "--target must be between 0 and 1"
+    return None
+
+
 def main(argv: list[str], settings: Any) -> int:
     args = parser().parse_args(argv)
-    if args.repeats < 1 or args.concurrency < 1 or not 0 <= args.target <= 1:
-        print("adaptbot eval: --repeats and --concurrency must be >= 1, --target between 0 and 1", file=sys.stderr)
+    problem = check_args(args)
+    if problem:
+        print(f"adaptbot eval: {problem}", file=sys.stderr)
         return 2
     try:
         cases = load_cases(args.cases)

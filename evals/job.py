@@ -40,7 +40,7 @@ class EvalSpec:
         except AgentsError as exc:
             raise EvalSpecError(str(exc)) from None
         try:
-            prices = Prices.parse(getattr(settings, "eval_prices", None))
+            prices = Prices.parse(settings.eval_prices)
         except ValueError as exc:
             raise EvalSpecError(str(exc)) from None
         return cls(parsed, repeats, concurrency, _judge(services, judge), target, prices)

@@ -15,18 +15,20 @@ from bot.eval_jobs import EvalBusy, EvalJob
 
 log = logging.getLogger(__name__)
 MAX_CASES_BYTES = 2 * 1024 * 1024
+MAX_REPEATS = 20  # a chat-started evaluation is bounded; the CLI is not
 PROGRESS_EVERY = 2.0  # seconds between status edits (Telegram's per-chat pace)
 
 
 def _parse_args(text: str) -> dict[str, Any]:
     """The CLI's own flags (minus file and output ones), so `/eval` and `adaptbot eval` read alike."""
-    from evals.cli import parser
+    from evals.cli import check_args, parser
 
     p = parser()
     p.exit_on_error = False
     args = p.parse_args(["-", *shlex.split(text)])
-    if args.repeats < 1 or args.repeats > 20 or args.concurrency < 1 or not 0 <= args.target <= 1:
-        raise ValueError("--repeats 1-20, --concurrency >= 1, --target 0-1")
+    problem = check_args(args, max_repeats=MAX_REPEATS)
+    if problem:
+        raise ValueError(problem)
     return {"modes": args.mode, "repeats": args.repeats, "concurrency": args.concurrency, "judge": args.judge,
             "target": args.target}
 
