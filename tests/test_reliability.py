@@ -177,7 +177,8 @@ async def test_stop_reaches_the_process_running_the_answer(pair: tuple[WebhookBo
     a, b = pair
     await a.start(default_mode="zero-shot")
     await b.start(default_mode="zero-shot")
-    llm.enqueue(Text("word " * 400, chunk_size=5, chunk_delay=0.05))
+    # a long answer that never repeats itself (the loop guard would cut "word word ..." before /stop arrives)
+    llm.enqueue(Text(" ".join(f"word{i}" for i in range(400)), chunk_size=5, chunk_delay=0.05))
     telegram.webhook_targets = [a.url]
     telegram.user_says(3, "talk for a long time")
     await telegram.wait_for(lambda: any(d["chat_id"] == 3 and "word" in d["text"] for d in telegram.drafts))
