@@ -367,6 +367,8 @@ async def test_a_local_model_caught_in_a_loop_stops_decoding_at_the_cut(bot: Bot
     assert shown.endswith(t("guard_loop", "en"))
     assert len(shown) < 300  # one copy of the cycle, then the notice
     worker = bot.app.services.brain.models.get("local").worker
+    # the worker thread records the job once it has left the decode loop, which can be just after the cut is shown
+    await until_true(lambda: len(worker.history) == 1, timeout=60)
     record = worker.history[-1]
     # the worker stopped decoding at the cut: a few hundred tokens at most (one 50 ms batch late), not 4000
     assert record.status == "cancelled" and record.emitted < 400
@@ -378,6 +380,6 @@ async def test_a_local_model_caught_in_a_loop_stops_decoding_at_the_cut(bot: Bot
     telegram.user_says(12, "/retry")
     await telegram.wait_texts(12, 2, timeout=120)
     # the retry's answer is streamed: its job is recorded once the worker has finished it
-    await telegram.wait_for(lambda: len(worker.history) == 2, timeout=120)
+    await until_true(lambda: len(worker.history) == 2, timeout=120)
     assert worker.history[-1].id != record.id
     assert not llm.requests
