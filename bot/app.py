@@ -188,6 +188,7 @@ def create_dispatcher(services: Services) -> Dispatcher:
     access = AccessMiddleware(services.settings.admin_ids, services.settings.allowed_user_ids)
     dp.message.outer_middleware(access)
     dp.callback_query.outer_middleware(access)
+    dp.message_reaction.outer_middleware(access)
     dp.include_router(build_router(registry))
     return dp
 
@@ -222,7 +223,10 @@ class BotApp:
         self.pump.start()
         if polling:
             await self.bot.delete_webhook(drop_pending_updates=False)
-            self._poller = asyncio.create_task(poll(self.bot, self.pump, self.stop_event), name="polling")
+            # the update types the routers handle: Telegram sends message_reaction only when it is asked for
+            self._poller = asyncio.create_task(
+                poll(self.bot, self.pump, self.stop_event, allowed_updates=self.dp.resolve_used_update_types()),
+                name="polling")
 
     async def stop(self) -> None:
         """Graceful stop: no new updates; answers in flight get SHUTDOWN_TIMEOUT seconds; then close.

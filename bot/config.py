@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     group_send_interval: float = Field(3.0, ge=0)  # groups: 20 messages a minute
     send_retry_seconds: float = Field(60.0, ge=0)  # how long a send keeps retrying 429/5xx/network errors
     telegram_timeout: float = Field(60.0, gt=0)  # seconds one Telegram request may take (getUpdates: its own)
+    feedback_buttons: bool = True  # 👍/👎 under every final answer (FEEDBACK_BUTTONS=on|off)
 
     # --- Cloud model (any OpenAI-compatible API) -----------------------------------------------------
     openai_api_key: SecretStr | None = None

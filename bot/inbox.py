@@ -62,7 +62,7 @@ def chat_key_of(update: dict[str, Any]) -> str:
         if isinstance(msg, dict) and "chat" in msg:
             return f"c{msg['chat']['id']}"
         return f"u{query['from']['id']}"
-    for kind in ("my_chat_member", "chat_member", "chat_join_request"):
+    for kind in ("my_chat_member", "chat_member", "chat_join_request", "message_reaction"):
         if kind in update and isinstance(update[kind], dict):
             return f"c{update[kind]['chat']['id']}"
     return f"x{update.get('update_id')}"

@@ -20,7 +20,8 @@ class AccessMiddleware(BaseMiddleware):
 
     async def __call__(self, handler: Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]],
                        event: TelegramObject, data: dict[str, Any]) -> Any:
-        user = getattr(event, "from_user", None)
+        # a reaction names its user `user`; messages and button presses `from_user`
+        user = getattr(event, "from_user", None) or getattr(event, "user", None)
         if user is None:
             return None  # channel posts and anonymous admins: nobody to answer
         data["lang"] = lang_of(user.language_code)

@@ -15,7 +15,7 @@ import time
 from aiogram import Bot
 from aiogram.enums import ChatAction
 from aiogram.exceptions import TelegramAPIError, TelegramBadRequest, TelegramRetryAfter
-from aiogram.types import MessageEntity
+from aiogram.types import InlineKeyboardMarkup, MessageEntity
 
 from agents.guards import insert_marks
 from agents.lru import LRUCache
@@ -104,20 +104,24 @@ class ReplyStreamer:
             elif event.action == "cut":
                 self.text = self.text[:event.keep]
 
-    async def finish(self, notice: str | None = None, *, resume: Delivered | None = None) -> list[int]:
+    async def finish(self, notice: str | None = None, *, resume: Delivered | None = None,
+                     markup: InlineKeyboardMarkup | None = None) -> list[int]:
         """Deliver the whole answer (formatted, split); `notice` is appended (an error or a stop).
 
         `resume`: what an earlier run of this update delivered; only the parts it did not deliver are sent.
+        `markup`: buttons under the answer's last part (👍/👎).
         """
         self._stop_typing()
         chunks = resume.parts if resume is not None else self._render(notice)
         sent: list[int] = list(resume.sent) if resume is not None else []
         with essential():
             for i in range(len(sent), len(chunks)):
-                if i == 0 and self._message_id is not None and await self._edit_final(self._message_id, chunks[0]):
+                buttons = markup if i == len(chunks) - 1 else None
+                if i == 0 and self._message_id is not None and \
+                        await self._edit_final(self._message_id, chunks[0], buttons):
                     sent.append(self._message_id)
                 else:
-                    sent.append(await self._send_final(chunks[i], reply=i == 0))
+                    sent.append(await self._send_final(chunks[i], reply=i == 0, markup=buttons))
                 if self.journal is not None and self.update_id is not None:
                     await self.journal.record(self.update_id, self.chat_id, chunks, sent)
         return sent
@@ -195,11 +199,11 @@ class ReplyStreamer:
         except TelegramAPIError as exc:
             log.debug("steps update failed in chat %s: %s", self.chat_id, exc)
 
-    async def _edit_final(self, message_id: int, chunk: Chunk) -> bool:
+    async def _edit_final(self, message_id: int, chunk: Chunk, markup: InlineKeyboardMarkup | None = None) -> bool:
         for entities in (_entities(chunk), None):
             try:
                 await self.bot.edit_message_text(text=chunk.text, chat_id=self.chat_id, message_id=message_id,
-                                                 entities=entities, parse_mode=None)
+                                                 entities=entities, parse_mode=None, reply_markup=markup)
                 return True
             except TelegramBadRequest as exc:
                 if "not modified" in exc.message:
@@ -217,19 +221,19 @@ class ReplyStreamer:
             pass
         return False
 
-    async def _send_final(self, chunk: Chunk, reply: bool) -> int:
+    async def _send_final(self, chunk: Chunk, reply: bool, markup: InlineKeyboardMarkup | None = None) -> int:
         """Send one part of the answer; its message id (0: Telegram may have it, its answer never came)."""
         try:
             msg = await self.bot.send_message(
                 self.chat_id, chunk.text, entities=_entities(chunk), parse_mode=None,
                 message_thread_id=self.thread_id, reply_to_message_id=self.reply_to if reply else None,
-                allow_sending_without_reply=True)
+                allow_sending_without_reply=True, reply_markup=markup)
         except SendUncertain:
             return 0  # logged where it happened; sending it again could show it twice
         except TelegramBadRequest as exc:
             log.warning("Telegram rejected the formatting (%s); sending plain text", exc.message)
             msg = await self.bot.send_message(self.chat_id, chunk.text, parse_mode=None,
-                                              message_thread_id=self.thread_id)
+                                              message_thread_id=self.thread_id, reply_markup=markup)
         return msg.message_id
 
 

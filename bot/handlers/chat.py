@@ -10,7 +10,9 @@ from aiogram.types import Message, Update
 
 from bot.config import Settings
 from bot.delivery import DeliveryJournal
+from bot.feedback import FeedbackStore
 from bot.handlers.errors import user_message
+from bot.handlers.feedback import feedback_markup
 from bot.i18n import t
 from bot.service import ChatService, Question, ServiceError
 from bot.streaming import ReplyStreamer
@@ -46,14 +48,19 @@ async def on_text(message: Message, bot: Bot, chat_service: ChatService, setting
 
 
 async def answer(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
-                 update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None) -> None:
-    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again)."""
+                 update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None,
+                 feedback: bool = True) -> None:
+    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again).
+
+    `feedback`: 👍/👎 under the final answer when FEEDBACK_BUTTONS is on (a caller with buttons of its own,
+    such as a side-by-side answer, passes False)."""
     chat_id = message.chat.id
     # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
     # an end its answer is stored, and it is delivered again rather than asking the model twice
     user_id = message.from_user.id if message.from_user else None
     prepared = await chat_service.prepare(chat_id, user_id=user_id, update_id=update_id)
     stored, mode = prepared.stored, prepared.mode
+    buttons = feedback_markup(update_id) if feedback and settings.feedback_buttons else None
     streamer = ReplyStreamer(
         bot, chat_id, lang=lang, private=message.chat.type == "private", use_drafts=settings.use_message_drafts,
         interval=settings.stream_edit_interval, grace=settings.stream_grace, show_steps=mode.show_steps,
@@ -66,8 +73,9 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         delivered = await deliveries.load(update_id)
         streamer.text, streamer.sources = stored.text, stored.sources
         reason = t("restarted", lang)
-        await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
-                              resume=delivered)
+        sent = await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
+                                     resume=delivered, markup=buttons if stored.complete else None)
+        await _link(chat_service, chat_id, update_id, sent)
         return
     notice: str | None = None
     async with streamer:
@@ -85,7 +93,14 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
             if notice is None:
                 raise  # a bug: the error router logs it and answers
             log.info("turn in chat %s ended early: %s", chat_id, exc)
-        await streamer.finish(notice)
+        # buttons only under an answer that ran to its end (not a stopped or failed one)
+        sent = await streamer.finish(notice, markup=buttons if notice is None else None)
+    await _link(chat_service, chat_id, update_id, sent)
+
+
+async def _link(chat_service: ChatService, chat_id: int, update_id: int, sent: list[int]) -> None:
+    """Remember the messages that show this answer, so reactions and /fix replies on them find it."""
+    await FeedbackStore(chat_service.db).link(chat_id, update_id, sent)
 
 
 def create_router() -> Router:

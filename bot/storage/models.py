@@ -175,7 +175,20 @@ class Feedback(Base):
     reason: Mapped[str | None] = mapped_column(String(32), nullable=True)  # see FEEDBACK_REASONS in repo
     source: Mapped[str] = mapped_column(String(16))  # button | reaction | correction
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # a correction's original answer: /fix replaces the stored answer's text in memory with the correction
+    original: Mapped[str | None] = mapped_column(Text, nullable=True)
     level: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the answer's mode, as on the message
     model: Mapped[str | None] = mapped_column(String(200), nullable=True)
     system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)  # in force when it was answered
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AnswerPart(Base):
+    """A Telegram message that shows (a part of) a stored answer: how a reaction or a `/fix` reply on it finds
+    the answer (by its update), long after the delivery record is pruned. Deleted with the chat's memory."""
+
+    __tablename__ = "answer_parts"
+
+    chat_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    telegram_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # its message_id
+    update_id: Mapped[int] = mapped_column(BigInteger)  # the update whose stored answer it shows

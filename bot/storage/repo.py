@@ -19,6 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from bot.storage.models import (
+    AnswerPart,
     Chat,
     ChatSettings,
     Comparison,
@@ -73,6 +74,7 @@ def stored_answer(session: Session, chat_id: int, update_id: int) -> Message | N
 
 
 def clear_history(session: Session, chat_id: int) -> int:
+    session.execute(delete(AnswerPart).where(AnswerPart.chat_id == chat_id))  # they show answers now forgotten
     result = session.execute(delete(Message).where(Message.chat_id == chat_id))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -200,7 +202,7 @@ def vote_tally(session: Session, compare_id: int) -> dict[str, int]:
 
 def record_feedback(session: Session, message_id: int, user_id: int, *, rating: str, source: str,
                     reason: str | None = None, correction: str | None = None,
-                    system_prompt: str | None = None) -> None:
+                    system_prompt: str | None = None, original: str | None = None) -> None:
     """Store 👍/👎 (or a correction) on a stored assistant message; the same person's next one replaces it.
 
     A correction (source "correction") is a 👎 with the corrected text; it is kept beside the person's 👍/👎.
@@ -221,12 +223,65 @@ def record_feedback(session: Session, message_id: int, user_id: int, *, rating: 
         raise InvalidVerdict(f"no stored answer {message_id}")
     values = dict(message_id=message_id, chat_id=message.chat_id, user_id=user_id, kind=kind, rating=rating,
                   reason=reason, source=source, correction=correction.strip() if correction else None,
-                  level=message.level, model=message.model, system_prompt=system_prompt or None,
+                  original=original, level=message.level, model=message.model, system_prompt=system_prompt or None,
                   created_at=utcnow())
     stmt = _upsert(session)(Feedback).values(**values)
     changed = {k: v for k, v in values.items() if k not in ("message_id", "user_id", "kind", "chat_id")}
     session.execute(stmt.on_conflict_do_update(
         index_elements=[Feedback.message_id, Feedback.user_id, Feedback.kind], set_=changed))
+
+
+def remove_feedback(session: Session, message_id: int, user_id: int, *, source: str) -> bool:
+    """Forget a person's 👍/👎 on an answer if it came from `source` (a reaction taken back); whether one went."""
+    result = session.execute(delete(Feedback).where(
+        Feedback.message_id == message_id, Feedback.user_id == user_id, Feedback.kind == "rating",
+        Feedback.source == source))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def correct_answer(session: Session, message_id: int, text: str) -> str:
+    """Replace a stored answer's text in the chat's memory (a /fix); the model's own original text.
+
+    The turn becomes part of the memory even if it was stopped or cut: a person vouched for the answer now.
+    """
+    message = session.get(Message, message_id)
+    if message is None or message.role != "assistant":
+        raise InvalidVerdict(f"no stored answer {message_id}")
+    # an answer corrected before keeps the model's text in its first correction
+    original = session.scalar(select(Feedback.original).where(
+        Feedback.message_id == message_id, Feedback.kind == "correction", Feedback.original.is_not(None))
+        .order_by(Feedback.id).limit(1)) or message.content
+    question = session.scalar(select(Message).where(
+        Message.chat_id == message.chat_id, Message.id < message.id, Message.role == "user")
+        .order_by(Message.id.desc()).limit(1))
+    if question is not None and question.update_id == message.update_id:
+        question.complete = True
+    message.content, message.complete = text, True
+    return original
+
+
+def link_answer_parts(session: Session, chat_id: int, update_id: int, telegram_ids: Sequence[int]) -> None:
+    """Remember which Telegram messages show the answer stored for an update (ids 0, unknown, are skipped)."""
+    known = [i for i in telegram_ids if i]
+    if not known:
+        return
+    stmt = _upsert(session)(AnswerPart).values(
+        [dict(chat_id=chat_id, telegram_id=i, update_id=update_id) for i in known])
+    session.execute(stmt.on_conflict_do_update(index_elements=[AnswerPart.chat_id, AnswerPart.telegram_id],
+                                               set_={"update_id": stmt.excluded.update_id}))
+
+
+def answer_of_part(session: Session, chat_id: int, telegram_id: int) -> Message | None:
+    """The stored answer a Telegram message shows (None: not an answer, or forgotten since)."""
+    update_id = session.scalar(select(AnswerPart.update_id).where(
+        AnswerPart.chat_id == chat_id, AnswerPart.telegram_id == telegram_id))
+    return None if update_id is None else stored_answer(session, chat_id, update_id)
+
+
+def last_answer(session: Session, chat_id: int) -> Message | None:
+    """The chat's last stored answer."""
+    return session.scalar(select(Message).where(Message.chat_id == chat_id, Message.role == "assistant")
+                          .order_by(Message.id.desc()).limit(1))
 
 
 def mode_name(level: str | None, model: str | None) -> str:
@@ -333,6 +388,7 @@ class FeedbackRow:
     reason: str | None
     correction: str | None
     system_prompt: str | None
+    original: str | None = None  # a correction's original answer (the message itself now holds the correction)
 
 
 @dataclass(frozen=True)
@@ -369,10 +425,10 @@ def feedback_chat_page(session: Session, after: tuple[int, int], limit: int,
     if rated:
         for f in session.execute(
                 select(Feedback.message_id, Feedback.user_id, Feedback.kind, Feedback.rating, Feedback.reason,
-                       Feedback.correction, Feedback.system_prompt)
+                       Feedback.correction, Feedback.system_prompt, Feedback.original)
                 .where(Feedback.message_id.in_(rated), *fb_filter).order_by(Feedback.id)):
             feedback[f.message_id].append(FeedbackRow(f.user_id, f.kind, f.rating, f.reason, f.correction,
-                                                      f.system_prompt))
+                                                      f.system_prompt, f.original))
     return [ChatMessage(r.id, r.chat_id, r.role, r.content, bool(r.complete), mode_name(r.level, r.model),
                         feedback.get(r.id, [])) for r in rows]
 

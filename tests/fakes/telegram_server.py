@@ -93,6 +93,10 @@ class FakeTelegram:
         self.stall_seconds = 30.0
         self.webhook: dict[str, Any] | None = None
         self.chat_admins: dict[int, set[int]] = {}  # group chat id -> its administrators' user ids (getChatMember)
+        # update types the bot asked for (getUpdates/setWebhook allowed_updates); like Telegram, the default leaves
+        # out chat_member and message reactions, and updates of a type not asked for are never delivered
+        self.allowed_updates: list[str] = []
+        self.not_delivered: list[dict[str, Any]] = []
         self._updates: list[dict[str, Any]] = []
         self.served: list[int] = []  # update ids handed out by getUpdates (again each time until confirmed)
         self._update_ids = itertools.count(1)
@@ -158,9 +162,18 @@ class FakeTelegram:
             return {"id": chat_id, "type": "private", "first_name": f"U{chat_id}"}
         return {"id": chat_id, "type": chat_type, "title": f"Group {chat_id}"}
 
+    def _allowed(self, update: dict[str, Any]) -> bool:
+        kind = next(k for k in update if k != "update_id")
+        if self.allowed_updates:
+            return kind in self.allowed_updates
+        return kind not in ("chat_member", "message_reaction", "message_reaction_count")
+
     def push_update(self, update: dict[str, Any]) -> int:
         update.setdefault("update_id", next(self._update_ids))
         if self.webhook is not None:
+            if not self._allowed(update):
+                self.not_delivered.append(update)
+                return int(update["update_id"])
             self._deliver(update)
             return int(update["update_id"])
         self._updates.append(update)
@@ -217,8 +230,10 @@ class FakeTelegram:
 
     def user_says(self, chat_id: int, text: str, *, user_id: int | None = None, lang: str = "en",
                   chat_type: str | None = None, reply_to_bot: int | None = None,
-                  entities: list[dict[str, Any]] | None = None, update_id: int | None = None) -> int:
-        """A user sends `text`; returns the update id. Commands get their bot_command entity like in Telegram."""
+                  entities: list[dict[str, Any]] | None = None, update_id: int | None = None,
+                  reply_to_user: int | None = None) -> int:
+        """A user sends `text`; returns the update id. Commands get their bot_command entity like in Telegram.
+        `reply_to_bot`/`reply_to_user`: the message id it replies to, a bot's or another user's message."""
         user_id = user_id if user_id is not None else abs(chat_id)
         chat_type = chat_type or ("private" if chat_id > 0 else "group")
         message: dict[str, Any] = {
@@ -233,6 +248,10 @@ class FakeTelegram:
             ents.append({"type": "mention", "offset": utf16_len(text[:at]), "length": len(BOT_USERNAME) + 1})
         if ents:
             message["entities"] = ents
+        if reply_to_user is not None:
+            message["reply_to_message"] = {"message_id": reply_to_user, "date": int(time.time()),
+                                           "chat": self._chat(chat_id, chat_type), "from": self._user(42, lang),
+                                           "text": "someone else's message"}
         if reply_to_bot is not None:
             original = self.find(chat_id, reply_to_bot)
             message["reply_to_message"] = {
@@ -249,12 +268,28 @@ class FakeTelegram:
                      lang: str = "en") -> int:
         msg = self.find(chat_id, message_id)
         user_id = user_id if user_id is not None else abs(chat_id)
+        message = {"message_id": message_id, "date": int(time.time()),
+                   "chat": self._chat(chat_id, "private" if chat_id > 0 else "group"),
+                   "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"}, "text": msg.text if msg else ""}
+        if msg is not None and msg.reply_markup:
+            message["reply_markup"] = msg.reply_markup  # Telegram sends the keyboard the button was on
         return self.push_update({"callback_query": {
             "id": str(random.randint(1, 10**9)), "from": self._user(user_id, lang), "chat_instance": "ci",
-            "data": data, "message": {"message_id": message_id, "date": int(time.time()),
-                                      "chat": self._chat(chat_id, "private" if chat_id > 0 else "group"),
-                                      "from": {"id": BOT_ID, "is_bot": True, "first_name": "Bot"},
-                                      "text": msg.text if msg else ""}}})
+            "data": data, "message": message}})
+
+    def react(self, chat_id: int, message_id: int, new: list[str], *, old: list[str] = (),  # type: ignore[assignment]
+              user_id: int | None = None, lang: str = "en") -> int:
+        """A user's reactions on a message change from `old` to `new` emoji (a `message_reaction` update)."""
+        user_id = user_id if user_id is not None else abs(chat_id)
+        return self.push_update({"message_reaction": {
+            "chat": self._chat(chat_id, "private" if chat_id > 0 else "group"), "message_id": message_id,
+            "user": self._user(user_id, lang), "date": int(time.time()),
+            "old_reaction": [{"type": "emoji", "emoji": e} for e in old],
+            "new_reaction": [{"type": "emoji", "emoji": e} for e in new]}})
+
+    def answers_to_buttons(self) -> list[dict[str, Any]]:
+        """What the bot said to button presses (answerCallbackQuery), in order."""
+        return self.calls_of("answerCallbackQuery")
 
     def send_document(self, chat_id: int, content: bytes, file_name: str, *, user_id: int | None = None,
                       caption: str | None = None, mime_type: str = "application/octet-stream",
@@ -405,8 +440,12 @@ class FakeTelegram:
     async def _m_getUpdates(self, params: dict[str, Any]) -> Any:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
+        if params.get("allowed_updates") is not None:
+            self.allowed_updates = list(params["allowed_updates"])
         if offset:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]  # confirmed ones are gone
+        self.not_delivered += [u for u in self._updates if not self._allowed(u)]
+        self._updates = [u for u in self._updates if self._allowed(u)]
         deadline = time.monotonic() + min(timeout, 5)
         while not self._updates and time.monotonic() < deadline and not self._closing:
             async with self._changed:
@@ -469,6 +508,15 @@ class FakeTelegram:
         msg.text, msg.entities, msg.edits = params["text"], params.get("entities") or [], msg.edits + 1
         if "reply_markup" in params:
             msg.reply_markup = params["reply_markup"]
+        return self._message_json(msg)
+
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        msg = self.find(int(params["chat_id"]), int(params["message_id"]))
+        if msg is None or msg.deleted:
+            return self._fail(400, "Bad Request: message to edit not found")
+        if params.get("reply_markup") == msg.reply_markup:
+            return self._fail(400, "Bad Request: message is not modified")
+        msg.reply_markup, msg.edits = params.get("reply_markup"), msg.edits + 1
         return self._message_json(msg)
 
     async def _m_deleteMessage(self, params: dict[str, Any]) -> Any:
@@ -542,6 +590,7 @@ class FakeTelegram:
 
     async def _m_setWebhook(self, params: dict[str, Any]) -> Any:
         self.webhook = params
+        self.allowed_updates = list(params.get("allowed_updates") or [])
         return True
 
     async def _m_deleteWebhook(self, params: dict[str, Any]) -> Any:

@@ -1,0 +1,148 @@
+"""Feedback on answers through the real bot and the fake Telegram: 👍/👎 buttons and reasons, reactions, in private
+chats and groups."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tests.conftest import BotRunner
+from tests.fakes.openai_server import ScriptedOpenAI, Text
+from tests.fakes.telegram_server import FakeTelegram, SentMessage
+
+GROUP = -700
+
+
+def labels(message: SentMessage) -> list[str]:
+    return [b["text"] for row in (message.reply_markup or {}).get("inline_keyboard", []) for b in row]
+
+
+def button(message: SentMessage, label: str) -> str:
+    return next(b["callback_data"] for row in message.reply_markup["inline_keyboard"] for b in row  # type: ignore[index]
+                if b["text"] == label)
+
+
+async def answered(telegram: FakeTelegram, chat_id: int, text: str) -> SentMessage:
+    """Wait for the final answer showing `text`, and return its message."""
+    return await telegram.wait_for(lambda: next(
+        (m for m in telegram.messages(chat_id) if m.text == text and "👍" in labels(m)), None))
+
+
+async def verdicts(bot: BotRunner) -> list[tuple[Any, ...]]:
+    """(user, kind, rating, reason, source) of every stored feedback row, oldest first."""
+    from bot.storage.models import Feedback
+
+    return await bot.app.services.db.run(lambda s: [
+        (r.user_id, r.kind, r.rating, r.reason, r.source)
+        for r in s.query(Feedback).order_by(Feedback.id)])
+
+
+async def handled(bot: BotRunner, update_id: int) -> None:
+    """Wait until the bot finished an update that shows nothing (a reaction)."""
+    from bot.storage.models import InboxItem
+
+    async def done() -> None:
+        while await bot.app.services.db.run(lambda s: getattr(s.get(InboxItem, update_id), "status", None)) \
+                not in ("done", "failed"):
+            await asyncio.sleep(0.02)
+
+    await asyncio.wait_for(done(), 20)
+
+
+async def press(telegram: FakeTelegram, chat_id: int, message: SentMessage, label: str,
+                user_id: int | None = None) -> str:
+    """Press a button under `message`; what the bot said back to the press (its short notice or alert)."""
+    before = len(telegram.answers_to_buttons())
+    telegram.press_button(chat_id, message.message_id, button(message, label), user_id=user_id)
+    await telegram.wait_for(lambda: len(telegram.answers_to_buttons()) > before)
+    return str(telegram.answers_to_buttons()[-1].get("text", ""))
+
+
+async def test_thumbs_and_reasons_are_stored_and_a_second_press_changes_them(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("Paris is the capital of France.", chunk_size=6))
+    telegram.user_says(5, "Capital of France?")
+    answer = await answered(telegram, 5, "Paris is the capital of France.")
+    assert labels(answer) == ["👍", "👎"]
+    assert all(len(b["callback_data"].encode()) <= 64 for row in answer.reply_markup["inline_keyboard"] for b in row)
+
+    assert await press(telegram, 5, answer, "👍") == "Thanks! 👍 noted."
+    assert await verdicts(bot) == [(5, "rating", "up", None, "button")]
+
+    assert await press(telegram, 5, answer, "👎") == "👎 noted. What was wrong? (optional)"
+    assert await verdicts(bot) == [(5, "rating", "down", None, "button")]  # changed, not added
+    assert labels(answer) == ["wrong facts", "wrong language", "did not follow instructions", "too long", "other",
+                              "👍"]
+    assert await press(telegram, 5, answer, "too long") == "Noted: too long."
+    assert await verdicts(bot) == [(5, "rating", "down", "too_long", "button")]
+    assert labels(answer) == ["👍", "👎"]  # back to the two buttons
+
+    # /reset forgets the answer: a later press says so and stores nothing
+    telegram.user_says(5, "/reset")
+    await telegram.wait_for(lambda: any("Memory of this chat cleared" in t for t in telegram.texts(5)))
+    alert = await press(telegram, 5, answer, "👍")
+    assert alert.startswith("This answer is no longer in the chat's memory")
+    assert telegram.answers_to_buttons()[-1].get("show_alert") is True
+
+
+async def test_group_answers_get_buttons_on_the_final_edit_and_each_member_counts_once(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("one two three four five six seven", chunk_size=4, chunk_delay=0.05))
+    telegram.user_says(GROUP, "@adapt_test_bot count please", user_id=61)
+    answer = await answered(telegram, GROUP, "one two three four five six seven")
+    assert answer.edits >= 1  # streamed as a preview, then the final edit brought the buttons
+    await press(telegram, GROUP, answer, "👍", user_id=61)
+    await press(telegram, GROUP, answer, "👎", user_id=62)
+    await press(telegram, GROUP, answer, "👍", user_id=61)  # the same member again: still one verdict
+    assert sorted(await verdicts(bot)) == [(61, "rating", "up", None, "button"),
+                                           (62, "rating", "down", None, "button")]
+
+
+async def test_no_buttons_when_switched_off_or_under_a_stopped_answer(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    gate = asyncio.Event()
+    llm.enqueue(Text("a long story that never ends", chunk_size=4, gate=gate))
+    telegram.user_says(6, "tell me a story")
+    await telegram.wait_for(lambda: len(llm.requests) == 1)
+    telegram.user_says(6, "/stop")
+    await telegram.wait_for(lambda: any("Stopped" in m.text for m in telegram.messages(6)))
+    gate.set()
+    assert all(m.reply_markup is None for m in telegram.messages(6))
+
+    await bot.restart(feedback_buttons="off")
+    llm.enqueue(Text("Plain answer."))
+    telegram.user_says(7, "hello")
+    await telegram.wait_for(lambda: telegram.texts(7) == ["Plain answer."])
+    assert telegram.messages(7)[0].reply_markup is None
+
+
+async def test_reactions_count_like_the_buttons_and_taking_one_back_removes_the_vote(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("The capital of Germany is Berlin."))
+    telegram.user_says(8, "Capital of Germany?")
+    answer = await answered(telegram, 8, "The capital of Germany is Berlin.")
+    assert "message_reaction" in telegram.allowed_updates  # asked for: Telegram sends reactions only then
+
+    await handled(bot, telegram.react(8, answer.message_id, ["🔥"]))
+    assert await verdicts(bot) == [(8, "rating", "up", None, "reaction")]
+    await handled(bot, telegram.react(8, answer.message_id, ["💩"], old=["🔥"]))
+    assert await verdicts(bot) == [(8, "rating", "down", None, "reaction")]
+    await handled(bot, telegram.react(8, answer.message_id, [], old=["💩"]))
+    assert await verdicts(bot) == []
+    await handled(bot, telegram.react(8, answer.message_id, ["🎃"]))  # no verdict in it
+    assert await verdicts(bot) == []
+
+    await press(telegram, 8, answer, "👍")
+    await handled(bot, telegram.react(8, answer.message_id, [], old=["🎃"]))  # a reaction gone: the button stays
+    assert await verdicts(bot) == [(8, "rating", "up", None, "button")]
+
+    telegram.user_says(8, "/help")
+    await telegram.wait_for(lambda: any("/mode" in t for t in telegram.texts(8)))
+    help_message = telegram.messages(8)[-1]
+    await handled(bot, telegram.react(8, help_message.message_id, ["👎"]))  # not an answer: nothing to rate
+    assert await verdicts(bot) == [(8, "rating", "up", None, "button")]
+    assert not telegram.not_delivered
