@@ -178,7 +178,8 @@ class Builder:
         if kind in ("sft", "dpo") and corrections:
             fix = corrections[-1]
             out += self._emit(Candidate("correction", m.mode, (m.mode,), prompt, prev.content, fix.correction or "",
-                                        rejected=m.content, raters=(fix.user_id,), human_answer=True))
+                                        rejected=fix.original or m.content, raters=(fix.user_id,),
+                                        human_answer=True))
         if kind == "sft" and len(ups) > len(downs):
             if len(ups) < n:
                 self.result.skipped["too few votes"] += 1
@@ -195,7 +196,10 @@ class Builder:
             elif label and not m.complete:
                 self.result.skipped["unfinished answer"] += 1
             else:
-                out += self._emit(Candidate("feedback", m.mode, (m.mode,), prompt, prev.content, m.content,
+                # a 👎 judged the model's text, which a correction has since replaced in the message
+                original = next((f.original for f in reversed(corrections) if f.original), None)
+                completion = m.content if label else original or m.content
+                out += self._emit(Candidate("feedback", m.mode, (m.mode,), prompt, prev.content, completion,
                                             label=label, raters=tuple(raters)))
         return out
 
@@ -364,6 +368,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--keep-flagged", action="store_true",
                         help="keep answers that fail the symptom checks (invented numbers, language, loops)")
     return parser
+
+
+def export_parser() -> argparse.ArgumentParser:
+    """The CLI's parser: the bot's /export reads the same flags."""
+    return _parser()
 
 
 def cli(argv: list[str], settings: Any) -> int:

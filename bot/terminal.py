@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, TextIO
 from agents.types import GuardAction, Queued, Sources, TextDelta, Thought, ToolStep
 from bot.commands import Choice, Context, Document, Registry, Reply, build_registry
 from bot.commands.base import DocumentUnavailable
+from bot.feedback import LAST_ANSWER
 from bot.handlers.errors import user_message
 from bot.i18n import t
 from bot.service import Question
@@ -121,8 +122,10 @@ class Terminal:
         self.stdout.flush()
 
     def _context(self, args: str, **more: object) -> Context:
+        # no replies in a terminal: a command about "the answer replied to" (/fix) takes the last answer
         return Context(self.services, self.chat_id, self.user_id, "terminal", self.lang, self.outbox, args=args,
-                       is_bot_admin=self.admin, ask=self._answer, **more)  # type: ignore[arg-type]
+                       is_bot_admin=self.admin, ask=self._answer, replied_to=LAST_ANSWER,
+                       **more)  # type: ignore[arg-type]
 
     async def handle(self, text: str) -> None:
         if text.isdigit() and self.outbox.choices:

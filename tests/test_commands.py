@@ -59,6 +59,7 @@ ROWS = [
     Row("eval-refused", "/eval", USER, "Sorry, this command is for the bot's admins only."),
     Row("eval-usage", "/eval", ADMIN, "Send a cases file (JSONL or CSV) with the caption /eval"),
     Row("eval-stop-idle", "/eval stop", ADMIN, "No evaluation is running."),
+    Row("fix-usage", "/fix", USER, "/fix <better answer>"),
 ]
 FIRST_CHAT = 1000
 ADMIN_CHATS = [FIRST_CHAT + i for i, row in enumerate(ROWS) if row.role == ADMIN]

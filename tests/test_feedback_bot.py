@@ -1,12 +1,14 @@
-"""Feedback on answers through the real bot and the fake Telegram: 👍/👎 buttons and reasons, reactions, in private
-chats and groups."""
+"""Feedback on answers through the real bot and the fake Telegram: 👍/👎 buttons and reasons, reactions, /fix,
+/feedback and /export (admins), in private chats and groups."""
 
 from __future__ import annotations
 
 import asyncio
+import io
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import BotRunner
+from tests.conftest import BotRunner, make_settings
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
 
@@ -146,3 +148,51 @@ async def test_reactions_count_like_the_buttons_and_taking_one_back_removes_the_
     await handled(bot, telegram.react(8, help_message.message_id, ["👎"]))  # not an answer: nothing to rate
     assert await verdicts(bot) == [(8, "rating", "up", None, "button")]
     assert not telegram.not_delivered
+
+
+async def test_fix_replaces_the_answer_in_memory_and_keeps_the_pair(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("The capital of Italy is Milan."))
+    telegram.user_says(9, "Capital of Italy?")
+    answer = await answered(telegram, 9, "The capital of Italy is Milan.")
+
+    async def says(text: str, **reply: int) -> str:
+        before = len(telegram.messages(9))
+        telegram.user_says(9, text, **reply)
+        await telegram.wait_for(lambda: len(telegram.messages(9)) > before)
+        return telegram.messages(9)[before].text
+
+    assert await says("/fix Rome.") == "Reply to one of my answers with /fix <better answer> to correct it."
+    assert (await says("/fix Rome.", reply_to_user=3)).startswith("/fix corrects my answers")
+    assert await says("/fix", reply_to_bot=answer.message_id) == \
+        "Write the better answer after /fix: /fix <better answer>."
+    usage_message = telegram.messages(9)[-1]
+    assert (await says("/fix Rome.", reply_to_bot=usage_message.message_id)).startswith(
+        "That message is not an answer I still remember")
+    assert await says("/fix The capital of Italy is Rome.", reply_to_bot=answer.message_id) == \
+        "✅ Correction saved: I will remember your version of that answer."
+    assert await verdicts(bot) == [(9, "correction", "down", None, "correction")]
+
+    llm.enqueue(Text("Rome has about 2.8 million people."))
+    telegram.user_says(9, "How many people live there?")
+    await answered(telegram, 9, "Rome has about 2.8 million people.")
+    sent = [m["content"] for m in llm.requests[-1]["messages"] if m["role"] == "assistant"]
+    assert "The capital of Italy is Rome." in sent and "The capital of Italy is Milan." not in sent
+
+
+async def test_fix_in_the_terminal_corrects_the_last_answer(tmp_path: Path, llm: ScriptedOpenAI) -> None:
+    from bot.app import create_services
+    from bot.terminal import Terminal
+
+    services = await create_services(make_settings(tmp_path, None, llm, default_mode="prompt"))
+    try:
+        out = io.StringIO()
+        terminal = Terminal(services, 3, "en", out)
+        llm.enqueue(Text("Two plus two is five."))
+        await terminal.handle("What is 2+2?")
+        await terminal.handle("/fix Two plus two is four.")
+        assert "Correction saved" in out.getvalue()
+        assert [t.content for t in await services.chat.history(3)] == ["What is 2+2?", "Two plus two is four."]
+    finally:
+        await services.aclose()

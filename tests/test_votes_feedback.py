@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from bot.storage import Database, repo
-from bot.storage.models import Feedback, Vote
+from bot.storage.models import AnswerPart, Feedback, Message, Vote
 
 
 @pytest.fixture
@@ -141,3 +141,30 @@ async def test_export_readers_walk_every_rated_answer_with_its_history_in_pages(
     page = await db.run(lambda s: repo.voted_comparisons_page(s, 0, 10))
     assert [(c.mode_a, c.mode_b, c.votes, c.history[-1]["content"]) for c in page] == [
         ("prompt cloud", "zero-shot local", [(1, "a")], "hello")]
+
+
+async def test_answers_found_by_their_telegram_messages_corrected_and_forgotten_with_the_chat(db: Database) -> None:
+    """What reactions and /fix rely on: a Telegram message finds its stored answer; a correction replaces the
+    answer in memory and keeps the model's original (through a second correction too); /reset forgets both."""
+    first = await store_turn(db, 5, "q", "model answer", ("prompt", "cloud"))
+    await db.run(lambda s: s.execute(update(Message).where(Message.chat_id == 5).values(update_id=41)))
+    await db.run(lambda s: repo.link_answer_parts(s, 5, 41, [900, 0, 901]))
+    await db.run(lambda s: repo.link_answer_parts(s, 5, 41, [901]))  # linked again by a re-run: no duplicate
+    found = await db.run(lambda s: repo.answer_of_part(s, 5, 901))
+    assert found is not None and found.id == first
+    assert await db.run(lambda s: repo.answer_of_part(s, 6, 901)) is None  # another chat's message 901
+
+    for user, text in ((1, "better"), (2, "best")):
+        original = await db.run(lambda s, t=text: repo.correct_answer(s, first, t))
+        await db.run(lambda s, u=user, t=text, o=original: repo.record_feedback(
+            s, first, u, rating="down", source="correction", correction=t, original=o))
+        assert original == "model answer"
+    assert [m.content for m in await db.run(lambda s: repo.history(s, 5))] == ["q", "best"]
+
+    await db.run(lambda s: repo.record_feedback(s, first, 3, rating="up", source="reaction"))
+    await db.run(lambda s: repo.record_feedback(s, first, 4, rating="up", source="button"))
+    assert await db.run(lambda s: repo.remove_feedback(s, first, 3, source="reaction"))
+    assert not await db.run(lambda s: repo.remove_feedback(s, first, 4, source="reaction"))  # a button stays
+    assert await db.run(lambda s: repo.clear_history(s, 5)) == 2
+    assert await db.run(lambda s: repo.answer_of_part(s, 5, 900)) is None
+    assert await db.run(lambda s: s.query(AnswerPart).count()) == 0

@@ -109,6 +109,10 @@ class Context:
     is_chat_admin: Callable[[], Awaitable[bool]] = field(default=_no_group)
     # answer a question in this chat as a chat turn, streamed by the adapter (`/retry`): ask(text, retry=question)
     ask: Callable[..., Awaitable[None]] | None = None
+    # the bot's message this command replies to (`/fix`): its transport id; bot.feedback.LAST_ANSWER where the
+    # transport has no replies (the terminal: the chat's last answer); None when it replies to nothing of the bot's
+    replied_to: int | None = None
+    replied_to_other: bool = False  # it replies to a message that is not the bot's
 
     def t(self, key: str, **params: object) -> str:
         return t(key, self.lang, **params)

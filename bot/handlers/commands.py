@@ -127,8 +127,14 @@ async def on_command(message: Message, command: CommandObject, bot: Bot, service
         await answer(message, bot, services.chat, services.settings, lang, event_update.update_id, text, deliveries,
                      retry=retry)
 
+    replied = message.reply_to_message
+    if replied is not None and replied.forum_topic_created is not None:
+        replied = None  # in a forum topic every message "replies" to the topic's first one
+    to_bot = replied is not None and replied.from_user is not None and replied.from_user.id == (await bot.me()).id
     ctx = _context(services, bot, group_admins, message.chat, message.from_user, message.sender_chat, lang, is_admin,
-                   outbox, command.args or "", document=_document(message, bot), ask=ask)
+                   outbox, command.args or "", document=_document(message, bot), ask=ask,
+                   replied_to=replied.message_id if replied is not None and to_bot else None,
+                   replied_to_other=replied is not None and not to_bot)
     for reply in await registry.run(ctx, command.command.lower()):
         await outbox.send(reply)
 
