@@ -60,6 +60,11 @@ ROWS = [
     Row("eval-usage", "/eval", ADMIN, "Send a cases file (JSONL or CSV) with the caption /eval"),
     Row("eval-stop-idle", "/eval stop", ADMIN, "No evaluation is running."),
     Row("fix-usage", "/fix", USER, "/fix <better answer>"),
+    Row("feedback-refused", "/feedback", USER, "Sorry, this command is for the bot's admins only."),
+    Row("feedback-none", "/feedback", ADMIN, "Last 7 days:\nno feedback\n\nLast 30 days:\nno feedback"),
+    Row("export-refused", "/export sft", USER, "Sorry, this command is for the bot's admins only."),
+    Row("export-usage", "/export", ADMIN, "Usage: /export sft|dpo|kto [--since"),
+    Row("export-empty", "/export dpo", ADMIN, "Nothing to export as dpo: no stored votes or feedback match."),
 ]
 FIRST_CHAT = 1000
 ADMIN_CHATS = [FIRST_CHAT + i for i, row in enumerate(ROWS) if row.role == ADMIN]

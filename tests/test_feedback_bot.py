@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import BotRunner, make_settings
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram, SentMessage
+from tests.test_dataset import loads_with_datasets, passes_finetune_validation
 
+ADMIN = 500
 GROUP = -700
 
 
@@ -196,3 +199,69 @@ async def test_fix_in_the_terminal_corrects_the_last_answer(tmp_path: Path, llm:
         assert [t.content for t in await services.chat.history(3)] == ["What is 2+2?", "Two plus two is four."]
     finally:
         await services.aclose()
+
+
+async def test_feedback_counts_and_export_documents_for_admins_only(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, tmp_path: Path) -> None:
+    await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
+    llm.enqueue(Text("The capital of France is Paris."), Text("The capital of Italy is Milan."),
+                Text("Water boils at 100 degrees Celsius at sea level, and that is all there is to say."))
+    answers = []
+    for question, text in (("Capital of France?", "The capital of France is Paris."),
+                           ("Capital of Italy?", "The capital of Italy is Milan."),
+                           ("When does water boil?",
+                            "Water boils at 100 degrees Celsius at sea level, and that is all there is to say.")):
+        telegram.user_says(ADMIN, question)
+        answers.append(await answered(telegram, ADMIN, text))
+    await press(telegram, ADMIN, answers[0], "👍")
+    await press(telegram, ADMIN, answers[1], "👎")
+    await press(telegram, ADMIN, answers[1], "wrong facts")
+    await press(telegram, ADMIN, answers[2], "👎")
+    await press(telegram, ADMIN, answers[2], "too long")
+    telegram.user_says(ADMIN, "/fix The capital of Italy is Rome.", reply_to_bot=answers[1].message_id)
+    await telegram.wait_for(lambda: any("Correction saved" in t for t in telegram.texts(ADMIN)))
+
+    async def says(chat: int, text: str) -> str:
+        before = len(telegram.messages(chat))
+        telegram.user_says(chat, text)
+        await telegram.wait_for(lambda: len(telegram.messages(chat)) > before)
+        return telegram.messages(chat)[before].text
+
+    from bot.storage import repo
+
+    await bot.app.services.db.run(lambda s: repo.count_guard_events(s, "prompt", "cloud", ["loops.cut"]))
+    report = await says(ADMIN, "/feedback")
+    row = "prompt cloud: 👍 1 · 👎 2 (too long 1, wrong facts 1) · corrections 1 · votes 0"
+    assert report == (f"Last 7 days:\n{row}\n\nLast 30 days:\n{row}\n\n"
+                      "Guard events (since the start):\nprompt cloud: loops.cut × 1"), report
+    for command in ("/feedback", "/export sft"):
+        assert await says(11, command) == "Sorry, this command is for the bot's admins only."
+    assert not telegram.files_sent(11)
+
+    exported: dict[str, list[dict[str, Any]]] = {}
+    for kind in ("sft", "dpo", "kto"):
+        before = len(telegram.files_sent(ADMIN))
+        telegram.user_says(ADMIN, f"/export {kind}")
+        await telegram.wait_for(lambda b=before: len(telegram.files_sent(ADMIN)) > b)
+        document = telegram.files_sent(ADMIN)[-1]
+        assert document.kind == "document" and document.name == f"{kind}.jsonl"
+        path = tmp_path / f"bot-{kind}.jsonl"
+        path.write_bytes(document.content)
+        exported[kind] = [json.loads(line) for line in document.content.decode().splitlines()]
+        assert loads_with_datasets(path) == len(exported[kind])
+        assert document.caption is not None and document.caption.startswith(f"{kind}: {len(exported[kind])} ")
+        assert "prompt cloud: " in document.caption
+        assert str(ADMIN) not in document.content.decode()  # raters are hashes, never Telegram ids
+    sft = exported["sft"]
+    assert [r["messages"][-1]["content"] for r in sft] == ["The capital of France is Paris.",
+                                                           "The capital of Italy is Rome."]
+    assert sft[0]["messages"][0]["role"] == "system"  # the system prompt in force
+    passes_finetune_validation(tmp_path / "bot-sft.jsonl", [r["messages"] for r in sft])
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in exported["dpo"]] == [
+        ("The capital of Italy is Rome.", "The capital of Italy is Milan.")]
+    assert sorted((r["completion"][0]["content"], r["label"]) for r in exported["kto"]) == [
+        ("The capital of France is Paris.", True), ("The capital of Italy is Milan.", False),
+        ("Water boils at 100 degrees Celsius at sea level, and that is all there is to say.", False)]
+
+    assert (await says(ADMIN, '/export kto --mode "agent cloud"')).startswith("Nothing to export as kto")
+    assert (await says(ADMIN, "/export everything")).startswith("Usage: /export sft|dpo|kto")
