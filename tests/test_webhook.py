@@ -53,7 +53,7 @@ async def test_webhook_is_registered_and_updates_are_answered(hook: WebhookBot, 
     await hook.start(default_mode="zero-shot")
     assert telegram.webhook is not None
     assert telegram.webhook["url"] == hook.url and telegram.webhook["secret_token"] == WEBHOOK_SECRET
-    assert "message" in telegram.webhook["allowed_updates"]
+    assert {"message", "callback_query", "message_reaction"} <= set(telegram.webhook["allowed_updates"])
     telegram.user_says(1, "hello over a webhook")  # the fake now POSTs it to the bot, like Telegram
     await telegram.wait_for(lambda: telegram.texts(1) == ["echo: hello over a webhook"])
     assert telegram.calls_of("getUpdates") == [] and not telegram.calls_of("deleteWebhook")
