@@ -52,8 +52,8 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
                  feedback: bool = True) -> None:
     """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again).
 
-    `feedback`: 👍/👎 under the final answer when FEEDBACK_BUTTONS is on (a caller with buttons of its own,
-    such as a side-by-side answer, passes False)."""
+    `feedback`: 👍/👎 under the final answer when FEEDBACK_BUTTONS is on, and reactions and /fix replies on its
+    messages find it (a caller with buttons of its own, such as a side-by-side answer, passes False)."""
     chat_id = message.chat.id
     # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
     # an end its answer is stored, and it is delivered again rather than asking the model twice
@@ -75,7 +75,8 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         reason = t("restarted", lang)
         sent = await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
                                      resume=delivered, markup=buttons if stored.complete else None)
-        await _link(chat_service, chat_id, update_id, sent)
+        if feedback:
+            await _link(chat_service, chat_id, update_id, sent)
         return
     notice: str | None = None
     async with streamer:
@@ -95,7 +96,8 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
             log.info("turn in chat %s ended early: %s", chat_id, exc)
         # buttons only under an answer that ran to its end (not a stopped or failed one)
         sent = await streamer.finish(notice, markup=buttons if notice is None else None)
-    await _link(chat_service, chat_id, update_id, sent)
+    if feedback:
+        await _link(chat_service, chat_id, update_id, sent)
 
 
 async def _link(chat_service: ChatService, chat_id: int, update_id: int, sent: list[int]) -> None:
