@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from aiogram import Bot, F, Router
 from aiogram.types import Message, Update
 
+from bot.compare import CompareService
 from bot.config import Settings
 from bot.delivery import DeliveryJournal
+from bot.handlers.compare import answer_side_by_side
 from bot.handlers.errors import user_message
 from bot.i18n import t
 from bot.service import ChatService, Question, ServiceError
 from bot.streaming import ReplyStreamer
+
+if TYPE_CHECKING:
+    from bot.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -38,16 +44,19 @@ async def addressed_text(message: Message, bot: Bot) -> str | None:
 
 
 async def on_text(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
-                  event_update: Update, deliveries: DeliveryJournal) -> None:
+                  event_update: Update, deliveries: DeliveryJournal, services: Services) -> None:
     text = await addressed_text(message, bot)
     if text is None:
         return
-    await answer(message, bot, chat_service, settings, lang, event_update.update_id, text, deliveries)
+    await answer(message, bot, chat_service, settings, lang, event_update.update_id, text, deliveries,
+                 compare=services.compare)
 
 
 async def answer(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
-                 update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None) -> None:
-    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again)."""
+                 update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None,
+                 compare: CompareService | None = None) -> None:
+    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again; `compare`:
+    a chat in compare mode gets two answers side by side, except for /retry)."""
     chat_id = message.chat.id
     # a re-run (the process died or stopped before the inbox marked this update done): if the turn already ran to
     # an end its answer is stored, and it is delivered again rather than asking the model twice
@@ -68,6 +77,9 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         reason = t("restarted", lang)
         await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
                               resume=delivered)
+        return
+    if prepared.compare is not None and compare is not None and retry is None:
+        await answer_side_by_side(message, bot, compare, settings, lang, update_id, text, prepared)
         return
     notice: str | None = None
     async with streamer:

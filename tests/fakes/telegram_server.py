@@ -471,6 +471,15 @@ class FakeTelegram:
             msg.reply_markup = params["reply_markup"]
         return self._message_json(msg)
 
+    async def _m_editMessageReplyMarkup(self, params: dict[str, Any]) -> Any:
+        msg = self.find(int(params["chat_id"]), int(params["message_id"]))
+        if msg is None or msg.deleted:
+            return self._fail(400, "Bad Request: message to edit not found")
+        if params.get("reply_markup") == msg.reply_markup:
+            return self._fail(400, "Bad Request: message is not modified")
+        msg.reply_markup, msg.edits = params.get("reply_markup"), msg.edits + 1
+        return self._message_json(msg)
+
     async def _m_deleteMessage(self, params: dict[str, Any]) -> Any:
         msg = self.find(int(params["chat_id"]), int(params["message_id"]))
         if msg is not None:
