@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 from typing import Any
 
@@ -49,12 +48,6 @@ async def say(telegram: FakeTelegram, chat: int, text: str, **kw: Any) -> str:
     telegram.user_says(chat, text, **kw)
     await telegram.wait_for(lambda: len(telegram.messages(chat)) > before)
     return telegram.messages(chat)[before].text
-
-
-async def settled(app: Any) -> None:
-    """Wait until the bot has finished every update it received (the stores after the last message included)."""
-    while app.pump.busy:
-        await asyncio.sleep(0.01)
 
 
 def press(telegram: FakeTelegram, chat: int, message: SentMessage, label: str, user_id: int | None = None) -> None:
@@ -168,11 +161,13 @@ async def test_stop_stops_both_answers_and_nothing_is_put_to_a_vote(
     telegram.user_says(5, "/stop")
     await telegram.wait_for(lambda: all("⏹ Stopped." in m.text for m in telegram.messages(5)[before:before + 2]))
     assert not any(buttons(m) for m in telegram.messages(5)[before:])
-    await settled(app)
-    assert await app.services.db.run(lambda s: s.query(Comparison).count()) == 0
-    assert [(m.role, m.complete) for m in await app.services.db.run(lambda s: repo.all_messages(s, 5))] == [
-        ("user", False), ("assistant", False)]  # stored, but never shown to the model again
-    assert not app.services.chat.is_busy(5)
+    llm.requests.clear()
+    await ask(telegram, 5, "a short one")  # the chat's updates run in order: the stopped one is stored by now
+    assert all("a long question" not in [m["content"] for m in r["messages"]] for r in llm.requests)
+    rows = await app.services.db.run(lambda s: repo.all_messages(s, 5))
+    assert [(m.role, m.content if m.role == "user" else "", m.complete) for m in rows[:2]] == [
+        ("user", "a long question", False), ("assistant", "", False)]  # kept, but never shown to the model again
+    assert await app.services.db.run(lambda s: s.query(Comparison.question).all()) == [("a short one",)]
 
 
 async def test_guards_watch_each_side_a_looping_answer_is_cut_and_not_put_to_a_vote(
@@ -190,14 +185,12 @@ async def test_guards_watch_each_side_a_looping_answer_is_cut_and_not_put_to_a_v
     looped = next(m for m in telegram.messages(5)[before:] if "repeating itself" in m.text)
     assert looped.text.count("round and round") < 5  # cut early, one copy kept
     assert not any(buttons(m) for m in telegram.messages(5)[before:])  # a cut answer is not compared
-    await settled(app)
-    assert await app.services.db.run(lambda s: s.query(Comparison).count()) == 0
-    assert ("prompt", "cloud", "loops.cut", 1) in await app.services.chat.guard_counts()
     llm.default = by_level
     llm.requests.clear()
-    telegram.user_says(5, "and then?")
-    await telegram.wait_for(lambda: len(llm.requests) == 2 and llm.in_flight == 0)
+    await ask(telegram, 5, "and then?")  # the chat's updates run in order: the first one is stored by now
     assert all("Plain answer to tell me." in [m["content"] for m in r["messages"]] for r in llm.requests)
+    assert await app.services.db.run(lambda s: s.query(Comparison.question).all()) == [("and then?",)]
+    assert ("prompt", "cloud", "loops.cut", 1) in await app.services.chat.guard_counts()
 
 
 async def test_leaderboard_ranks_the_mode_that_wins_most_votes_first(
