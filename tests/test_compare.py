@@ -250,3 +250,40 @@ async def test_compare_menu_picks_two_modes_with_buttons_and_off_leaves_compare_
     telegram.user_says(5, "just one answer")
     await telegram.wait_for(lambda: len(telegram.messages(5)) > before)
     assert telegram.messages(5)[before].text == "Plain answer to just one answer."
+
+
+async def test_compare_columns_appear_in_an_existing_database_and_the_memory_follows_the_winner(
+        database_url: str) -> None:
+    from sqlalchemy import inspect, text
+
+    from bot.storage import Database
+
+    db = Database(database_url)
+    try:
+        await db.create_all()
+        for table, column in (("chat_settings", "compare"), ("comparisons", "memory_id"), ("comparisons", "shown")):
+            await db.run(lambda s, t=table, c=column: s.execute(text(f'ALTER TABLE {t} DROP COLUMN "{c}"')))
+        await db.create_all()  # what start-up does on a database from before /compare
+        columns = await db.run(lambda s: {t: {c["name"] for c in inspect(s.connection()).get_columns(t)}
+                                          for t in ("chat_settings", "comparisons")})
+        assert "compare" in columns["chat_settings"] and {"memory_id", "shown"} <= columns["comparisons"]
+
+        def store(s: Any) -> int:
+            _, memory = repo.add_messages(s, [dict(chat_id=5, role="user", content="q"),
+                                              dict(chat_id=5, role="assistant", content="answer a", level="prompt",
+                                                   model="cloud")])
+            cid = repo.add_comparison(s, chat_id=5, question="q", history=[], system_prompt="Be brief.",
+                                      mode_a=("prompt", "cloud"), answer_a="answer a", mode_b=("rag", "cloud"),
+                                      answer_b="answer b")
+            repo.link_comparison(s, cid, memory_id=memory, shown='{"buttons": 1}')
+            repo.record_vote(s, cid, 7, "b")
+            repo.keep_answer(s, memory, "answer b", "rag", "cloud")
+            return cid
+
+        cid = await db.run(store)
+        history = await db.run(lambda s: [(m.content, m.level) for m in repo.history(s, 5)])
+        assert history == [("q", None), ("answer b", "rag")]
+        stored = await db.run(lambda s: repo.get_comparison(s, cid))
+        assert stored is not None and stored.shown == '{"buttons": 1}' and stored.memory_id is not None
+    finally:
+        await db.dispose()
