@@ -142,6 +142,10 @@ async def test_in_a_group_each_member_votes_once_and_the_majority_decides_memory
         press(telegram, group, telegram.find(group, b.message_id), f"{label} is better", user_id=user)
     await telegram.wait_for(lambda: "A is better · 1" in str(telegram.find(group, b.message_id).reply_markup))
     assert await tally() == {"a": 1, "b": 2, "tie": 0, "both_bad": 0}  # user 2 pressed twice, counted once
+    cid = await app.services.db.run(lambda s: s.query(Comparison.id).scalar())
+    telegram.press_button(6, 1, f"v:{cid}:a", user_id=6)  # crafted: a comparison of another chat
+    await telegram.wait_for(lambda: any(c.get("show_alert") for c in telegram.calls_of("answerCallbackQuery")))
+    assert await tally() == {"a": 1, "b": 2, "tie": 0, "both_bad": 0}
     llm.requests.clear()
     await ask(telegram, group, "@adapt_test_bot and now?", user_id=3)
     answer_b = b.text.split("\n\n", 1)[1]
