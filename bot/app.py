@@ -22,6 +22,7 @@ from agents.errors import UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
 from bot.commands import build_registry
+from bot.compare import CompareService
 from bot.config import ConfigError, Settings
 from bot.delivery import DeliveryJournal
 from bot.eval_jobs import EvalJobs
@@ -51,6 +52,10 @@ class Services:
     chat: ChatService
     knowledge: LazyKnowledge | None = None  # the knowledge base, opened on first use; None when not installed
     eval_jobs: EvalJobs = field(default_factory=EvalJobs)
+    compare: CompareService = field(init=False)  # side by side (`/compare`), over `chat`
+
+    def __post_init__(self) -> None:
+        self.compare = CompareService(self.chat)
 
     async def aclose(self) -> None:
         await self.eval_jobs.aclose()

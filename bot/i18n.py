@@ -140,6 +140,51 @@ TEXTS: dict[str, dict[str, str]] = {
     "on": {"en": "on", "ru": "вкл"},
     "off": {"en": "off", "ru": "выкл"},
     "cmd_start": {"en": "Start", "ru": "Начать"},
+    "cmd_compare": {"en": "Two modes side by side, you vote; memory keeps the winner (tie or no vote: A)",
+                    "ru": "Два режима рядом, вы голосуете; память хранит победителя (ничья или без голоса: A)"},
+    "cmd_leaderboard": {"en": "Modes ranked by your side-by-side votes", "ru": "Рейтинг режимов по голосам сравнений"},
+    "compare_state": {"en": "{a} vs {b}", "ru": "{a} против {b}"},
+    "compare_state_off": {"en": "off", "ru": "выключено"},
+    "compare_pick_a": {"en": "Side by side: {state}.\nPick mode A:", "ru": "Сравнение: {state}.\nВыберите режим A:"},
+    "compare_pick_b": {"en": "A: {a}.\nPick mode B:", "ru": "A: {a}.\nВыберите режим B:"},
+    "compare_off_button": {"en": "Turn off", "ru": "Выключить"},
+    "compare_set": {
+        "en": "Side by side: {a} vs {b}. Each question gets two answers, A and B in random order; vote under the "
+              "second. The chat's memory keeps the winner (on a tie or before any vote: answer A). /compare off "
+              "goes back to one answer.",
+        "ru": "Сравнение: {a} против {b}. На каждый вопрос два ответа, A и B в случайном порядке; голосуйте под "
+              "вторым. Память чата хранит победителя (при ничьей или до голосования: ответ A). /compare off "
+              "возвращает один ответ.",
+    },
+    "compare_off": {"en": "Side by side is off: one answer per question again.",
+                    "ru": "Сравнение выключено: снова один ответ на вопрос."},
+    "compare_usage": {
+        "en": "Usage: /compare <mode A> | <mode B> (e.g. /compare prompt cloud | rag cloud), /compare off, or "
+              "/compare alone for buttons.",
+        "ru": "Использование: /compare <режим A> | <режим B> (например, /compare prompt cloud | rag cloud), "
+              "/compare off или просто /compare для кнопок.",
+    },
+    "compare_same": {"en": "Pick two different modes to compare.", "ru": "Выберите два разных режима."},
+    "compare_stale": {"en": "That menu is out of date: send /compare again.",
+                      "ru": "Это меню устарело: отправьте /compare ещё раз."},
+    "vote_a": {"en": "A is better", "ru": "A лучше"},
+    "vote_b": {"en": "B is better", "ru": "B лучше"},
+    "vote_tie": {"en": "Tie", "ru": "Ничья"},
+    "vote_bad": {"en": "Both bad", "ru": "Оба плохи"},
+    "vote_recorded": {"en": "Vote recorded: {choice}", "ru": "Голос учтён: {choice}"},
+    "vote_stale": {"en": "This comparison can no longer be voted on.", "ru": "За это сравнение уже нельзя голосовать."},
+    "leaderboard_empty": {
+        "en": "No votes yet in season {season}. Compare two modes with /compare and vote under the answers.",
+        "ru": "В сезоне {season} голосов пока нет. Сравните два режима через /compare и голосуйте под ответами.",
+    },
+    "leaderboard_head": {
+        "en": "Season {season}, {votes} votes. Rating: Bradley-Terry on the Elo scale, 95% bootstrap interval.",
+        "ru": "Сезон {season}, голосов: {votes}. Рейтинг: Брэдли-Терри по шкале Эло, 95% бутстреп-интервал.",
+    },
+    "leaderboard_reset": {"en": "New leaderboard season {season} started; earlier votes are kept.",
+                          "ru": "Начат новый сезон рейтинга ({season}); прежние голоса сохранены."},
+    "leaderboard_usage": {"en": "Usage: /leaderboard, or /leaderboard reset (bot admins).",
+                          "ru": "Использование: /leaderboard или /leaderboard reset (админы бота)."},
     "cmd_help": {"en": "Help and commands", "ru": "Справка и команды"},
     "cmd_mode": {"en": "Choose level and model", "ru": "Выбрать уровень и модель"},
     "cmd_reset": {"en": "Forget this chat's history", "ru": "Забыть историю чата"},

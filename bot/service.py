@@ -8,9 +8,10 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy.orm import Session
 
@@ -76,6 +77,41 @@ def _stored(row: Message | None) -> StoredAnswer | None:
     return StoredAnswer(row.content, row.complete, sources)
 
 
+class Stoppable(Protocol):
+    """What /stop cancels: one turn, or the two answers of a side-by-side question."""
+
+    def cancel(self) -> None: ...
+
+
+@dataclass(slots=True)
+class TurnResult:
+    """What one answer produced, collected from its events as they pass."""
+
+    parts: list[str] = field(default_factory=list)
+    sources: Sources | None = None
+    tokens: int = 0
+    guarded: list[str] = field(default_factory=list)  # guard events, e.g. "loops.cut"
+    complete: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def add(self, event: ReplyEvent) -> None:
+        if isinstance(event, TextDelta):
+            self.parts.append(event.text)
+        elif isinstance(event, GuardAction):
+            self.guarded.append(f"{event.guard}.{event.action}")
+            if event.action == "restart":
+                self.parts.clear()
+            elif event.action == "cut":
+                self.parts = [self.text[:event.keep]]
+        elif isinstance(event, Usage):
+            self.tokens += event.prompt_tokens + event.completion_tokens
+        elif isinstance(event, Sources):
+            self.sources = event
+
+
 @dataclass(frozen=True, slots=True)
 class Mode:
     level: str
@@ -103,6 +139,7 @@ class Prepared:
     stored: StoredAnswer | None  # the answer stored for this update by an earlier run
     tokens_today: int  # this user's tokens today (read only when a quota is set)
     guards: ChatGuards = field(default_factory=ChatGuards)
+    compare: tuple[Mode, Mode] | None = None  # the chat's side-by-side modes (`/compare`); None: one answer
 
 
 class ChatService:
@@ -118,7 +155,7 @@ class ChatService:
         self.rate_limiter = RateLimiter(rate_limit_per_minute)
         self.daily_token_quota = daily_token_quota
         self.model_retries = model_retries
-        self._running: dict[int, TurnRun] = {}
+        self._running: dict[int, Stoppable] = {}
         self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
         # turns on models that do not queue their own work (0: no cap); local models have one worker that queues
         self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
@@ -169,20 +206,34 @@ class ChatService:
     async def prepare(self, chat_id: int, *, user_id: int | None = None, update_id: int | None = None) -> Prepared:
         """Everything a turn reads from the database, in one unit of work."""
 
-        def read(s: Session) -> tuple[Chat | None, Prepared]:
+        def read(s: Session) -> tuple[Chat | None, str | None, Prepared]:
             stored = repo.stored_answer(s, chat_id, update_id) if update_id is not None else None
             usage = repo.usage_of(s, user_id, self.today()) if user_id is not None and self.daily_token_quota else None
-            return repo.get_chat(s, chat_id), Prepared(
+            settings = repo.chat_settings(s, chat_id)
+            return repo.get_chat(s, chat_id), settings.compare if settings else None, Prepared(
                 mode=self.default,  # resolved below, on the event loop: the model registry is not thread-safe
                 history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
                 system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
                 stored=_stored(stored),
                 tokens_today=usage.tokens if usage is not None else 0,
-                guards=ChatGuards.of(repo.chat_settings(s, chat_id), self.default_guards),
+                guards=ChatGuards.of(settings, self.default_guards),
             )
 
-        chat, prepared = await self.db.run(read)
-        return dataclasses.replace(prepared, mode=self._mode_of(chat))
+        chat, compare, prepared = await self.db.run(read)
+        return dataclasses.replace(prepared, mode=self._mode_of(chat), compare=self.compare_modes(compare))
+
+    def compare_modes(self, stored: str | None) -> tuple[Mode, Mode] | None:
+        """A chat's stored side-by-side modes ("LEVEL MODEL|LEVEL MODEL"); None when off or no longer valid (a
+        deleted fine-tune: the chat goes back to one answer rather than failing every question)."""
+        if not stored:
+            return None
+        modes = []
+        for side in stored.split("|"):
+            level, _, model = side.strip().partition(" ")
+            if level not in self.brain.levels or model not in self.brain.models:
+                return None
+            modes.append(Mode(level, model))
+        return (modes[0], modes[1]) if len(modes) == 2 else None
 
     # --- usage ---------------------------------------------------------------------------------------
     @staticmethod
@@ -245,6 +296,32 @@ class ChatService:
         The chat's guards watch the answer: one cut for a loop is stored incomplete; each guard event is counted
         for the mode. `retry`: the question asked again (`/retry`); the new answer replaces the stored one.
         """
+        if prepared is None:
+            self._validate(chat_id, text)  # before reading the database: a refusal costs nothing
+            prepared = await self.prepare(chat_id, user_id=user_id)
+        text = self.admit(chat_id, text, user_id, prepared)
+        mode, history = prepared.mode, prepared.history
+        if retry is not None and retry.complete:
+            history = history[:-2]  # the answer being replaced is no part of what the model sees
+        replaces = retry.message_ids if retry is not None else ()
+
+        def register(run: TurnRun | None) -> None:
+            if run is None:
+                self.release(chat_id)
+            else:
+                self.claim(chat_id, run, user_id)
+
+        async def ended(result: TurnResult) -> None:
+            await self._store(chat_id, mode, text, result.text, result.complete, update_id, user_id, result.tokens,
+                              result.sources, result.guarded, replaces)
+
+        attempts = self.turn_attempts(chat_id, mode, history, text, prepared=prepared, lang=lang,
+                                      retry=retry is not None, update_id=update_id, register=register, ended=ended)
+        async with contextlib.aclosing(attempts) as events:
+            async for event in events:
+                yield event
+
+    def _validate(self, chat_id: int, text: str) -> str:
         text = text.strip()
         if not text:
             raise ServiceError("empty_input")
@@ -252,49 +329,57 @@ class ChatService:
             raise ServiceError("input_too_long", limit=self.max_input_chars, got=len(text))
         if chat_id in self._running:
             raise ServiceError("busy")
-        if prepared is None:
-            prepared = await self.prepare(chat_id, user_id=user_id)
+        return text
+
+    def admit(self, chat_id: int, text: str, user_id: int | None, prepared: Prepared) -> str:
+        """The question, stripped, if this chat and user may ask it now; raises ServiceError (empty, too long,
+        busy, rate limited, over quota). Counts one message against the user's rate limit."""
+        text = self._validate(chat_id, text)
         self._check_limits(user_id, prepared.tokens_today)
-        mode, history = prepared.mode, prepared.history
-        if retry is not None and retry.complete:
-            history = history[:-2]  # the answer being replaced is no part of what the model sees
+        return text
+
+    def claim(self, chat_id: int, run: Stoppable, user_id: int | None) -> None:
+        """Note the answer running in a chat (what /stop cancels, what makes the chat busy)."""
+        self._running[chat_id], self._askers[chat_id] = run, user_id
+
+    def release(self, chat_id: int) -> None:
+        self._running.pop(chat_id, None)
+        self._askers.pop(chat_id, None)
+
+    async def turn_attempts(self, chat_id: int, mode: Mode, history: list[Turn], text: str, *, prepared: Prepared,
+                            lang: str, retry: bool, update_id: int | None,
+                            register: Callable[[TurnRun | None], None],
+                            ended: Callable[[TurnResult], Awaitable[None]],
+                            slot_key: Hashable | None = None) -> AsyncIterator[ReplyEvent]:
+        """One answer of `mode`, yielding its events: tried again when the model failed before any output, under
+        the cap on concurrent turns (waiting as `slot_key`, the chat by default), with the chat's guards.
+
+        `register(run)` is told of each attempt's run (None when it ends); `ended(result)` gets what an attempt
+        produced once it ended for good (complete, cut or failed; not when abandoned or about to be tried again).
+        """
         guards = prepared.guards.config(text, lang)
-        replaces = retry.message_ids if retry is not None else ()
         attempt = 0
         while True:
             run = self.brain.start_turn(level=mode.level, model=mode.model, history=history, text=text,
                                         system_override=prepared.system_override, lang=lang, guards=guards,
-                                        retry=retry is not None)
-            self._running[chat_id], self._askers[chat_id] = run, user_id
-            parts: list[str] = []
-            sources: Sources | None = None
-            tokens = 0
+                                        retry=retry)
+            register(run)
+            result = TurnResult()
             events = 0
-            guarded: list[str] = []
             outcome = "failed"
             capped = self.slots if self.slots is not None and not self._queues_itself(mode.model) else None
             holding = False
             try:
                 if capped is not None:  # /stop while waiting: TurnCancelled, as when it stops a running turn
-                    await capped.acquire(update_id if update_id is not None else float("inf"), chat_id)
+                    await capped.acquire(update_id if update_id is not None else float("inf"),
+                                         chat_id if slot_key is None else slot_key)
                     holding = True
                 async with contextlib.aclosing(run.__aiter__()) as stream:  # closed here, even when abandoned
                     async for event in stream:
-                        if isinstance(event, TextDelta):
-                            parts.append(event.text)
-                        elif isinstance(event, GuardAction):
-                            guarded.append(f"{event.guard}.{event.action}")
-                            if event.action == "restart":
-                                parts.clear()
-                            elif event.action == "cut":
-                                parts = ["".join(parts)[:event.keep]]
-                        elif isinstance(event, Usage):
-                            tokens += event.prompt_tokens + event.completion_tokens
-                        elif isinstance(event, Sources):
-                            sources = event
+                        result.add(event)
                         events += 1
                         yield event
-                outcome = "cut" if "loops.cut" in guarded else "complete"
+                outcome = "cut" if "loops.cut" in result.guarded else "complete"
             except ModelCallError as exc:
                 if events or isinstance(exc, ModelTimeoutError) or attempt >= self.model_retries:
                     raise
@@ -304,14 +389,13 @@ class ChatService:
                 outcome = "abandoned"
                 raise
             finally:
-                self._running.pop(chat_id, None)
-                self._askers.pop(chat_id, None)
+                register(None)
                 if holding and capped is not None:
                     capped.release()
                 if outcome in ("complete", "cut", "failed"):
+                    result.complete = outcome == "complete"
                     # shielded: a cancelled handler must still record what happened
-                    await asyncio.shield(self._store(chat_id, mode, text, "".join(parts), outcome == "complete",
-                                                     update_id, user_id, tokens, sources, guarded, replaces))
+                    await asyncio.shield(ended(result))
             if outcome in ("complete", "cut"):
                 return
             attempt += 1

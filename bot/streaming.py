@@ -32,14 +32,18 @@ _draft_ids = itertools.count(1)
 # draft once more, which costs one refused request.
 _MAX_DRAFTS_REFUSED = 4096
 _drafts_refused: LRUCache[int, bool] = LRUCache(_MAX_DRAFTS_REFUSED)
+LABEL_ROOM = 200  # UTF-16 units a labelled answer leaves free in its first message, for `relabel`
 
 
 class ReplyStreamer:
     def __init__(self, bot: Bot, chat_id: int, *, lang: str, private: bool, use_drafts: bool = True,
                  interval: float = 1.0, grace: float = 0.0, reply_to: int | None = None,
                  show_steps: bool = False, thread_id: int | None = None, journal: DeliveryJournal | None = None,
-                 update_id: int | None = None) -> None:
+                 update_id: int | None = None, label: str = "", message_id: int | None = None) -> None:
         self.bot, self.chat_id, self.lang = bot, chat_id, lang
+        # `label`: a first line above the answer (a side-by-side answer's "A"); `message_id`: a message already sent
+        # that the answer streams into (side-by-side answers keep the order of their placeholders)
+        self.label = label
         self.journal, self.update_id = journal, update_id  # where the delivered parts are recorded
         self.use_drafts = use_drafts and private and chat_id not in _drafts_refused
         self.interval, self.grace = interval, grace
@@ -49,7 +53,8 @@ class ReplyStreamer:
         self.steps: list[ToolStep | Thought] = []
         self.sources: Sources | None = None
         self.guard_actions: list[GuardAction] = []  # what the guards did to this answer (rendered by `finish`)
-        self._message_id: int | None = None  # the message being edited (edit mode)
+        self._message_id: int | None = message_id  # the message being edited (edit mode)
+        self.delivered: list[Chunk] = []  # the answer's parts as `finish` delivered them
         self._shown = ""
         self._next_update = 0.0
         self._draft_id = next(_draft_ids)
@@ -88,7 +93,7 @@ class ReplyStreamer:
         if isinstance(event, TextDelta):
             self.text += event.text
             if time.monotonic() >= self._next_update:  # building the preview costs O(answer): only when due
-                await self._show(preview(self.text))
+                await self._show(preview(f"{self.label}\n\n{self.text}" if self.label else self.text))
         elif isinstance(event, ToolStep | Thought):
             self.steps.append(event)
             if self.show_steps:
@@ -113,6 +118,7 @@ class ReplyStreamer:
         """
         self._stop_typing()
         chunks = resume.parts if resume is not None else self._render(notice)
+        self.delivered = chunks
         sent: list[int] = list(resume.sent) if resume is not None else []
         with essential():
             for i in range(len(sent), len(chunks)):
@@ -137,7 +143,9 @@ class ReplyStreamer:
                 when = f" ({s.date})" if s.date else ""
                 lines.append(f"[{s.index}] {s.name}{where}{when}")
             body = f"{body}\n\n" + "\n".join(lines) if body else "\n".join(lines)
-        chunks = render(body) if body else []
+        if self.label:  # room left for a longer label (a side-by-side answer's mode, revealed after the vote)
+            body = f"{self.label}\n\n{body or ('' if notice else t('empty_answer', self.lang))}".strip()
+        chunks = render(body, TELEGRAM_LIMIT - LABEL_ROOM if self.label else TELEGRAM_LIMIT) if body else []
         if notice:
             # the notice belongs to this answer: one message (the last part plus the notice) when it fits
             if chunks and utf16_len(chunks[-1].text) + utf16_len(notice) + 2 <= TELEGRAM_LIMIT:
@@ -257,3 +265,12 @@ def guarded_text(text: str, actions: list[GuardAction], lang: str) -> tuple[str,
         elif action.action == "kept":
             notes.append(t("guard_language", lang))
     return text.strip(), notes
+
+
+def relabel(chunk: Chunk, old: str, new: str) -> Chunk:
+    """The first part of a labelled answer with its label `old` replaced by `new` (entities moved along)."""
+    if not chunk.text.startswith(old):
+        return chunk
+    shift = utf16_len(new) - utf16_len(old)
+    entities = [dict(e, offset=e["offset"] + shift) for e in chunk.entities]
+    return Chunk(new + chunk.text[len(old):], entities)

@@ -42,6 +42,15 @@ ROWS = [
     Row("lang-show", "/lang", USER, "Answer language: auto (the language you write in)."),
     Row("lang-set", "/lang ru", USER, "Answer language: ru."),
     Row("lang-bad", "/lang xx", USER, "Usage: /lang ru, /lang en or /lang auto."),
+    Row("compare-menu", "/compare", USER, "Side by side: off.\nPick mode A:", "prompt · cloud"),
+    Row("compare-set", "/compare prompt | rag", USER, "Side by side: prompt · cloud vs rag · cloud."),
+    Row("compare-same", "/compare prompt | prompt", USER, "Pick two different modes to compare."),
+    Row("compare-usage", "/compare prompt", USER, "Usage: /compare <mode A> | <mode B>"),
+    Row("compare-unknown", "/compare prompt | nonsense", USER, "Unknown name “nonsense”."),
+    Row("compare-off", "/compare off", USER, "Side by side is off: one answer per question again."),
+    Row("leaderboard-empty", "/leaderboard", USER, "No votes yet in season 1."),
+    Row("leaderboard-reset-refused", "/leaderboard reset", USER, "Sorry, this command is for the bot's admins only."),
+    Row("leaderboard-reset", "/leaderboard reset", ADMIN, "New leaderboard season 2 started; earlier votes are kept."),
     Row("guards-refused", "/guards", USER, "Sorry, this command is for the bot's admins only."),
     Row("guards-show", "/guards", ADMIN, "Guards in this chat: loops on, language on, numbers on"),
     Row("guards-off", "/guards loops off", ADMIN, "Guard loops: off."),
@@ -128,10 +137,12 @@ async def test_menu_and_help_come_from_the_registry(bot: BotRunner, telegram: Fa
     menus = {c.get("language_code"): [x["command"] for x in json.loads(c["commands"])]
              if isinstance(c["commands"], str) else [x["command"] for x in c["commands"]]
              for c in telegram.calls_of("setMyCommands")}
-    assert menus[None] == menus["ru"] == ["start", "help", "mode", "reset", "stop", "steps", "usage", "retry", "lang"]
+    assert menus[None] == menus["ru"] == ["start", "help", "mode", "reset", "stop", "steps", "usage", "retry", "lang",
+                                       "compare", "leaderboard"]
     telegram.user_says(5, "/help", lang="ru")
     await telegram.wait_for(lambda: telegram.texts(5))
     assert "/reset — Забыть историю чата" in telegram.texts(5)[0] and "/prompt" not in telegram.texts(5)[0]
+    assert "память хранит победителя (ничья или без голоса: A)" in telegram.texts(5)[0]
 
 
 async def test_choosing_from_the_mode_menu_in_both_adapters(bot: BotRunner, telegram: FakeTelegram,

@@ -10,11 +10,11 @@ from __future__ import annotations
 from aiogram import Router
 
 from bot.commands import Registry
-from bot.handlers import chat, commands, errors, feedback
+from bot.handlers import chat, commands, compare, errors, feedback
 
 
 def build_router(registry: Registry) -> Router:
     root = Router(name="adaptbot")
     root.include_routers(errors.create_router(), chat.create_router(), commands.create_router(registry),
-                         feedback.create_router())
+                         feedback.create_router(), compare.create_router())
     return root

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from aiogram import Bot, F, Router
 from aiogram.types import Message, Update
 
+from bot.compare import CompareService
 from bot.config import Settings
 from bot.delivery import DeliveryJournal
 from bot.feedback import FeedbackStore
+from bot.handlers.compare import answer_side_by_side
 from bot.handlers.errors import user_message
 from bot.handlers.feedback import feedback_markup
 from bot.i18n import t
 from bot.service import ChatService, Question, ServiceError
 from bot.streaming import ReplyStreamer
+
+if TYPE_CHECKING:
+    from bot.app import Services
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +46,19 @@ async def addressed_text(message: Message, bot: Bot) -> str | None:
 
 
 async def on_text(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
-                  event_update: Update, deliveries: DeliveryJournal) -> None:
+                  event_update: Update, deliveries: DeliveryJournal, services: Services) -> None:
     text = await addressed_text(message, bot)
     if text is None:
         return
-    await answer(message, bot, chat_service, settings, lang, event_update.update_id, text, deliveries)
+    await answer(message, bot, chat_service, settings, lang, event_update.update_id, text, deliveries,
+                 compare=services.compare)
 
 
 async def answer(message: Message, bot: Bot, chat_service: ChatService, settings: Settings, lang: str,
                  update_id: int, text: str, deliveries: DeliveryJournal, retry: Question | None = None,
-                 feedback: bool = True) -> None:
-    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again).
+                 feedback: bool = True, compare: CompareService | None = None) -> None:
+    """Answer `text` in the message's chat, streaming the reply (`retry`: the question asked again; `compare`:
+    a chat in compare mode gets two answers side by side, except for /retry).
 
     `feedback`: 👍/👎 under the final answer when FEEDBACK_BUTTONS is on, and reactions and /fix replies on its
     messages find it (a caller with buttons of its own, such as a side-by-side answer, passes False)."""
@@ -77,6 +85,9 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
                                      resume=delivered, markup=buttons if stored.complete else None)
         if feedback:
             await _link(chat_service, chat_id, update_id, sent)
+        return
+    if prepared.compare is not None and compare is not None and retry is None:
+        await answer_side_by_side(message, bot, compare, settings, lang, update_id, text, prepared)
         return
     notice: str | None = None
     async with streamer:

@@ -43,6 +43,7 @@ class ChatSettings(Base):
     guard_language: Mapped[bool] = mapped_column(Boolean, default=True)
     guard_numbers: Mapped[bool] = mapped_column(Boolean, default=True)
     lang: Mapped[str | None] = mapped_column(String(8), nullable=True)  # "ru" | "en"; None: auto
+    compare: Mapped[str | None] = mapped_column(String(420), nullable=True)  # "LEVEL MODEL|LEVEL MODEL"; None: off
 
 
 class GuardEvent(Base):
@@ -141,6 +142,8 @@ class Comparison(Base):
     level_b: Mapped[str] = mapped_column(String(64))
     model_b: Mapped[str] = mapped_column(String(200))
     answer_b: Mapped[str] = mapped_column(Text)
+    memory_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # messages.id the chat's memory keeps
+    shown: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON: the Telegram messages showing it
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -167,6 +167,33 @@ def get_comparison(session: Session, compare_id: int) -> Comparison | None:
     return session.get(Comparison, compare_id)
 
 
+def add_messages(session: Session, rows: list[dict[str, object]]) -> list[int]:
+    """Store messages (dicts of Message columns) and return their ids, in order."""
+    messages = [Message(**row) for row in rows]
+    session.add_all(messages)
+    session.flush()
+    return [m.id for m in messages]
+
+
+def link_comparison(session: Session, compare_id: int, *, memory_id: int | None = None,
+                    shown: str | None = None) -> None:
+    """Note which stored answer the chat's memory keeps for a comparison, and how it is shown (JSON)."""
+    row = session.get(Comparison, compare_id)
+    if row is None:
+        raise InvalidVerdict(f"no comparison {compare_id}")
+    if memory_id is not None:
+        row.memory_id = memory_id
+    if shown is not None:
+        row.shown = shown
+
+
+def keep_answer(session: Session, message_id: int, content: str, level: str, model: str) -> None:
+    """Make a stored answer another one (the side-by-side winner): the chat's memory keeps this text and mode."""
+    message = session.get(Message, message_id)
+    if message is not None and message.role == "assistant":
+        message.content, message.level, message.model, message.complete = content, level, model, True
+
+
 def current_season(session: Session) -> int:
     value = get_setting(session, SEASON_KEY)
     return int(value) if value else 1
