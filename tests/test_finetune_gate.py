@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 from bot.cli import main as adaptbot
 from bot.storage import Database, repo
 from finetune.evaluate import EvalRequest, refusals
+from tests.conftest import BotRunner
+from tests.fakes.telegram_server import FakeTelegram
 from tests.test_dataset import turn
 from tests.tiny_hf import FAST_TRAIN_OVERRIDES, GREETING_NAMES, build_tiny_llama
 
@@ -177,3 +179,23 @@ def test_the_gate_refuses_a_fine_tune_not_better_than_its_base_or_that_forgets_t
     after = {"cases": _figures(tuned[0]), "general": _figures(tuned[1])}
     assert refusals(before, after, request) == reasons
 
+
+async def test_mode_lists_a_measured_fine_tune_with_its_gain(bot: BotRunner, telegram: FakeTelegram) -> None:
+    data_dir = bot.tmp_path / "data"
+    gguf = bot.tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")  # listed, never loaded: /mode does not load models
+    measured = {"name": "support", "gguf": str(gguf), "base": "tiny",
+                "eval": {"gain": 0.1834, "cases": 40, "accuracy": 0.9, "accuracy_ci": [0.77, 0.96], "forgetting": 0.0}}
+    plain = {"name": "plain", "gguf": str(gguf), "base": "tiny"}  # fine-tuned without --eval
+    (data_dir / "finetuned").mkdir(parents=True)
+    for entry in (measured, plain):
+        (data_dir / "finetuned" / f"{entry['name']}.json").write_text(json.dumps(entry))
+    await bot.start(default_mode="zero-shot")
+    telegram.user_says(1, "/mode")
+    telegram.user_says(2, "/mode", lang="ru")
+    await telegram.wait_for(lambda: telegram.texts(1) and telegram.texts(2))
+    lines = telegram.texts(1)[0].splitlines()
+    assert "◦ finetuned:support  +18% on 40 cases — fine-tuned model support (base: tiny)" in lines
+    assert "◦ finetuned:plain — fine-tuned model plain (base: tiny)" in lines
+    assert "◦ finetuned:support  +18% на примерах: 40 — дообученная модель support (база: tiny)" in \
+        telegram.texts(2)[0].splitlines()
