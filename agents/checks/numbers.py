@@ -69,6 +69,8 @@ _PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d[\d ()\-]{6,}\d|(?:\d{1,3} ?)?\(\d{3,5
 _LIST_MARKER_RE = re.compile(r"(?m)^[ \t>]*(?:#+[ \t]*)?(?:\*\*)?\d{1,3}[.)](?=[ \t])")
 _CITATION_RE = re.compile(r"\[\d{1,2}\]")  # `[1]`: a rag answer citing its first source, not a figure
 _GROUP_SPACE = "\u0020\u00a0\u202f\u2009\u2007"  # space, no-break, narrow no-break, thin, figure
+_GROUP_SPACE_RE = re.compile(f"[{_GROUP_SPACE}]")
+_SEPARATOR_RE = re.compile(r"[.,]")
 _NUMBER_RE = re.compile(
     rf"""(?P<num>\d{{1,3}}(?:[{_GROUP_SPACE}]\d{{3}}(?!\d))+(?:[.,]\d+)*|\d+(?:[.,]\d+)*)
     (?P<suffix>
@@ -94,9 +96,7 @@ _WORDS = {
     "одиннадцать": 11, "двенадцать": 12, "пятнадцать": 15, "двадцать": 20, "тридцать": 30, "сорок": 40,
     "пятьдесят": 50, "сто": 100, "тысяча": 1000,
 }
-# A whole word (a run of letters) that is one of _WORDS: one scan, not a lookup per word.
-_NUMBER_WORD_RE = re.compile(
-    r"(?<![a-zа-яё])(?:" + "|".join(sorted(_WORDS, key=len, reverse=True)) + r")(?![a-zа-яё])", re.I)
+_WORD_RE = re.compile(r"[a-zа-яё]+", re.I)
 _DIGIT_RE = re.compile(r"\d")
 # What each family of patterns cannot match without: most texts have none of it, and one scan says so.
 _NUMERIC_DATE_HINT_RE = re.compile(r"\d[-./]\d")  # 2024-03-01, 01.03.2024, 01/03/2024, 2024/03/01
@@ -140,9 +140,11 @@ def _month(name: str) -> int:
 
 def _parse_digits(raw: str, russian: bool) -> list[Decimal]:
     """The value(s) of a run of digits and separators (several when it is a list like `1,2,3`)."""
-    raw = re.sub(f"[{_GROUP_SPACE}]", "", raw)
-    seps = re.findall(r"[.,]", raw)
-    groups = re.split(r"[.,]", raw)
+    if raw.isdecimal():  # most figures: no separator to weigh
+        return [Decimal(raw)]
+    raw = _GROUP_SPACE_RE.sub("", raw)
+    seps = _SEPARATOR_RE.findall(raw)
+    groups = _SEPARATOR_RE.split(raw)
     try:
         if not seps:
             return [Decimal(raw)]
@@ -262,8 +264,12 @@ def _date_patterns(text: str) -> list[re.Pattern[str]]:
 
 def _number_words(text: str) -> list[NumberMention]:
     """A source's number words (`twenty`, `двадцать`)."""
-    return [NumberMention(m.group(0), m.start(), frozenset({_num(Decimal(_WORDS[m.group(0).lower()]))}))
-            for m in _NUMBER_WORD_RE.finditer(text)]
+    found = []
+    for m in _WORD_RE.finditer(text):
+        value = _WORDS.get(m.group(0).lower())
+        if value is not None:
+            found.append(NumberMention(m.group(0), m.start(), frozenset({_num(Decimal(value))})))
+    return found
 
 
 def invented_numbers(answer: str, sources: Iterable[str]) -> list[str]:
