@@ -176,18 +176,18 @@ def evaluate(out: Path, request: EvalRequest, files: Mapping[str, Path], base: P
     for quant in files:
         entry: dict[str, Any] = {"file": Path(files[quant]).name, **{name: summaries[name][quant] for name in sets}}
         entry["gain"] = _difference(entry["cases"], record["base"]["cases"])
-        entry["forgetting"] = (-_difference(entry["general"], record["base"]["general"])
-                               if "general" in sets and _difference(entry["general"], record["base"]["general"])
-                               is not None else None)
+        # what it lost on the general set (negative: it gained there too)
+        entry["forgetting"] = _difference(record["base"]["general"], entry["general"]) if "general" in sets else None
         entry["refused"] = refusals(record["base"], entry, request) if request.gate else []
         record["exports"][quant] = entry
     return record
 
 
-def _difference(after: Mapping[str, Any], before: Mapping[str, Any]) -> float | None:
-    if after.get("accuracy") is None or before.get("accuracy") is None:
+def _difference(minuend: Mapping[str, Any], subtrahend: Mapping[str, Any]) -> float | None:
+    """Accuracy of one minus the other's (None when either graded nothing)."""
+    if minuend.get("accuracy") is None or subtrahend.get("accuracy") is None:
         return None
-    return round(after["accuracy"] - before["accuracy"], 4)
+    return round(minuend["accuracy"] - subtrahend["accuracy"], 4) + 0.0  # + 0.0: never -0.0
 
 
 def refusals(base: Mapping[str, Any], tuned: Mapping[str, Any], request: EvalRequest) -> list[str]:
