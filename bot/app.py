@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.default import DefaultBotProperties
@@ -72,20 +72,40 @@ def build_models(settings: Settings) -> ModelRegistry:
                                  base_url=settings.openai_base_url, timeout=settings.openai_timeout,
                                  max_retries=settings.openai_max_retries, temperature=settings.temperature))
     try:
-        from agents.backends.local import LoadedModels, LocalBackend, LocalSampling, finetuned_provider
+        from agents.backends.local import LocalBackend, finetuned_provider
     except ImportError:  # pragma: no cover - llama-cpp-python missing
         log.warning("llama-cpp-python is not installed: local models are off")
         return models
-    llama = dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
-                 n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
-                 extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens,
-                 prompt_cache_mb=settings.local_prompt_cache_mb, loaded=LoadedModels(settings.local_max_loaded_models),
-                 sampling=LocalSampling(settings.local_repeat_penalty, settings.local_frequency_penalty,
-                                        settings.local_presence_penalty, settings.local_retry_repeat_penalty))
+    llama = local_options(settings)
     models.register(LocalBackend(model_path=settings.local_model_path, repo=settings.local_model_repo,
                                  filename=settings.local_model_file, **llama))
     models.add_provider(finetuned_provider(settings.data_dir, **llama))
     return models
+
+
+def local_options(settings: Settings) -> dict[str, Any]:
+    """How every local GGUF is run (LOCAL_* settings): the `LocalBackend` arguments besides its file and name."""
+    from agents.backends.local import LoadedModels, LocalSampling
+
+    return dict(cache_dir=settings.data_dir / "models", n_ctx=settings.local_n_ctx,
+                n_threads=settings.local_n_threads, n_gpu_layers=settings.local_n_gpu_layers,
+                extra_buffers=settings.local_extra_buffers, max_tokens=settings.local_max_tokens,
+                prompt_cache_mb=settings.local_prompt_cache_mb, loaded=LoadedModels(settings.local_max_loaded_models),
+                sampling=LocalSampling(settings.local_repeat_penalty, settings.local_frequency_penalty,
+                                       settings.local_presence_penalty, settings.local_retry_repeat_penalty))
+
+
+def build_brain(settings: Settings, models: ModelRegistry) -> Brain:
+    """The brain the chats use, over `models`; raises ConfigError for a bad prompts file."""
+    brain = Brain(default_levels(), models, prompts_path=settings.prompts_path,
+                  token_budget=settings.history_token_budget, max_steps=settings.agent_max_steps,
+                  rag_top_k=settings.rag_top_k,
+                  turn_timeout=settings.openai_timeout * (settings.openai_max_retries + 1) + 5.0)
+    try:
+        brain.prompts()
+    except Exception as exc:  # noqa: BLE001 - reported as a configuration error
+        raise ConfigError(f"invalid setting PROMPTS_PATH: {exc}") from None
+    return brain
 
 
 def build_tools(settings: Settings, brain: Brain) -> None:
@@ -111,14 +131,7 @@ def build_tools(settings: Settings, brain: Brain) -> None:
 
 async def create_services(settings: Settings) -> Services:
     """Everything long-lived, created once and injected; raises ConfigError for a bad setting."""
-    brain = Brain(default_levels(), build_models(settings), prompts_path=settings.prompts_path,
-                  token_budget=settings.history_token_budget, max_steps=settings.agent_max_steps,
-                  rag_top_k=settings.rag_top_k,
-                  turn_timeout=settings.openai_timeout * (settings.openai_max_retries + 1) + 5.0)
-    try:
-        brain.prompts()
-    except Exception as exc:  # noqa: BLE001 - reported as a configuration error
-        raise ConfigError(f"invalid setting PROMPTS_PATH: {exc}") from None
+    brain = build_brain(settings, build_models(settings))
     try:
         default_level, default_model = brain.parse_mode(settings.default_mode.split(), DEFAULT_LEVEL,
                                                         DEFAULT_MODEL)

@@ -22,6 +22,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "mode_menu": {"en": "Current mode: {mode}\nChoose a level and a model:", "ru": "Текущий режим: {mode}\nВыберите уровень и модель:"},
     "mode_set": {"en": "Mode: {mode}", "ru": "Режим: {mode}"},
     "mode_unavailable": {"en": "unavailable: {reason}", "ru": "недоступна: {reason}"},
+    "mode_gain": {"en": "{gain} on {cases} cases", "ru": "{gain} на примерах: {cases}"},
     "mode_unknown": {
         "en": "Unknown name “{name}”. Levels: {levels}. Models: {models}.",
         "ru": "Неизвестное имя «{name}». Уровни: {levels}. Модели: {models}.",

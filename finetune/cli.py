@@ -6,9 +6,15 @@
     finetune train   --out DIR [--config FILE] [--set ...] [--resume]
     finetune merge   --out DIR
     finetune export  --out DIR [--quant LIST] [--config FILE] [--set ...]
+    finetune evaluate --out DIR --eval CASES [--eval-general CASES2] [--gate [--max-forget 0.03]]
+                      [--eval-level zero-shot|prompt|agent] [--eval-repeats N]
     finetune verify  --out DIR [--data-dir DIR] [--config FILE] [--set ...]
+The whole pipeline takes the evaluate flags too: with --eval it measures the fine-tune against its base before
+verification registers it; with --gate only a fine-tune better than its base (and that forgets at most
+--max-forget on --eval-general) is registered.
 
-Exit codes: 0 done, 1 conversion or verification failed, 2 bad input (nothing was changed), 130 interrupted.
+Exit codes: 0 done, 1 conversion or verification failed or the gate refused, 2 bad input (nothing was changed),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from pathlib import Path
 
 from finetune.config import DEFAULT_CONFIG, parse_set
 from finetune.errors import FinetuneError, UsageError
+from finetune.evaluate import DEFAULT_MAX_FORGET, LEVELS, GateError, request_from_args
 from finetune.export import QUANTS
 from finetune.pipeline import DEFAULT_QUANTS, STAGES
 
@@ -42,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"finetune: error: {exc}", file=sys.stderr)
         return 2
+    except GateError as exc:
+        print(f"finetune: not registered: {exc}", file=sys.stderr)
+        return 1
     except FinetuneError as exc:
         print(f"finetune: failed: {exc}", file=sys.stderr)
         return 1
@@ -58,11 +68,15 @@ def _run(stage: str | None, args: argparse.Namespace) -> None:
 
     overrides = parse_set(getattr(args, "set", None) or [])
     config_file = getattr(args, "config", None)
+    evaluation = None
+    if stage in (None, "evaluate"):  # checked (both case files read) before anything runs
+        evaluation = request_from_args(args.eval, args.eval_general, args.gate, args.max_forget, args.eval_level,
+                                       args.eval_repeats)
     quiet_transformers()
     if stage is None:
         manifest = pipeline.run_pipeline(
             args.base, args.data, args.out, args.name, args.quant, args.data_dir, overrides,
-            config_file=config_file, resume=args.resume, cache_dir=args.cache_dir,
+            config_file=config_file, resume=args.resume, cache_dir=args.cache_dir, evaluation=evaluation,
         )
         _summary(manifest.to_dict(), args.out)
         return
@@ -73,6 +87,8 @@ def _run(stage: str | None, args: argparse.Namespace) -> None:
         "merge": lambda: pipeline.merge(args.out),
         "export": lambda: pipeline.export(args.out, args.quant, config_file=config_file, overrides=overrides,
                                           cache_dir=args.cache_dir),
+        "evaluate": lambda: pipeline.evaluate(args.out, evaluation, args.data_dir, config_file=config_file,  # type: ignore[arg-type]
+                                              overrides=overrides, cache_dir=args.cache_dir),
         "verify": lambda: pipeline.verify(args.out, args.data_dir, config_file=config_file, overrides=overrides),
     }
     actions[stage]()
@@ -86,6 +102,15 @@ def _summary(manifest: dict, out: Path) -> None:
     for r in manifest["verification"].values():
         print(f"{r['file']}: {'verified' if r['passed'] else 'FAILED'} "
               f"(rel_l2 {r['rel_l2']:.2e}, top-1 agreement {r['top1_agreement']:.3f}, {r['criterion']})")
+    evaluation = manifest.get("evaluation") or {}
+    if evaluation:
+        from finetune.evaluate import gain_text
+
+        base = evaluation["base"]["cases"]
+        print(f"base model: {base['accuracy'] * 100:.0f}% on {base['cases']} cases" if base["accuracy"] is not None
+              else "base model: nothing graded")
+        for entry in evaluation["exports"].values():
+            print(f"{entry['file']}: {gain_text(entry)}")
     if manifest.get("registry"):
         print(f"registered as finetuned:{manifest['name']} ({manifest['registry']})")
     print(f"manifest: {Path(out) / 'manifest.json'}")
@@ -117,6 +142,7 @@ def _parser(stage: str | None) -> argparse.ArgumentParser:
         "train": "train LoRA adapters on the prepared data",
         "merge": "merge the adapter into the float32 base",
         "export": "convert to GGUF with llama.cpp's converter and quantize",
+        "evaluate": "run the cases on the base's GGUF and each exported GGUF (what it learned, what it forgot)",
         "verify": "compare each GGUF with the merged model and register the verified ones for the bot",
     }
     p = argparse.ArgumentParser(prog=prog, description=descriptions[stage],
@@ -139,10 +165,23 @@ def _parser(stage: str | None) -> argparse.ArgumentParser:
                        help="override one setting, e.g. --set train.epochs=1 (repeatable)")
     if whole or stage in ("prepare", "train"):
         p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    if whole or stage == "verify":
+    if whole or stage == "evaluate":
+        p.add_argument("--eval", type=Path, default=None, required=stage == "evaluate", metavar="CASES",
+                       help="cases (the `adaptbot eval` format) run on the base's GGUF and on each exported GGUF")
+        p.add_argument("--eval-general", type=Path, default=None, metavar="CASES2",
+                       help="a general set, before and after: what the fine-tune forgot")
+        p.add_argument("--gate", action="store_true",
+                       help="register only a fine-tune better than its base on CASES (and within --max-forget)")
+        p.add_argument("--max-forget", type=float, default=None,
+                       help=f"with --gate and --eval-general: the accuracy it may lose there "
+                            f"(default {DEFAULT_MAX_FORGET})")
+        p.add_argument("--eval-level", default="zero-shot", help=f"the level the cases run at: {', '.join(LEVELS)} "
+                                                                 "(default zero-shot: the model alone)")
+        p.add_argument("--eval-repeats", type=int, default=3, help="run every case N times (default 3)")
+    if whole or stage in ("verify", "evaluate"):
         p.add_argument("--data-dir", type=Path, default=None,
                        help="where the bot keeps its data (default: $DATA_DIR or ./data)")
-    if whole or stage == "export":
+    if whole or stage in ("export", "evaluate"):
         p.add_argument("--cache-dir", type=Path, default=None,
                        help="where llama.cpp's converter is cached (default: ~/.cache/adaptbot/llama-cpp-src)")
     return p

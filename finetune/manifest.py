@@ -33,6 +33,8 @@ class Manifest:
     losses: dict[str, Any] = field(default_factory=dict)  # val_before, val_after, train curve, throughput
     exports: dict[str, Any] = field(default_factory=dict)  # quant -> {"file", "tensor_types"}
     verification: dict[str, Any] = field(default_factory=dict)  # quant -> Verification.to_dict()
+    # --eval: request, case sets, the base's figures and each file's (gain, forgetting, why the gate refused it)
+    evaluation: dict[str, Any] = field(default_factory=dict)
     stages: dict[str, Any] = field(default_factory=dict)  # stage -> {"seconds", "finished"}
     files: dict[str, str] = field(default_factory=dict)  # path relative to DIR -> sha256
     registry: str | None = None  # the registry file written for the bot

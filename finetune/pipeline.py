@@ -6,6 +6,7 @@
     DIR/adapter/                     the LoRA adapter and tokenizer            (train)
     DIR/merged/                      base + adapter in float32, tokenizer      (merge)
     DIR/<name>-<quant>.gguf          llama.cpp files                           (export)
+    DIR/base-gguf/, DIR/eval/        the base as a GGUF, the case reports      (evaluate, with --eval)
     DIR/manifest.json                everything above, with figures and sha256 (every stage)
 and, after verification, `<data_dir>/finetuned/<name>.json` for the bot.
 """
@@ -24,6 +25,7 @@ from finetune import data as datamod
 from finetune import gguf_base
 from finetune.config import Config, load_config
 from finetune.errors import DataError, UsageError, VerificationError
+from finetune.evaluate import EvalRequest, GateError
 from finetune.export import parse_quants
 from finetune.manifest import MANIFEST, Manifest, now
 from finetune.registry import check_name, default_data_dir, register
@@ -31,7 +33,7 @@ from finetune.registry import check_name, default_data_dir, register
 log = logging.getLogger("finetune")
 
 DEFAULT_QUANTS = ("f16", "q8_0", "q4_K_M")
-STAGES = ("prepare", "train", "merge", "export", "verify")
+STAGES = ("prepare", "train", "merge", "export", "evaluate", "verify")
 
 
 def run_pipeline(
@@ -47,13 +49,20 @@ def run_pipeline(
     resume: bool = False,
     cache_dir: Path | None = None,
     progress: bool = True,
+    evaluation: EvalRequest | None = None,
 ) -> Manifest:
-    """Every stage in order; returns the final manifest (also in `out/manifest.json`)."""
+    """Every stage in order; returns the final manifest (also in `out/manifest.json`).
+
+    `evaluation` (checked by `finetune.evaluate.request_from_args` before this starts): the fine-tune is measured
+    against its base before verification registers it, and with its gate on, registered only if it is better.
+    """
     quant_list = parse_quants(quants)  # bad names fail before hours of training
     prepare(base, data, out, name, config_file=config_file, overrides=overrides, resume=resume)
     train(out, resume=resume, progress=progress)
     merge(out)
     export(out, quant_list, cache_dir=cache_dir)
+    if evaluation is not None:
+        evaluate(out, evaluation, data_dir, cache_dir=cache_dir)
     return verify(out, data_dir)
 
 
@@ -201,9 +210,48 @@ def export(
         manifest.quants = quant_list
         manifest.exports = {f.quant: {"file": f.path.name, "tensor_types": f.tensor_types} for f in files}
         manifest.verification = {}  # new files: earlier figures no longer apply
+        manifest.evaluation = {}
         manifest.hash_files(out, [f.path for f in files])
         timer(manifest)
     return manifest
+
+
+def evaluate(
+    out: Path,
+    request: EvalRequest,
+    data_dir: Path | None = None,
+    *,
+    config_file: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    cache_dir: Path | None = None,
+) -> Manifest:
+    """Run the cases on the base's GGUF and on every exported GGUF; record accuracy, gain, forgetting, the gate."""
+    from finetune import evaluate as evalmod
+
+    out = Path(out)
+    manifest = Manifest.load(out)
+    config = _config(manifest, config_file, overrides)
+    files = _exported_files(out, manifest)
+    with _stage(out, "evaluate") as timer:
+        base = evalmod.base_gguf(out, manifest, list(files), config.export.pre_tokenizer, cache_dir)
+        manifest.evaluation = evalmod.evaluate(out, request, files, base, data_dir)
+        for quant, entry in manifest.evaluation["exports"].items():
+            log.info("evaluate: %s: %s%s", files[quant].name, evalmod.gain_text(entry),
+                     f"; the gate refuses it: {'; '.join(entry['refused'])}" if entry["refused"] else "")
+        if (out / evalmod.BASE_GGUF_DIR).is_dir():
+            manifest.hash_files(out, [out / evalmod.BASE_GGUF_DIR])
+        timer(manifest)
+    return manifest
+
+
+def _exported_files(out: Path, manifest: Manifest) -> dict[str, Path]:
+    if not manifest.exports:
+        raise UsageError(f"no GGUF files recorded in {out / MANIFEST}; run the export stage first")
+    files = {quant: out / info["file"] for quant, info in manifest.exports.items()}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise UsageError(f"exported files are missing: {', '.join(missing)}; run the export stage again")
+    return files
 
 
 def verify(
@@ -213,18 +261,15 @@ def verify(
     config_file: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
 ) -> Manifest:
-    """Compare every exported GGUF with the merged model; register the verified ones for the bot."""
+    """Compare every exported GGUF with the merged model; register the verified ones the gate (if any) let through."""
     from finetune.verify import verify as verify_files
 
     out = Path(out)
     manifest = Manifest.load(out)
     config = _config(manifest, config_file, overrides)
-    if not manifest.exports:
-        raise UsageError(f"no GGUF files recorded in {out / MANIFEST}; run the export stage first")
-    files = {quant: out / info["file"] for quant, info in manifest.exports.items()}
-    missing = [str(p) for p in files.values() if not p.is_file()]
-    if missing:
-        raise UsageError(f"exported files are missing: {', '.join(missing)}; run the export stage again")
+    files = _exported_files(out, manifest)
+    evaluated = manifest.evaluation.get("exports", {})
+    refused = {quant: e["refused"] for quant, e in evaluated.items() if e.get("refused")}
     with _stage(out, "verify") as timer:
         prepared = out / "prepared"
         convs = datamod.read_split(prepared / "val.jsonl") + datamod.read_split(prepared / "train.jsonl")
@@ -232,19 +277,27 @@ def verify(
         results = verify_files(out / "merged", files, samples, config.verify, manifest.data.get("end_of_turn"))
         manifest.config = config.to_dict()
         manifest.verification = {quant: r.to_dict() for quant, r in results.items()}
-        passed = {quant: files[quant] for quant, r in results.items() if r.passed}
+        passed = {quant: files[quant] for quant, r in results.items() if r.passed and quant not in refused}
         if passed:
+            from finetune.evaluate import registry_summary
+
             target = Path(data_dir) if data_dir is not None else default_data_dir()
-            manifest.registry = str(register(manifest.name, passed, manifest.base, target).resolve())
+            summary = {quant: registry_summary(e) for quant, e in evaluated.items() if e.get("gain") is not None}
+            manifest.registry = str(register(manifest.name, passed, manifest.base, target, summary,
+                                             out / MANIFEST).resolve())
             log.info("verify: registered %s as finetuned:%s -> %s", ", ".join(passed), manifest.name,
                      manifest.registry)
         timer(manifest)
     failed = {quant: r for quant, r in results.items() if not r.passed}
+    registered = f"; registered only {', '.join(passed)}" if passed else "; nothing was registered"
     if failed:
         raise VerificationError("verification failed for " + "; ".join(
             f"{quant}: {', '.join(r.problems)} (rel_l2={r.rel_l2:.2e}, top1={r.top1_agreement:.3f})"
             for quant, r in failed.items()
-        ) + (f"; registered only {', '.join(passed)}" if passed else "; nothing was registered"))
+        ) + registered)
+    if refused:
+        raise GateError("the gate refused " + "; ".join(
+            f"{files[quant].name}: {', '.join(reasons)}" for quant, reasons in refused.items()) + registered)
     return manifest
 
 

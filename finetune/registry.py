@@ -1,6 +1,7 @@
 """Register a fine-tuned model for the bot: `<data_dir>/finetuned/<name>.json`, read on each /mode listing.
 
-    {"name": ..., "gguf": "<abs path of the preferred file>", "files": {quant: abs path}, "base": ..., "created": ...}
+    {"name": ..., "gguf": "<abs path of the preferred file>", "files": {quant: abs path}, "base": ..., "created": ...,
+     "eval": {"gain": 0.18, "cases": 40, ...} (with --eval: the served file's), "manifest": "<the run's manifest>"}
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from finetune.errors import UsageError
 from finetune.manifest import now, write_json_atomic
@@ -36,8 +38,12 @@ def preferred(files: dict[str, Path]) -> Path:
     return next(iter(files.values()))
 
 
-def register(name: str, files: dict[str, Path], base: str, data_dir: Path) -> Path:
-    """Write the registry entry atomically (a running bot never reads half a file); return its path."""
+def register(name: str, files: dict[str, Path], base: str, data_dir: Path,
+             evaluation: dict[str, dict[str, Any]] | None = None, manifest: Path | None = None) -> Path:
+    """Write the registry entry atomically (a running bot never reads half a file); return its path.
+
+    `evaluation`: per quant, what /mode shows of the served file (`{"gain", "cases", ...}`).
+    """
     check_name(name)
     if not files:
         raise UsageError("no verified GGUF file to register")
@@ -49,4 +55,9 @@ def register(name: str, files: dict[str, Path], base: str, data_dir: Path) -> Pa
         "base": base,
         "created": now(),
     }
+    served = next(quant for quant, path in files.items() if path == preferred(files))
+    if evaluation and served in evaluation:
+        entry["eval"] = evaluation[served]
+    if manifest is not None:
+        entry["manifest"] = str(Path(manifest).resolve())
     return write_json_atomic(Path(data_dir) / "finetuned" / f"{name}.json", entry)

@@ -251,4 +251,4 @@ def test_converter_download_failure_says_what_is_needed(monkeypatch: pytest.Monk
 
 def test_help_lists_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
-    assert "prepare,train,merge,export,verify" in capsys.readouterr().out
+    assert "prepare,train,merge,export,evaluate,verify" in capsys.readouterr().out

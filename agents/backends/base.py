@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from langchain_core.language_models import BaseChatModel
 
@@ -17,6 +17,8 @@ class Backend(ABC):
     name: str
     description: Mapping[str, str]  # language code -> one line
     shared_worker: ClassVar[bool] = False  # True: one worker serves every chat (turns queue for it)
+    # A fine-tune measured against its base (`adaptbot finetune --eval`): {"gain": 0.18, "cases": 40, ...}
+    evaluation: Mapping[str, Any] | None = None
 
     @abstractmethod
     def chat_model(self) -> BaseChatModel:

@@ -334,7 +334,7 @@ class FinetunedProvider:
             entry = self._read(manifest)
             if entry is None:
                 continue
-            name, gguf, base = entry
+            name, gguf, base, evaluation = entry
             key = f"finetuned:{name}"
             if key in found:
                 self._warn(manifest, f"duplicate fine-tuned model name {name!r}")
@@ -351,6 +351,7 @@ class FinetunedProvider:
                     **self._llama_kwargs,
                 )
                 self._backends[(name, gguf)] = backend
+            backend.evaluation = evaluation  # re-registered over the same file: the new figures
             found[key] = backend
         for pair in [p for p, b in self._backends.items() if found.get(f"finetuned:{p[0]}") is not b]:
             self._forget(self._backends.pop(pair))  # re-registered with another GGUF, or removed
@@ -362,7 +363,7 @@ class FinetunedProvider:
         else:
             backend.worker.release()
 
-    def _read(self, manifest: Path) -> tuple[str, Path, str] | None:
+    def _read(self, manifest: Path) -> tuple[str, Path, str, dict[str, Any] | None] | None:
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
             name, gguf = data["name"], data["gguf"]
@@ -377,7 +378,10 @@ class FinetunedProvider:
             self._warn(manifest, f"ignoring fine-tuned model {name!r}: GGUF file not found: {path}")
             return None
         base = data.get("base")
-        return name.strip(), path, base if isinstance(base, str) else ""
+        evaluation = data.get("eval")
+        measured = (isinstance(evaluation, dict) and isinstance(evaluation.get("gain"), int | float)
+                    and isinstance(evaluation.get("cases"), int))
+        return name.strip(), path, base if isinstance(base, str) else "", evaluation if measured else None
 
     def _warn(self, manifest: Path, message: str) -> None:
         """Log once per manifest version (the registry rescans on every lookup)."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 from agents.checks.text import CYRILLIC, mask_code_and_urls
@@ -102,13 +102,7 @@ def _translit_score(words: list[str], tiebreak: Callable[[str], float], common_w
     lowered = [w.lower() for w in words]
     # Distinct words: a table or a list repeating one word must not outvote the rest.
     distinct = list(dict.fromkeys(lowered))
-    cyrtranslit = _round_trip()
-    changed = 0
-    for word in distinct:
-        cyrillic = cyrtranslit.to_cyrillic(word, "ru")
-        # `x` stays Latin, `th` becomes `з` and comes back as `z`: neither is how Russian is written in Latin.
-        if _ASCII_LETTER_RE.search(cyrillic) or _canonical(cyrtranslit.to_latin(cyrillic, "ru")) != _canonical(word):
-            changed += 1
+    changed = sum(_not_translit(word) for word in distinct)
     if changed * 4 > len(distinct):  # a typo or two in translit is fine; English words change by the dozen
         return -1.0
     russian = sum(w in _RU_WORDS or _canonical(w) in _RU_WORDS for w in distinct)
@@ -116,6 +110,17 @@ def _translit_score(words: list[str], tiebreak: Callable[[str], float], common_w
     if votes and common_words:
         return float(votes)
     return tiebreak(" ".join(distinct))
+
+
+# Answers share most of their words: each word's round trip is worked out once (bounded: words are short).
+@lru_cache(maxsize=65536)
+def _not_translit(word: str) -> bool:
+    """Whether the round trip Latin -> Cyrillic -> Latin changes `word` (lower case): Russian translit survives it."""
+    cyrtranslit = _round_trip()
+    cyrillic = cyrtranslit.to_cyrillic(word, "ru")
+    # `x` stays Latin, `th` becomes `з` and comes back as `z`: neither is how Russian is written in Latin.
+    back = cyrtranslit.to_latin(cyrillic, "ru")
+    return bool(_ASCII_LETTER_RE.search(cyrillic)) or _canonical(back) != _canonical(word)
 
 
 def fasttext_tiebreak(latin: str) -> float:

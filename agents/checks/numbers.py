@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from agents.checks.text import cyrillic_share, mask_code_and_urls
 
@@ -68,6 +69,8 @@ _PHONE_RE = re.compile(r"(?<![\w+])(?:\+\d[\d ()\-]{6,}\d|(?:\d{1,3} ?)?\(\d{3,5
 _LIST_MARKER_RE = re.compile(r"(?m)^[ \t>]*(?:#+[ \t]*)?(?:\*\*)?\d{1,3}[.)](?=[ \t])")
 _CITATION_RE = re.compile(r"\[\d{1,2}\]")  # `[1]`: a rag answer citing its first source, not a figure
 _GROUP_SPACE = "\u0020\u00a0\u202f\u2009\u2007"  # space, no-break, narrow no-break, thin, figure
+_GROUP_SPACE_RE = re.compile(f"[{_GROUP_SPACE}]")
+_SEPARATOR_RE = re.compile(r"[.,]")
 _NUMBER_RE = re.compile(
     rf"""(?P<num>\d{{1,3}}(?:[{_GROUP_SPACE}]\d{{3}}(?!\d))+(?:[.,]\d+)*|\d+(?:[.,]\d+)*)
     (?P<suffix>
@@ -94,6 +97,13 @@ _WORDS = {
     "пятьдесят": 50, "сто": 100, "тысяча": 1000,
 }
 _WORD_RE = re.compile(r"[a-zа-яё]+", re.I)
+_DIGIT_RE = re.compile(r"\d")
+# What each family of patterns cannot match without: most texts have none of it, and one scan says so.
+_NUMERIC_DATE_HINT_RE = re.compile(r"\d[-./]\d")  # 2024-03-01, 01.03.2024, 01/03/2024, 2024/03/01
+_MONTH_EN_HINT_RE = re.compile(r"Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec")  # _MONTH_EN: capitalised
+_MONTH_RU_HINT_RE = re.compile(r"январ|феврал|март|апрел|ма[яйе]|июн|июл|август|сентябр|октябр|ноябр|декабр", re.I)
+_PHONE_HINT_RE = re.compile(r"\+\d|\(\d|\d-\d")
+_TIME_HINT_RE = re.compile(r"\d(?::\d|\s?[ap]\.?m)", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +140,11 @@ def _month(name: str) -> int:
 
 def _parse_digits(raw: str, russian: bool) -> list[Decimal]:
     """The value(s) of a run of digits and separators (several when it is a list like `1,2,3`)."""
-    raw = re.sub(f"[{_GROUP_SPACE}]", "", raw)
-    seps = re.findall(r"[.,]", raw)
-    groups = re.split(r"[.,]", raw)
+    if raw.isdecimal():  # most figures: no separator to weigh
+        return [Decimal(raw)]
+    raw = _GROUP_SPACE_RE.sub("", raw)
+    seps = _SEPARATOR_RE.findall(raw)
+    groups = _SEPARATOR_RE.split(raw)
     try:
         if not seps:
             return [Decimal(raw)]
@@ -165,14 +177,17 @@ def _blank(text: str, start: int, end: int) -> str:
 
 def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
     """Every figure of `text` in order; `answer=False` reads a source (whole text, bare and scaled values)."""
-    russian = cyrillic_share(text) > 0.5
+    if not _DIGIT_RE.search(text):  # every pattern but the number words needs a digit: most texts end here
+        return [] if answer else _number_words(text)
+    # The language only changes how one comma between digits reads (see the module docstring)
+    russian = "," in text and cyrillic_share(text) > 0.5
     work = mask_code_and_urls(text) if answer else text
     if answer:
         work = _LIST_MARKER_RE.sub(lambda m: " " * len(m.group(0)), work)
         work = _CITATION_RE.sub(lambda m: " " * len(m.group(0)), work)
     found: list[NumberMention] = []
 
-    for pattern in _DATE_RES:
+    for pattern in _date_patterns(work):
         for m in pattern.finditer(work):
             groups = m.groupdict()
             year = int(groups["year"]) if groups.get("year") else None
@@ -187,13 +202,13 @@ def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
             found.append(NumberMention(m.group(0), m.start(), frozenset(keys)))
             work = _blank(work, m.start(), m.end())
 
-    for m in _PHONE_RE.finditer(work):
+    for m in _PHONE_RE.finditer(work) if _PHONE_HINT_RE.search(work) else ():
         digits = re.sub(r"\D", "", m.group(0))
         if len(digits) >= 7:
             found.append(NumberMention(m.group(0), m.start(), frozenset({("phone", digits[-10:])})))
             work = _blank(work, m.start(), m.end())
 
-    for m in _TIME_RE.finditer(work):
+    for m in _TIME_RE.finditer(work) if _TIME_HINT_RE.search(work) else ():
         hour, minute = int(m["h"]), int(m["m"] or 0)
         ampm = (m["ampm"] or m["ampm2"] or "").lower()
         if ampm and not 1 <= hour <= 12:
@@ -230,22 +245,53 @@ def extract_numbers(text: str, *, answer: bool = True) -> list[NumberMention]:
         found.append(NumberMention(m.group(0).rstrip(" ."), m.start(), frozenset(keys)))
 
     if not answer:
-        for m in _WORD_RE.finditer(text):
-            value = _WORDS.get(m.group(0).lower())
-            if value is not None:
-                found.append(NumberMention(m.group(0), m.start(), frozenset({_num(Decimal(value))})))
+        found += _number_words(text)
     found.sort(key=lambda mention: mention.start)
+    return found
+
+
+def _date_patterns(text: str) -> list[re.Pattern[str]]:
+    """The date patterns that can match `text`: each needs what its hint finds (one scan instead of several)."""
+    found = []
+    if _NUMERIC_DATE_HINT_RE.search(text):
+        found += _DATE_RES[:4]
+    if _MONTH_EN_HINT_RE.search(text):
+        found += _DATE_RES[4:6]
+    if _MONTH_RU_HINT_RE.search(text):
+        found.append(_DATE_RES[6])
+    return found
+
+
+def _number_words(text: str) -> list[NumberMention]:
+    """A source's number words (`twenty`, `двадцать`)."""
+    found = []
+    for m in _WORD_RE.finditer(text):
+        value = _WORDS.get(m.group(0).lower())
+        if value is not None:
+            found.append(NumberMention(m.group(0), m.start(), frozenset({_num(Decimal(value))})))
     return found
 
 
 def invented_numbers(answer: str, sources: Iterable[str]) -> list[str]:
     """The answer's figures, as written and without repeats, that no source states in any equivalent form."""
+    mentions = extract_numbers(answer)
+    if not mentions:  # nothing to look up: the sources are not read at all
+        return []
     known: set[Key] = set()
     for source in sources:
-        for mention in extract_numbers(source, answer=False):
-            known |= mention.keys
+        known |= _source_keys(source) if len(source) <= _CACHED_SOURCE_CHARS else _read_source(source)
     invented: list[str] = []
-    for mention in extract_numbers(answer):
+    for mention in mentions:
         if not mention.keys & known and mention.text not in invented:
             invented.append(mention.text)
     return invented
+
+
+def _read_source(text: str) -> frozenset[Key]:
+    return frozenset(key for mention in extract_numbers(text, answer=False) for key in mention.keys)
+
+
+# The same history turns, system prompt and passages are sources of many answers (a chat's every later turn, a
+# dataset export's every example of a chat): read each once. Bounded: at most 4096 texts of up to 4000 characters.
+_CACHED_SOURCE_CHARS = 4000
+_source_keys = lru_cache(maxsize=4096)(_read_source)

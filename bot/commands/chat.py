@@ -41,7 +41,10 @@ def mode_menu(ctx: Context, mode: Mode) -> Reply:
             desc = item.description.get(ctx.lang) or item.description.get("en", "")
             if reason:
                 desc = f"{desc} ({ctx.t('mode_unavailable', reason=reason)})"
-            lines.append(f"{'•' if name == current else '◦'} {name} — {desc}")
+            measured = item.evaluation if kind == "model" else None
+            gain = ("  " + ctx.t("mode_gain", gain=f"{measured['gain'] * 100:+.0f}%", cases=measured["cases"])
+                    if measured else "")
+            lines.append(f"{'•' if name == current else '◦'} {name}{gain} — {desc}")
             mark = "✅ " if name == current else "🚫 " if reason else ""
             row.append(Choice(f"{mark}{name}", "mode", name))
         rows.extend(row[i:i + 3] for i in range(0, len(row), 3))
