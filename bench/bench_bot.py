@@ -93,6 +93,10 @@ class BotProcess:
         with open(self.cwd / f"{self.name}.log", "wb") as log:  # the child keeps its own copy of the handle
             self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=log)
         self.ps = psutil.Process(self.proc.pid)
+        if self.argv[0].endswith("py-spy"):  # profiled: the figures are the Python process's, not py-spy's
+            while not self.ps.children():
+                time.sleep(0.01)
+            self.ps = self.ps.children()[0]
 
     def cpu(self) -> float:
         assert self.ps is not None
@@ -114,7 +118,7 @@ class BotProcess:
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.ps.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
             for _ in range(300):
                 if self.proc.poll() is not None:
                     break
@@ -235,12 +239,41 @@ async def main(args: argparse.Namespace) -> None:
         relay = BotProcess("relay", [sys.executable, str(THIS), "--relay", tg.token,
                                      tg.base_url, llm.base_url], bot_env(tg, llm, data), data)
         relay_figures = await measure("relay", relay, tg, llm, args, 1_000_000)
-        adaptbot = BotProcess("adaptbot", [sys.executable, "-m", "bot.cli", "run"], bot_env(tg, llm, data), data)
+        argv = [sys.executable, "-m", "bot.cli", "run"]
+        if args.profile:
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250",
+                    "--output", str(Path(args.profile).resolve()), "--", *argv]
+        adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
         ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)
         report(relay_figures, ours)
         print("\nadaptbot's costliest imports before polling (cumulative ms):")
         for ms, name in await import_costs(tg, llm, data):
             print(f"  {ms:6d}  {name}")
+        if args.profile:
+            await asyncio.sleep(1.0)  # py-spy writes its file as the bot exits
+            print_profile(Path(args.profile))
+
+
+def print_profile(path: Path, top: int = 15) -> None:
+    """py-spy's top entries of a collapsed-stack file: own time and total time per function, share of samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # one entry per function, not per line
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    print(f"\npy-spy: {samples} samples; top own time (share of all samples, idle included)")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {n / samples:6.1%}  {frame}")
+    print("top total time, bot code and libraries")
+    for frame, n in sorted(total.items(), key=lambda kv: -kv[1])[:top * 2]:
+        if "(asyncio" not in frame and "<module>" not in frame:
+            print(f"  {n / samples:6.1%}  {frame}")
 
 
 def relay_main(token: str, tg_base: str, llm_base: str) -> None:
@@ -280,6 +313,7 @@ if __name__ == "__main__":
     parser.add_argument("--chats", type=int, default=40)
     parser.add_argument("--rate", type=float, default=10.0, help="messages a second of the steady load")
     parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--profile", metavar="FILE", help="run adaptbot under py-spy; collapsed stacks to FILE")
     parser.add_argument("--relay", nargs=3, metavar=("TOKEN", "TELEGRAM", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.relay:
