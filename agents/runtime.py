@@ -190,6 +190,7 @@ class TurnRun:
         brain = self._brain
         backend = brain.models.get(model_name)
         level = brain.levels.get(level_name)
+        await backend.ready()  # the first question after start-up may wait for the client, not block the loop on it
         ctx = TurnContext(
             history=history, text=text, backend=backend,
             model=backend.retry_model() if self._retry else backend.chat_model(),

@@ -242,7 +242,7 @@ async def main(args: argparse.Namespace) -> None:
         argv = [sys.executable, "-m", "bot.cli", "run"]
         if args.profile:
             argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250",
-                    "--output", str(Path(args.profile).resolve()), "--", *argv]
+                    "--output", args.profile, "--", *argv]
         adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
         ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)
         report(relay_figures, ours)
@@ -319,4 +319,6 @@ if __name__ == "__main__":
     if args.relay:
         relay_main(*args.relay)
     else:
+        if args.profile:
+            args.profile = str(Path(args.profile).resolve())  # the bot runs in a directory of its own
         asyncio.run(main(args))

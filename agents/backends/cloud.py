@@ -30,6 +30,7 @@ class CloudBackend(Backend):
                             temperature=temperature)
         self._api_key = api_key
         self._model: BaseChatModel | None = None
+        self._building: asyncio.Future[None] | None = None
 
     def unavailable_reason(self) -> str | None:
         if self._api_key is None or not self._api_key.get_secret_value():
@@ -37,10 +38,21 @@ class CloudBackend(Backend):
         return None
 
     async def warm_up(self) -> None:
-        """Build the client now, in a thread: importing langchain-openai takes about a second, which the first
-        question would otherwise spend with the event loop blocked."""
-        with contextlib.suppress(AgentsError):
-            await asyncio.to_thread(self.chat_model)
+        """Build the client now (the bot does it once it polls: start-up does not wait for langchain-openai)."""
+        await self.ready()
+
+    async def ready(self) -> None:
+        """The client, built once in a thread: importing langchain-openai takes about a second, which would block
+        the event loop; every caller meanwhile waits for the same build."""
+        if self._model is not None:
+            return
+        if self._building is None:
+            self._building = asyncio.ensure_future(asyncio.to_thread(self._build))
+        await asyncio.shield(self._building)  # a turn given up while it waits leaves the build to the others
+
+    def _build(self) -> None:
+        with contextlib.suppress(AgentsError):  # not configured: the turn says so when it asks for the model
+            self.chat_model()
 
     def chat_model(self) -> BaseChatModel:
         if self._model is None:
