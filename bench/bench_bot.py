@@ -205,7 +205,8 @@ async def measure(name: str, bot: BotProcess, tg: TimedTelegram, llm: ScriptedOp
 
 
 async def import_costs(tg: TimedTelegram, llm: ScriptedOpenAI, data: Path, top: int = 8) -> list[tuple[int, str]]:
-    """The bot's costliest top-level imports before its first getUpdates (`python -X importtime`), in ms."""
+    """The bot's costliest top-level imports (`python -X importtime`, ms) up to its first getUpdates; the process
+    stops then, so what its warm-up task imported by that moment is counted too."""
     bot = BotProcess("importtime", [sys.executable, "-X", "importtime", "-m", "bot.cli", "run"],
                      bot_env(tg, llm, data, LOG_LEVEL="WARNING"), data)
     await bot.start(tg)
@@ -246,7 +247,7 @@ async def main(args: argparse.Namespace) -> None:
         adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
         ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)
         report(relay_figures, ours)
-        print("\nadaptbot's costliest imports before polling (cumulative ms):")
+        print("\nadaptbot's costliest imports (cumulative ms) up to its first getUpdates and the warm-up begun then:")
         for ms, name in await import_costs(tg, llm, data):
             print(f"  {ms:6d}  {name}")
         if args.profile:
