@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -10,6 +11,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
+from agents.backends.cloud import plain_text_stream
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
 
 
@@ -34,15 +36,27 @@ async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> Asyn
     prompt_tokens = completion_tokens = 0
     reported = False
     text_len = 0
-    async for chunk in model.astream(messages):
-        if isinstance(chunk, AIMessageChunk) and chunk.usage_metadata:
-            reported = True
-            prompt_tokens += chunk.usage_metadata.get("input_tokens", 0)
-            completion_tokens += chunk.usage_metadata.get("output_tokens", 0)
-        text = str(chunk.text)
-        if text:
-            text_len += len(text)
-            yield TextDelta(text)
+    plain = plain_text_stream(model, messages)
+    if plain is not None:  # our cloud model: the text straight from the stream
+        async with contextlib.aclosing(plain):  # a guard that stops the answer closes the connection at once
+            async for text, usage in plain:
+                if usage:
+                    reported = True
+                    prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                    completion_tokens += int(usage.get("completion_tokens") or 0)
+                if text:
+                    text_len += len(text)
+                    yield TextDelta(text)
+    else:
+        async for chunk in model.astream(messages):
+            if isinstance(chunk, AIMessageChunk) and chunk.usage_metadata:
+                reported = True
+                prompt_tokens += chunk.usage_metadata.get("input_tokens", 0)
+                completion_tokens += chunk.usage_metadata.get("output_tokens", 0)
+            text = str(chunk.text)
+            if text:
+                text_len += len(text)
+                yield TextDelta(text)
     yield Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens) if reported else \
         estimated_usage(messages, text_len)
 

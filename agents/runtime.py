@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from agents.errors import (
 from agents.guards import GuardConfig, guard_stream
 from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, Passage, TurnContext
 from agents.prompts import load_prompts
-from agents.types import PromptSet, ReplyEvent, Turn, reset_progress_callback, set_progress_callback
+from agents.types import PromptSet, ReplyEvent, TextDelta, Turn, reset_progress_callback, set_progress_callback
 
 log = logging.getLogger(__name__)
 
@@ -164,16 +165,23 @@ class TurnRun:
         self._brain = brain
         self._args = (level, model, history, text, system_override, lang)
         self._guards, self._retry = guards, retry
-        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        # Events handed from the turn's task to the consumer: a batch at a time, one wake-up per batch (what one read
+        # from the model brought), not a task switch per chunk.
+        self._items: deque[object] = deque()
+        self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
+
+    def _put(self, item: object) -> None:
+        self._items.append(item)
+        self._ready.set()
 
     def cancel(self) -> None:
         if self._cancelled:
             return
         self._cancelled = True
         # Queued by us, not by the task: a task cancelled before its first step never runs its handlers.
-        self._queue.put_nowait(_Failure(TurnCancelled("stopped")))
+        self._put(_Failure(TurnCancelled("stopped")))
         if self._task is not None:
             self._task.cancel()
 
@@ -182,6 +190,7 @@ class TurnRun:
         brain = self._brain
         backend = brain.models.get(model_name)
         level = brain.levels.get(level_name)
+        await backend.ready()  # the first question after start-up may wait for the client, not block the loop on it
         ctx = TurnContext(
             history=history, text=text, backend=backend,
             model=backend.retry_model() if self._retry else backend.chat_model(),
@@ -193,18 +202,18 @@ class TurnRun:
         return ctx, level
 
     async def _pump(self) -> None:
-        token = set_progress_callback(self._queue.put_nowait)
+        token = set_progress_callback(self._put)
         try:
             ctx, level = await self._context()
-            self._queue.put_nowait(_Started(ctx.backend.shared_worker))
+            self._put(_Started(ctx.backend.shared_worker))
             async with contextlib.aclosing(self._stream(ctx, level)) as stream:
                 async for event in stream:
-                    self._queue.put_nowait(event)
-            self._queue.put_nowait(_DONE)
+                    self._put(event)
+            self._put(_DONE)
         except asyncio.CancelledError:
             pass  # cancel() queued TurnCancelled already
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which re-raises
-            self._queue.put_nowait(_Failure(exc))
+            self._put(_Failure(exc))
         finally:
             reset_progress_callback(token)
 
@@ -218,6 +227,16 @@ class TurnRun:
 
         return guard_stream(start, self._guards, question=ctx.text, history=ctx.history, grounded=level.grounded)
 
+    def _next(self) -> object:
+        """The next event; consecutive text deltas of the batch come as one (the caller only adds text up)."""
+        item = self._items.popleft()
+        if isinstance(item, TextDelta) and self._items and isinstance(self._items[0], TextDelta):
+            parts = [item.text]
+            while self._items and isinstance(self._items[0], TextDelta) and self._items[0].own == item.own:
+                parts.append(self._items.popleft().text)  # type: ignore[union-attr]
+            item = TextDelta("".join(parts), own=item.own)
+        return item
+
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         if self._cancelled:
             raise TurnCancelled("stopped")
@@ -227,10 +246,13 @@ class TurnRun:
         timeout: float | None = None
         try:
             while True:
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    raise ModelTimeoutError("the model did not answer in time") from None
+                if not self._items:
+                    self._ready.clear()
+                    try:
+                        await asyncio.wait_for(self._ready.wait(), timeout)
+                    except TimeoutError:
+                        raise ModelTimeoutError("the model did not answer in time") from None
+                item = self._next()
                 if self._cancelled:
                     raise TurnCancelled("stopped")
                 if isinstance(item, _Started):

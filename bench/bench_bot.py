@@ -1,18 +1,27 @@
-"""Bot throughput and latency vs a minimal relay bot, and 50 chats against a 1-second model.
+"""The bot as a real process vs a streaming relay bot: CPU per message and per chunk, latency, 50 chats at once
+against a 1-second model, start-up to the first getUpdates (with the top import costs), resident memory.
 
-Both bots run for real (aiogram over HTTP) against the same fake Telegram server and the same scripted,
-instant model server on loopback, in one run. The relay bot is the smallest useful bot: an aiogram handler that
-calls the model endpoint with httpx and replies (no memory, no streaming, no inbox).
+Both bots run as their own processes (`adaptbot run`, and the relay below) against the same fake Telegram server
+and the same scripted model server, which run in this process; CPU and memory are the bot process's own (the fakes
+are not counted). The relay is the smallest useful streaming bot: aiogram polling, a bare httpx SSE loop over the
+model's answer, the final text sent with sendMessage (no memory, no previews, no inbox, no guards).
 
-    .venv/bin/python bench/bench_bot.py [--messages 400] [--chats 40]
+Answers: `short` (one chunk), `30` and `300` chunks (words of a non-repeating text, so no guard cuts them).
+
+    .venv/bin/python bench/bench_bot.py [--messages 200] [--chats 40] [--rate-seconds 10]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import math
+import os
+import random
+import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -20,130 +29,297 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import httpx
-from aiogram import Bot, Dispatcher, F
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import Message
+import psutil
 
-from bot.config import Settings
-from tests.conftest import BotRunner
-from tests.fakes.openai_server import ScriptedOpenAI, Text, echo
+from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram
+
+ROOT = Path(__file__).resolve().parents[1]
+THIS = Path(__file__).resolve()
+
+API_KEY = "sk-bench-0123456789"
+HEAVY = ("torch", "llama_cpp", "chromadb", "chromadb_rust_bindings", "onnxruntime", "tokenizers", "numpy")
+_VOCAB = ("model answer stream token chat window latency memory budget server client question context prompt "
+          "level agent tool search source page document vector index cache queue worker thread event loop "
+          "delta usage quota guard language number figure table code block line word letter river mountain "
+          "city market garden winter summer morning evening coffee paper pencil bridge tower planet ocean").split()
+
+
+def answer_text(chunks: int, seed: int = 7) -> Text:
+    """A non-periodic answer of about `chunks` streamed pieces (one word each)."""
+    rng = random.Random(seed)
+    words = [rng.choice(_VOCAB) for _ in range(chunks)]
+    text = " ".join(words) + "."
+    return Text(text, chunk_size=math.ceil(len(text) / chunks))
 
 
 class TimedTelegram(FakeTelegram):
-    """Records when each chat received a final message (sendMessage)."""
+    """Records when each chat received a final message (sendMessage) and when polling first began."""
 
     def __init__(self) -> None:
         super().__init__()
         self.delivered: dict[int, list[float]] = {}
+        self.first_poll: float | None = None
 
     async def _m_sendMessage(self, params):  # type: ignore[no-untyped-def]
         result = await super()._m_sendMessage(params)
         self.delivered.setdefault(int(params["chat_id"]), []).append(time.perf_counter())
         return result
 
+    async def _m_getUpdates(self, params):  # type: ignore[no-untyped-def]
+        if self.first_poll is None:
+            self.first_poll = time.perf_counter()
+        return await super()._m_getUpdates(params)
 
-async def burst(tg: TimedTelegram, chats: int, per_chat: int, first_chat: int) -> tuple[float, list[float], float]:
+
+class BotProcess:
+    """One bot process: started, measured (CPU, RSS) and stopped from here."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], cwd: Path) -> None:
+        self.name, self.argv, self.env, self.cwd = name, argv, env, cwd
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.ps: psutil.Process | None = None
+
+    async def start(self, tg: TimedTelegram) -> float:
+        """Start; seconds until the first getUpdates."""
+        tg.first_poll = None
+        started = time.perf_counter()
+        self._spawn()
+        await tg.wait_for(lambda: tg.first_poll is not None, timeout=120)
+        assert tg.first_poll is not None
+        return tg.first_poll - started
+
+    def _spawn(self) -> None:
+        with open(self.cwd / f"{self.name}.log", "wb") as log:  # the child keeps its own copy of the handle
+            self.proc = subprocess.Popen(self.argv, env=self.env, cwd=self.cwd, stdout=log, stderr=log)
+        self.ps = psutil.Process(self.proc.pid)
+        if self.argv[0].endswith("py-spy"):  # profiled: the figures are the Python process's, not py-spy's
+            while not self.ps.children():
+                time.sleep(0.01)
+            self.ps = self.ps.children()[0]
+
+    def cpu(self) -> float:
+        assert self.ps is not None
+        t = self.ps.cpu_times()
+        return t.user + t.system
+
+    def rss_mb(self) -> float:
+        assert self.ps is not None
+        return self.ps.memory_info().rss / 2**20
+
+    def log(self) -> str:
+        return (self.cwd / f"{self.name}.log").read_text(errors="replace")
+
+    def native_libraries(self) -> list[str]:
+        """The heavy packages whose native code the process has mapped (torch, llama.cpp, chromadb, ...)."""
+        assert self.ps is not None
+        paths = {m.path for m in self.ps.memory_maps(grouped=True)}
+        return [name for name in HEAVY if any(f"/{name}/" in p or f"/{name}." in p for p in paths)]
+
+    async def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.ps.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+            for _ in range(300):
+                if self.proc.poll() is not None:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                self.proc.kill()
+            self.proc.wait()
+
+
+def bot_env(tg: TimedTelegram, llm: ScriptedOpenAI, data: Path, **extra: str) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(data), "PYTHONPATH": str(ROOT),
+           "TELEGRAM_BOT_TOKEN": tg.token, "TELEGRAM_API_BASE": tg.base_url, "OPENAI_API_KEY": API_KEY,
+           "OPENAI_BASE_URL": llm.base_url, "OPENAI_MODEL": "scripted", "DATA_DIR": str(data / "data"),
+           "DEFAULT_MODE": "zero-shot cloud", "SEND_INTERVAL": "0", "GROUP_SEND_INTERVAL": "0",
+           "RATE_LIMIT_PER_MINUTE": "0", "LOG_LEVEL": "INFO", "HF_HUB_OFFLINE": "1", "ANONYMIZED_TELEMETRY": "False"}
+    env.update(extra)
+    return env
+
+
+async def burst(tg: TimedTelegram, bot: BotProcess, chats: int, per_chat: int,
+                first_chat: int) -> tuple[float, list[float], float]:
     """Send `per_chat` messages in each chat at once; wait for every answer; return (seconds, latencies, CPU s)."""
     sent: dict[int, list[float]] = {}
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu = time.perf_counter(), bot.cpu()
     for i in range(per_chat):
         for c in range(first_chat, first_chat + chats):
             sent.setdefault(c, []).append(time.perf_counter())
             tg.user_says(c, f"question {i} from {c}")
     total = chats * per_chat
-    await tg.wait_for(lambda: sum(len(tg.delivered.get(c, [])) for c in sent) >= total, timeout=600)
+    await tg.wait_for(lambda: sum(len(tg.delivered.get(c, [])) for c in sent) >= total, timeout=900)
     elapsed = time.perf_counter() - start
     latencies = [d - s for c in sent for s, d in zip(sent[c], tg.delivered[c], strict=True)]
-    return elapsed, latencies, time.process_time() - cpu
+    return elapsed, latencies, bot.cpu() - cpu
 
 
-async def run_relay(tg: TimedTelegram,
-                    llm: ScriptedOpenAI) -> tuple[Bot, Dispatcher, asyncio.Task[None], httpx.AsyncClient]:
-    client = httpx.AsyncClient(base_url=llm.base_url, timeout=30)
-    dp = Dispatcher()
-
-    @dp.message(F.text)
-    async def relay(message: Message) -> None:
-        r = await client.post("/chat/completions", json={"model": "scripted",
-                                                         "messages": [{"role": "user", "content": message.text}]})
-        await message.answer(r.json()["choices"][0]["message"]["content"])
-
-    bot = Bot(tg.token, session=AiohttpSession(api=TelegramAPIServer.from_base(tg.base_url)))
-    task = asyncio.create_task(dp.start_polling(bot, handle_signals=False, polling_timeout=1))
-    return bot, dp, task, client
+async def steady(tg: TimedTelegram, rate: float, seconds: float, chats: int, first_chat: int) -> list[float]:
+    """`rate` messages a second for `seconds`, round-robin over `chats`; latencies to the final text."""
+    sent: dict[int, list[float]] = {}
+    n = int(rate * seconds)
+    start = time.perf_counter()
+    for i in range(n):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))
+        c = first_chat + i % chats
+        sent.setdefault(c, []).append(time.perf_counter())
+        tg.user_says(c, f"steady {i}")
+    await tg.wait_for(lambda: sum(len(tg.delivered.get(c, [])) for c in sent) >= n, timeout=900)
+    return [d - s for c in sent for s, d in zip(sent[c], tg.delivered[c], strict=True)]
 
 
-def summary(name: str, elapsed: float, latencies: list[float], cpu: float) -> dict[str, float]:
-    q = statistics.quantiles(latencies, n=20)
-    figures = {"msg_s": len(latencies) / elapsed, "p50_ms": statistics.median(latencies) * 1000, "p95_ms": q[18] * 1000,
-               "cpu_ms": cpu / len(latencies) * 1000}
-    print(f"{name:>8}: {figures['msg_s']:7.1f} msg/s   p50 {figures['p50_ms']:7.1f} ms   "
-          f"p95 {figures['p95_ms']:7.1f} ms   CPU {figures['cpu_ms']:5.1f} ms/msg (both fakes included)")
+def q95(values: list[float]) -> float:
+    return statistics.quantiles(values, n=20)[18]
+
+
+async def measure(name: str, bot: BotProcess, tg: TimedTelegram, llm: ScriptedOpenAI, args: argparse.Namespace,
+                  base: int) -> dict[str, float]:
+    """Every figure of one bot; `base` keeps its chat ids apart from the other bot's."""
+    figures: dict[str, float] = {"startup_s": await bot.start(tg)}
+    llm.default = lambda body: answer_text(30)
+    await burst(tg, bot, 5, 2, base)  # warm-up: connections, lazy imports, the first database writes
+    shapes = {"short": (Text("a short answer."), args.messages), "30": (answer_text(30), args.messages),
+              "300": (answer_text(300), max(args.chats, args.messages // 5))}
+    for i, (shape, (reply, count)) in enumerate(shapes.items()):
+        llm.default = lambda body, reply=reply: reply
+        per_chat = max(1, count // args.chats)
+        elapsed, latencies, cpu = await burst(tg, bot, args.chats, per_chat, base + 1_000 * (i + 1))
+        chunks = math.ceil(len(reply.content) / reply.chunk_size)
+        figures[f"cpu_ms_{shape}"] = cpu / len(latencies) * 1000
+        figures[f"chunk_us_{shape}"] = cpu / len(latencies) / chunks * 1e6
+        figures[f"msg_s_{shape}"] = len(latencies) / elapsed
+        figures[f"p95_ms_{shape}"] = q95(latencies) * 1000
+    llm.default = lambda body: answer_text(30)
+    latencies = await steady(tg, args.rate, args.rate_seconds, args.chats, base + 10_000)
+    figures["steady_p50_ms"] = statistics.median(latencies) * 1000
+    figures["steady_p95_ms"] = q95(latencies) * 1000
+    slow = answer_text(30)
+    llm.default = lambda body: Text(slow.content, delay=1.0, chunk_size=slow.chunk_size)
+    figures["wall_50x1s"], _, _ = await burst(tg, bot, 50, 1, base + 20_000)
+    figures["rss_mb"] = bot.rss_mb()
+    heavy = bot.native_libraries()
+    await bot.stop()
+    print(f"{name}: start-up {figures['startup_s']:.2f} s, RSS after the run {figures['rss_mb']:.0f} MB, "
+          f"native libraries of heavy packages mapped: {', '.join(heavy) or 'none'}", flush=True)
     return figures
 
 
-async def main(messages: int, chats: int) -> None:
-    logging.basicConfig(level=logging.WARNING)
-    per_chat = max(1, messages // chats)
+async def import_costs(tg: TimedTelegram, llm: ScriptedOpenAI, data: Path, top: int = 8) -> list[tuple[int, str]]:
+    """The bot's costliest top-level imports (`python -X importtime`, ms) up to its first getUpdates; the process
+    stops then, so what its warm-up task imported by that moment is counted too."""
+    bot = BotProcess("importtime", [sys.executable, "-X", "importtime", "-m", "bot.cli", "run"],
+                     bot_env(tg, llm, data, LOG_LEVEL="WARNING"), data)
+    await bot.start(tg)
+    await bot.stop()
+    costs = []
+    for line in bot.log().splitlines():
+        m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| (\S.*)$", line)  # top level: no indentation
+        if m:
+            costs.append((int(m.group(1)) // 1000, m.group(2)))
+    return sorted(costs, reverse=True)[:top]
+
+
+def report(relay: dict[str, float], ours: dict[str, float]) -> None:
+    print(f"\n{'':26}{'relay':>10}{'adaptbot':>10}{'ratio':>8}")
+    rows = [("start-up to getUpdates, s", "startup_s"), ("RSS after the run, MB", "rss_mb")]
+    for shape in ("short", "30", "300"):
+        rows += [(f"CPU/msg {shape}, ms", f"cpu_ms_{shape}"), (f"CPU/chunk {shape}, us", f"chunk_us_{shape}"),
+                 (f"throughput {shape}, msg/s", f"msg_s_{shape}"), (f"burst p95 {shape}, ms", f"p95_ms_{shape}")]
+    rows += [("steady p50, ms", "steady_p50_ms"), ("steady p95, ms", "steady_p95_ms"),
+             ("50 chats x 1 s model, s", "wall_50x1s")]
+    for label, key in rows:
+        print(f"{label:26}{relay[key]:10.2f}{ours[key]:10.2f}{ours[key] / relay[key]:8.2f}")
+    print(f"\ntargets: CPU/msg 30 chunks {ours['cpu_ms_30']:.1f} ms (<= 20, <= 2x relay: "
+          f"{ours['cpu_ms_30'] / relay['cpu_ms_30']:.2f}x); 50 x 1 s {ours['wall_50x1s']:.2f} s (<= 1.5); "
+          f"start-up {ours['startup_s']:.2f} s (<= 3); RSS {ours['rss_mb']:.0f} MB (<= 180)")
+
+
+async def main(args: argparse.Namespace) -> None:
     async with TimedTelegram() as tg, ScriptedOpenAI() as llm:
-        # --- baseline: the relay bot -------------------------------------------------------------------
-        bot, dp, task, client = await run_relay(tg, llm)
-        await burst(tg, 5, 2, 900_000)  # warm-up
-        relay = summary("relay", *await burst(tg, chats, per_chat, 1_000))
-        await dp.stop_polling()
-        await task
-        await client.aclose()
-        await bot.session.close()
-
-        # --- adaptbot ----------------------------------------------------------------------------------
-        runner = BotRunner(Path(tempfile.mkdtemp()), tg, llm)
-        defaults = {name: Settings.model_fields[name].default for name in ("stream_grace", "stream_edit_interval")}
-        await runner.start(default_mode="zero-shot", send_interval=0.0, group_send_interval=0.0, **defaults,
-                           rate_limit_per_minute=0, use_message_drafts=True)
-        await burst(tg, 5, 2, 800_000)  # warm-up
-        ours = summary("adaptbot", *await burst(tg, chats, per_chat, 2_000))
-        print(f"throughput ratio adaptbot/relay: {ours['msg_s'] / relay['msg_s']:.2f} (target >= 0.5); "
-              f"CPU per message ratio relay/adaptbot: {relay['cpu_ms'] / ours['cpu_ms']:.2f}")
-
-        # --- 50 chats at once against a model that takes 1 s ---------------------------------------------
-        llm.default = lambda body: Text("slow answer", delay=1.0)
-        elapsed, _, _ = await burst(tg, 50, 1, 3_000)
-        print(f"50 chats x 1 s model: wall {elapsed:.2f} s -> {elapsed / 1.0:.2f} x the model time (target <= 1.5)")
-        await runner.stop()
-
-        # --- where the difference starts: the model client alone, same server, one call at a time ----------
-        llm.default = echo
-        plain, chain = await client_cost(llm)
-        print(f"model client CPU per call: httpx (the relay's) {plain:.2f} ms, langchain-openai streaming "
-              f"{chain:.2f} ms")
+        data = Path(tempfile.mkdtemp(prefix="bench-bot-"))
+        relay = BotProcess("relay", [sys.executable, str(THIS), "--relay", tg.token,
+                                     tg.base_url, llm.base_url], bot_env(tg, llm, data), data)
+        relay_figures = await measure("relay", relay, tg, llm, args, 1_000_000)
+        argv = [sys.executable, "-m", "bot.cli", "run"]
+        if args.profile:
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250",
+                    "--output", args.profile, "--", *argv]
+        adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
+        ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)
+        report(relay_figures, ours)
+        print("\nadaptbot's costliest imports (cumulative ms) up to its first getUpdates and the warm-up begun then:")
+        for ms, name in await import_costs(tg, llm, data):
+            print(f"  {ms:6d}  {name}")
+        if args.profile:
+            await asyncio.sleep(1.0)  # py-spy writes its file as the bot exits
+            print_profile(Path(args.profile))
 
 
-async def client_cost(llm: ScriptedOpenAI, calls: int = 200) -> tuple[float, float]:
-    """CPU ms per call of the relay's httpx request and of the ChatOpenAI stream the bot uses (fake included)."""
-    from langchain_openai import ChatOpenAI
+def print_profile(path: Path, top: int = 15) -> None:
+    """py-spy's top entries of a collapsed-stack file: own time and total time per function, share of samples."""
+    own: dict[str, int] = {}
+    total: dict[str, int] = {}
+    samples = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # one entry per function, not per line
+        n = int(count)
+        samples += n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            total[frame] = total.get(frame, 0) + n
+    print(f"\npy-spy: {samples} samples; top own time (share of all samples, idle included)")
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {n / samples:6.1%}  {frame}")
+    print("top total time, bot code and libraries")
+    for frame, n in sorted(total.items(), key=lambda kv: -kv[1])[:top * 2]:
+        if "(asyncio" not in frame and "<module>" not in frame:
+            print(f"  {n / samples:6.1%}  {frame}")
 
-    async with httpx.AsyncClient(base_url=llm.base_url, timeout=30) as client:
-        cpu = time.process_time()
-        for i in range(calls):
-            r = await client.post("/chat/completions", json={"model": "scripted",
-                                                             "messages": [{"role": "user", "content": f"q{i}"}]})
-            r.json()
-        plain = (time.process_time() - cpu) / calls * 1000
-    model = ChatOpenAI(model="scripted", api_key="bench", base_url=llm.base_url, timeout=30, max_retries=0,
-                       streaming=True, stream_usage=True)
-    cpu = time.process_time()
-    for i in range(calls):
-        async for _ in model.astream(f"q{i}"):
-            pass
-    return plain, (time.process_time() - cpu) / calls * 1000
+
+def relay_main(token: str, tg_base: str, llm_base: str) -> None:
+    """The relay bot: aiogram polling, a bare httpx SSE loop, the final text sent as one message."""
+    import json
+
+    import httpx
+    from aiogram import Bot, Dispatcher, F
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import Message
+
+    async def run() -> None:
+        client = httpx.AsyncClient(base_url=llm_base, timeout=30, headers={"Authorization": f"Bearer {API_KEY}"})
+        dp = Dispatcher()
+
+        @dp.message(F.text)
+        async def relay(message: Message) -> None:
+            parts: list[str] = []
+            body = {"model": "scripted", "stream": True, "messages": [{"role": "user", "content": message.text}]}
+            async with client.stream("POST", "/chat/completions", json=body) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        for choice in json.loads(line[6:])["choices"]:
+                            parts.append(choice["delta"].get("content") or "")
+            await message.answer("".join(parts))
+
+        bot = Bot(token, session=AiohttpSession(api=TelegramAPIServer.from_base(tg_base)))
+        await dp.start_polling(bot, handle_signals=True, polling_timeout=1, close_bot_session=True)
+
+    asyncio.run(run())
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--messages", type=int, default=200, help="messages per burst (300-chunk burst: a fifth)")
     parser.add_argument("--chats", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=10.0, help="messages a second of the steady load")
+    parser.add_argument("--rate-seconds", type=float, default=10.0)
+    parser.add_argument("--profile", metavar="FILE", help="run adaptbot under py-spy; collapsed stacks to FILE")
+    parser.add_argument("--relay", nargs=3, metavar=("TOKEN", "TELEGRAM", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    asyncio.run(main(args.messages, args.chats))
+    if args.relay:
+        relay_main(*args.relay)
+    else:
+        if args.profile:
+            args.profile = str(Path(args.profile).resolve())  # the bot runs in a directory of its own
+        asyncio.run(main(args))

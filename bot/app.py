@@ -156,7 +156,6 @@ async def create_services(settings: Settings) -> Services:
                        model_retries=min(1, settings.openai_max_retries))
     services = Services(settings, db, brain, chat)
     _attach_knowledge(services)
-    await brain.models.get(default_model).warm_up()  # the default model is ready before the first question
     return services
 
 
@@ -222,6 +221,7 @@ class BotApp:
         self.pump = UpdatePump(self.inbox, self.dp, bot)
         self.stop_event = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._warm_up: asyncio.Task[None] | None = None
 
     @classmethod
     async def create(cls, settings: Settings) -> BotApp:
@@ -245,6 +245,9 @@ class BotApp:
             self._poller = asyncio.create_task(
                 poll(self.bot, self.pump, self.stop_event, allowed_updates=self.dp.resolve_used_update_types()),
                 name="polling")
+        # the default model gets ready while the bot already takes updates (a first question waits for it there)
+        self._warm_up = asyncio.create_task(self.services.brain.models.get(self.services.chat.default.model).warm_up(),
+                                            name="warm-up")
 
     async def stop(self) -> None:
         """Graceful stop: no new updates; answers in flight get SHUTDOWN_TIMEOUT seconds; then close.

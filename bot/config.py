@@ -118,7 +118,9 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = Field(20, ge=0)  # 0 = unlimited
     daily_token_quota: int = Field(0, ge=0)  # 0 = unlimited
     shutdown_timeout: float = Field(30.0, ge=0)
-    max_concurrent_turns: int = Field(32, ge=0)  # model turns at once (0 = no cap); local models queue anyway
+    # model turns at once (0 = no cap); local models queue anyway. 64: fifty chats asking at once are answered in
+    # one round of the model (with 32 the second half waited a whole answer: bench/bench_bot.py)
+    max_concurrent_turns: int = Field(64, ge=0)
     webhook_url: str | None = None
     webhook_secret: SecretStr | None = None
     webhook_host: str = "0.0.0.0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from bot.ingest_jobs import IngestJobs
@@ -24,9 +25,9 @@ class LazyKnowledge:
     async def get(self) -> KnowledgeBase:
         async with self._lock:
             if self._kb is None:
-                from knowledge.kb import KnowledgeBase
-
-                self._kb = await KnowledgeBase.open(**self._kwargs)
+                # imported in a thread: numpy, chromadb and the embedding libraries take seconds to import
+                kb = await asyncio.to_thread(importlib.import_module, "knowledge.kb")
+                self._kb = await kb.KnowledgeBase.open(**self._kwargs)
             return self._kb
 
     async def search(self, query: str, k: int) -> list[Any]:

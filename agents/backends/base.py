@@ -32,6 +32,9 @@ class Backend(ABC):
         """Prepare what the first question would otherwise wait for; by default nothing (local models stay lazy:
         they load gigabytes). A model that cannot be built yet says so on first use, not here."""
 
+    async def ready(self) -> None:  # noqa: B027 - optional hook
+        """Wait until `chat_model()` can be called without blocking the event loop; by default it never blocks."""
+
     def retry_model(self) -> BaseChatModel:
         """The chat model for `/retry` (a local model samples with a higher repetition penalty)."""
         return self.chat_model()

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage
 from pydantic import SecretStr
 
 from agents.backends.base import Backend
@@ -25,6 +30,7 @@ class CloudBackend(Backend):
                             temperature=temperature)
         self._api_key = api_key
         self._model: BaseChatModel | None = None
+        self._building: asyncio.Future[None] | None = None
 
     def unavailable_reason(self) -> str | None:
         if self._api_key is None or not self._api_key.get_secret_value():
@@ -32,10 +38,21 @@ class CloudBackend(Backend):
         return None
 
     async def warm_up(self) -> None:
-        """Build the client now, in a thread: importing langchain-openai takes about a second, which the first
-        question would otherwise spend with the event loop blocked."""
-        with contextlib.suppress(AgentsError):
-            await asyncio.to_thread(self.chat_model)
+        """Build the client now (the bot does it once it polls: start-up does not wait for langchain-openai)."""
+        await self.ready()
+
+    async def ready(self) -> None:
+        """The client, built once in a thread: importing langchain-openai takes about a second, which would block
+        the event loop; every caller meanwhile waits for the same build."""
+        if self._model is not None:
+            return
+        if self._building is None:
+            self._building = asyncio.ensure_future(asyncio.to_thread(self._build))
+        await asyncio.shield(self._building)  # a turn given up while it waits leaves the build to the others
+
+    def _build(self) -> None:
+        with contextlib.suppress(AgentsError):  # not configured: the turn says so when it asks for the model
+            self.chat_model()
 
     def chat_model(self) -> BaseChatModel:
         if self._model is None:
@@ -43,11 +60,124 @@ class CloudBackend(Backend):
                 raise ModelUnavailableError(reason)
             from langchain_openai import ChatOpenAI
 
-            # An explicit timeout and retry count: without them a stalled request can hang forever.
-            self._model = ChatOpenAI(
+            # An explicit timeout and retry count: without them a stalled request can hang forever. The client's
+            # read timeout bounds the silence between chunks already (and the turn runner's backstop behind it):
+            # langchain-openai's own per-chunk timeout would start a task per chunk for nothing.
+            model = ChatOpenAI(
                 api_key=self._api_key,
                 streaming=True,
                 stream_usage=True,
+                stream_chunk_timeout=None,
                 **self._params,  # type: ignore[arg-type]
             )
+            model.async_client = DictStreams(model.async_client)
+            self._model = model
         return self._model
+
+
+class DictStreams:
+    """The client's `chat.completions` as langchain-openai calls it, with streamed chunks handed over as the plain
+    dicts the server sent: langchain-openai converts either, and building the SDK's typed chunk objects cost more
+    CPU than all the rest of a streamed answer's path (bench/bench_bot.py, issue 17). Everything else (requests
+    that do not stream, retries, status errors, the raw-response helpers) is the SDK's own."""
+
+    def __init__(self, completions: Any) -> None:
+        self._completions = completions
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._completions, name)
+
+    async def create(self, **payload: Any) -> Any:
+        if not payload.get("stream"):
+            return await self._completions.create(**payload)
+        return _SSEDicts(self._completions.with_streaming_response.create(**payload))
+
+
+class _SSEDicts:
+    """One streamed completion: entered, it sends the request (status errors raise as the SDK raises them);
+    iterated, it yields each server-sent event's JSON data, up to `[DONE]`."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._response: Any = None
+
+    async def __aenter__(self) -> _SSEDicts:
+        self._response = await self._request.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._request.__aexit__(*exc)
+
+    async def __aiter__(self) -> AsyncIterator[dict[str, Any]]:
+        import openai
+        from openai._httpx2 import request_exceptions, timeout_exceptions  # what the SDK's own stream maps
+
+        request = self._response.http_response.request
+        try:
+            async with contextlib.aclosing(self._chunks()) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        except timeout_exceptions() as exc:  # a broken or stalled stream fails as it does through the SDK
+            raise openai.APITimeoutError(request=request) from exc
+        except request_exceptions() as exc:
+            raise openai.APIConnectionError(request=request) from exc
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        import openai
+
+        data: list[str] = []
+        done = False
+        async for line in self._response.http_response.aiter_lines():
+            if line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+                continue
+            if line or not data:
+                continue  # comments, event names, ids: nothing a chat completion chunk needs
+            text = "\n".join(data)
+            data.clear()
+            if done or text.startswith("[DONE]"):
+                # read on to the end of the body, as the SDK does: a response left half-read costs its
+                # connection, and the next question a new one
+                done = True
+                continue
+            chunk = json.loads(text)
+            if isinstance(chunk, dict) and chunk.get("error"):  # an error reported inside the stream
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else None
+                raise openai.APIError(message if isinstance(message, str) and message else
+                                      "An error occurred during streaming",
+                                      self._response.http_response.request, body=error)
+            yield chunk
+
+
+def plain_text_stream(model: BaseChatModel, messages: Sequence[BaseMessage]
+                      ) -> AsyncIterator[tuple[str, dict[str, Any] | None]] | None:
+    """The answer of our cloud model as (text, usage) pieces, without LangChain's per-chunk message objects and
+    merging (where only the text is needed they cost as much again as the rest); None when `model` is not our
+    cloud model, or when LangChain callbacks or tracing watch it (they are owed every chunk)."""
+    client = getattr(model, "async_client", None)
+    if not isinstance(client, DictStreams) or getattr(model, "callbacks", None) or _tracing():
+        return None
+    payload = model._get_request_payload(list(messages), stream=True)  # type: ignore[attr-defined]
+    if "messages" not in payload:  # the Responses API: LangChain's own path
+        return None
+    if getattr(model, "stream_usage", False):
+        payload["stream_options"] = {"include_usage": True}
+    return _plain_text(client, payload)
+
+
+async def _plain_text(client: DictStreams, payload: dict[str, Any]
+                      ) -> AsyncIterator[tuple[str, dict[str, Any] | None]]:
+    async with await client.create(**payload) as stream:
+        async for chunk in stream:
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text, None
+            if usage := chunk.get("usage"):
+                yield "", usage
+
+
+def _tracing() -> bool:
+    return any(os.environ.get(name, "").lower() in ("1", "true") for name in ("LANGSMITH_TRACING",
+                                                                               "LANGCHAIN_TRACING_V2"))

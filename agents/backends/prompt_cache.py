@@ -27,11 +27,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    import numpy as np
     from llama_cpp import Llama
 
 log = logging.getLogger(__name__)
@@ -51,6 +50,8 @@ class _Entry:
 
 def common_prefix(a: np.ndarray, b: np.ndarray) -> int:
     """Length of the longest common prefix of two token arrays."""
+    import numpy as np  # imported with the first local model, like llama_cpp: no part of a cloud-only bot
+
     n = min(len(a), len(b))
     differ = np.flatnonzero(a[:n] != b[:n])
     return int(differ[0]) if len(differ) else n
@@ -79,6 +80,7 @@ def safe_reuse(llm: Llama, tokens: Sequence[int] | np.ndarray) -> int:
     does it silently), so then the whole prompt is evaluated again, as llama-server does.
     """
     import llama_cpp
+    import numpy as np
 
     live = np.asarray(llm.input_ids[: llm.n_tokens])
     prompt = np.asarray(tokens, dtype=live.dtype)
@@ -119,6 +121,8 @@ class PromptCache:
 
         The live context is saved first when it is about to be replaced (another conversation's turn comes next).
         """
+        import numpy as np
+
         if self.capacity_bytes <= 0:
             return
         prompt = np.asarray(tokens, dtype=np.intc)
@@ -138,6 +142,7 @@ class PromptCache:
 
     def _save_live(self, llm: Llama) -> None:
         import llama_cpp
+        import numpy as np
 
         if self._live_saved or llm.n_tokens == 0:
             return
