@@ -1,6 +1,6 @@
 """Embedding benchmark: throughput and retrieval quality of each embedding backend on the bundled model.
 
-    python bench/bench_embed.py [--texts 256] [--repeat 3] [--distractors 400] [--backends torch,onnx,onnx-int8]
+    python bench/bench_embed.py [--texts 256] [--repeat 3] [--distractors 400] [--backends torch,openvino,onnx]
 
 Every backend embeds the same texts in the same run: the retrieval set's chunks (made by the real chunker)
 plus synthetic office paragraphs of about 600 characters (`bench_retrieval`'s filler, one chunk each), in the
@@ -12,19 +12,26 @@ filler chunks, and recall@5, recall@1 and MRR of dense and hybrid search are rep
 (`bench_retrieval`'s split; the tuning half printed too).
 Target: >= 3x the torch backend's texts/s, held-out recall@5 and recall@1 within 0.01 of torch's.
 
-Figures of 2026-11-30 (2 cores shared with five other developers, load average 8-11: read the CPU-time ratios;
-80 texts, best of 2; held-out half, 40 queries among 116 chunks):
+Figures of 2026-11-30 (2 cores, Xeon with AMX/AVX512-BF16, shared with five other developers, load average 5-8;
+96 texts, best of 2; held-out half, 40 queries among 416 chunks; batch = each backend's default):
 
-    backend     texts/CPU-s  ratio   hybrid R@5  R@1    dense R@5  R@1
-    torch           12.0     1.00      0.875    0.500     0.725   0.450
-    onnx             9.4     0.79      0.875    0.500     0.725   0.450   (vectors = torch's, cos >= 0.9999)
-    onnx-int8       15.3     1.28      0.875    0.450     0.700   0.425
-    torch:128       32.7     2.66      0.775    0.450     0.575   0.425   (max_seq_length 256 -> 128)
+    backend     texts/CPU-s  ratio CPU  ratio wall   hybrid R@5  R@1    dense R@5  R@1
+    torch           12.7       1.00       1.00         0.900    0.475     0.700   0.450
+    openvino        41.5       3.27       3.23         0.900    0.475     0.700   0.450   (bf16; cos >= 0.9999)
+    onnx            12.6       1.00       0.84         0.900    0.475     0.700   0.450
+    onnx-int8       20.3       1.60       1.73         0.825    0.500     0.625   0.400
+    (an earlier run, load 7-8: openvino 4.85x CPU, 4.99x wall at batch 16, 3.73x CPU at batch 64)
 
-Simple settings: torch already uses 2 threads on 2 cores and sorts by length; batch 16 is slower than 64
-(0.80x CPU); chunks are 149 tokens at the median, and 46% reach max_seq_length 256 (Russian text splits into
-many word pieces), so a shorter limit is the one big lever, and it costs recall. No candidate meets the target,
-so `torch` stays the default and EMBEDDING_BACKEND offers the others.
+Where the time went: torch already uses 2 threads on 2 cores; chunks are 149 tokens at the median and 47% reach
+max_seq_length 256 (Russian text splits into many word pieces). sentence-transformers sorts a batch by characters,
+so Russian chunks (short in characters, long in tokens) land in every batch and each batch of the set was padded
+to 256: 24,576 token slots for 16,877 real tokens. The exported backends sort by token count and pad each batch
+to its own longest text: 17,648 slots at batch 16 (-28%). The rest is bfloat16 on the CPU's AMX units through
+OpenVINO (a CPU without native bfloat16 runs float32, at about torch's speed). OpenVINO compiles each new input
+shape once: a first pass over unseen texts costs up to ~15% more CPU than these best-of-2 figures. Tried and
+dropped: torch bf16 autocast (1.9x, not enough), onnxruntime fp32 (1.0x), onnxruntime int8 (dynamic: recall
+-0.075; static QDQ per-channel: cosine to torch's vectors down to 0.51), torch with max_seq_length 128 (2.7x,
+recall -0.1). `openvino` is the default.
 """
 
 from __future__ import annotations
