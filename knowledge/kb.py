@@ -96,7 +96,7 @@ class KnowledgeBase:
         With `chroma_host` the knowledge base lives on the chroma server: every process opening it with the
         same `shared_name` sees the same documents (`data_dir` then holds nothing of it).
         `embedder` lets several knowledge bases in one process share a loaded model (it must be for
-        `embedding_model`). `embedding_backend` (torch, onnx, onnx-int8) is exported once under
+        `embedding_model`). `embedding_backend` (torch, onnx, onnx-int8, openvino) is exported once under
         `data_dir/models/embeddings`; changing it re-indexes the embedded store at the next open."""
         if embedder is None:
             embedder = Embedder(

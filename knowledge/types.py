@@ -11,8 +11,8 @@ SEARCH_MODES: tuple[str, ...] = ("hybrid", "bm25", "dense")
 IngestStage = Literal["downloaded", "extracted", "embedding", "indexed"]
 
 # How the embedding model runs (`knowledge.embeddings.Embedder`); the default chosen by bench/bench_embed.py.
-EMBEDDING_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8")
-DEFAULT_EMBEDDING_BACKEND = "torch"
+EMBEDDING_BACKENDS: tuple[str, ...] = ("torch", "onnx", "onnx-int8", "openvino")
+DEFAULT_EMBEDDING_BACKEND = "openvino"
 
 
 @dataclass(frozen=True, slots=True)

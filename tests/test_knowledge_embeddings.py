@@ -75,6 +75,28 @@ def test_the_onnx_export_gives_torchs_vectors(tmp_path: Path, torch_embedder: Em
     assert (onnx.embed(texts) * torch_embedder.embed(texts)).sum(axis=1).min() > 0.9999
 
 
+MIXED = [*TEXTS, "The pump must be serviced every 500 hours. " * 60,  # beyond max_seq_length: truncated alike
+         "Короткий текст.", "Сервер перезагружают по средам в 23:00, предупредив дежурного инженера заранее. " * 4,
+         "ok", "Parking is free for employees in the garage under the building."]  # fmt: skip
+
+
+@pytest.mark.parametrize(("backend", "closeness"), [("onnx", 0.9999), ("openvino", 0.999)])
+def test_each_text_gets_its_own_vector_whatever_its_batch(backend: str, closeness: float, export_dir: Path,
+                                                           torch_embedder: Embedder) -> None:
+    # Batches are sorted by token count and padded to their longest text: every row must still be its own
+    # text's vector (a Russian text is short in characters but long in tokens), whatever the batch size.
+    embedder = Embedder(MODEL, backend=backend, cache_dir=export_dir)
+    assert embedder.prepare() == f"{MODEL}@{backend}" and not embedder.exported  # the fp32 export is reused
+    reference = torch_embedder.embed(MIXED)
+    for batch in (3, 64):
+        embedder.batch_size = batch
+        ours = embedder.embed(MIXED)
+        assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+        assert (ours * reference).sum(axis=1).min() > closeness, batch
+    alone = np.vstack([embedder.embed([text]) for text in MIXED])  # no padding at all
+    assert (alone * ours).sum(axis=1).min() > closeness
+
+
 @pytest.mark.parametrize("breakage", ["cache-is-a-file", "corrupt-cached-model"])
 async def test_a_failed_export_falls_back_to_torch_and_still_answers(
     breakage: str, tmp_path: Path, export_dir: Path, torch_embedder: Embedder, caplog: pytest.LogCaptureFixture

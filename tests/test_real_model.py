@@ -20,6 +20,7 @@ import pytest
 from agents.backends.base import Backend
 from agents.backends.local import LocalBackend, bundled_gguf
 from agents.errors import ModelUnavailableError
+from bot.i18n import t
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI
 from tests.fakes.telegram_server import FakeTelegram
@@ -174,6 +175,63 @@ async def test_stop_ends_a_gemma_generation_within_a_token(bot: BotRunner, teleg
     await asyncio.wait_for(recorded(), 60)
     (record,) = [r for r in history if r.id > seen]
     assert record.status == "cancelled" and record.emitted_after_cancel <= 2
+    assert not llm.requests
+
+
+async def test_a_second_chat_sees_the_queue_notice_then_its_answer_from_gemma(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, gemma: LocalBackend, model: Any) -> None:
+    prompts = await start_with_gemma(bot, gemma, default_mode="zero-shot")
+    for chat in (4, 5):
+        telegram.user_says(chat, "/mode local")
+        await telegram.wait_for(lambda c=chat: telegram.texts(c) == ["Mode: zero-shot · local"])
+    model.max_tokens = 3000  # chat 4's answer runs until /stop (a call takes its limits when it is made)
+    telegram.user_says(4, "What is the capital of France?")
+    await telegram.wait_for(lambda: shown_drafts(telegram, 4), timeout=60)  # chat 4's answer is streaming
+    model.max_tokens = 8  # chat 5's answer is short
+
+    telegram.user_says(5, "Name a colour.")
+    waiting = t("queued", "en", ahead=1)
+    await telegram.wait_for(lambda: waiting in shown_drafts(telegram, 5), timeout=60)
+    assert len(telegram.texts(5)) == 1 and len(prompts) == 1  # chat 5 waits for the model, and is told so
+
+    telegram.user_says(4, "/stop")
+    await telegram.wait_for(lambda: len(telegram.texts(5)) == 2, timeout=120)
+    answer = telegram.texts(5)[1]
+    assert words(answer) and not any(d in answer for d in DEBRIS), answer
+    assert shown_drafts(telegram, 5)[0] == waiting  # the notice first, then the answer in its place
+    assert telegram.texts(4)[-1].endswith("⏹ Stopped.")
+    assert len(prompts) == 2 and prompts[1].endswith("Name a colour.<end_of_turn>\n<start_of_turn>model\n")
+    assert not llm.requests
+
+
+# ----- rag: the knowledge base with real chromadb and the bundled embedding model --------------------------------
+
+
+ADMIN = 100
+HANDBOOK = "The server room door code is ZX-4417. It changes every quarter, and only the IT team may enter."
+CANTEEN = "The canteen serves soup and salads from noon; on Fridays there is fish, and coffee is free all day."
+
+
+async def test_rag_level_on_gemma_answers_from_the_knowledge_base_with_its_sources(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, gemma: LocalBackend, model: Any) -> None:
+    prompts = await start_with_gemma(bot, gemma, admin_ids=str(ADMIN))
+    for name, text in (("canteen.txt", CANTEEN), ("handbook.txt", HANDBOOK)):  # real chromadb, bundled MiniLM
+        telegram.send_document(ADMIN, text.encode(), name, user_id=ADMIN)
+        await telegram.wait_for(lambda n=name: any(x.startswith(f"✅ {n}") for x in telegram.texts(ADMIN)),
+                                timeout=180)
+    telegram.user_says(ADMIN, "/mode rag local")
+    await telegram.wait_for(lambda: telegram.texts(ADMIN)[-1] == "Mode: rag · local")
+    before = len(telegram.texts(ADMIN))
+    telegram.user_says(ADMIN, "What is the server room door code?")
+    await telegram.wait_for(lambda: len(telegram.texts(ADMIN)) == before + 1, timeout=120)
+    answer = telegram.texts(ADMIN)[-1]
+    reply, _, sources = answer.partition("\n\nSources:\n")
+    assert words(reply) and not any(d in answer for d in DEBRIS), answer
+    assert sources.startswith("[1] handbook.txt"), answer  # the passage about the door ranks first
+    (prompt,) = prompts
+    assert prompt.startswith("<bos><start_of_turn>user\n") and "<reference_data>" in prompt
+    assert "ZX-4417" in prompt  # the passage the question is about reached the model
+    assert prompt.endswith("Question: What is the server room door code?<end_of_turn>\n<start_of_turn>model\n")
     assert not llm.requests
 
 
