@@ -220,8 +220,9 @@ class CompareService:
             repo.record_vote(s, compare_id, voter, vote)
             tally = repo.vote_tally(s, compare_id)
             winner = "b" if tally["b"] > tally["a"] else "a"
-            if c.memory_id is not None:
-                repo.keep_answer(s, c.memory_id, getattr(c, f"answer_{winner}"), getattr(c, f"level_{winner}"),
+            memory = repo.comparison_memory(s, c)
+            if memory is not None:
+                repo.keep_answer(s, memory.id, getattr(c, f"answer_{winner}"), getattr(c, f"level_{winner}"),
                                  getattr(c, f"model_{winner}"))
             return VoteOutcome(compare_id, vote, tally, (Mode(c.level_a, c.model_a), Mode(c.level_b, c.model_b)),
                                json.loads(c.shown) if c.shown else {})

@@ -291,3 +291,20 @@ async def test_compare_columns_appear_in_an_existing_database_and_the_memory_fol
         assert stored is not None and stored.shown == '{"buttons": 1}' and stored.memory_id is not None
     finally:
         await db.dispose()
+
+
+async def test_a_vote_after_reset_counts_but_never_rewrites_a_newer_answer_of_any_chat(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    app = await start(bot, llm)
+    await say(telegram, 5, MODES)
+    _, b = await ask(telegram, 5, "old question")
+    answer_b = b.text.split("\n\n", 1)[1]
+    assert (await say(telegram, 5, "/reset")).startswith("Memory of this chat cleared")
+    # the stored rows of chat 5 are gone: another chat's new turn may now be stored where they were
+    assert await say(telegram, 6, "hello") == "Plain answer to hello."
+    press(telegram, 5, b, "B is better")
+    await telegram.wait_for(lambda: "B is better · 1" in str(telegram.find(5, b.message_id).reply_markup))
+    memory = await app.services.db.run(lambda s: [m.content for m in repo.all_messages(s, 6)])
+    assert memory == ["hello", "Plain answer to hello."]  # chat 6 keeps its own answer
+    assert answer_b not in memory
+    assert await app.services.db.run(lambda s: repo.all_messages(s, 5)) == []  # /reset stays a reset

@@ -187,6 +187,18 @@ def link_comparison(session: Session, compare_id: int, *, memory_id: int | None 
         row.shown = shown
 
 
+def comparison_memory(session: Session, comparison: Comparison) -> Message | None:
+    """The stored answer the chat's memory keeps for a comparison; None once it is gone (/reset, /retry) or a
+    person replaced it (/fix). SQLite gives a deleted row's id to the next message, of any chat: not that one."""
+    if comparison.memory_id is None:
+        return None
+    message = session.get(Message, comparison.memory_id)
+    if message is None or message.chat_id != comparison.chat_id or message.role != "assistant" \
+            or message.content not in (comparison.answer_a, comparison.answer_b):
+        return None
+    return message
+
+
 def keep_answer(session: Session, message_id: int, content: str, level: str, model: str) -> None:
     """Make a stored answer another one (the side-by-side winner): the chat's memory keeps this text and mode."""
     message = session.get(Message, message_id)
