@@ -91,6 +91,25 @@ async def test_thumbs_and_reasons_are_stored_and_a_second_press_changes_them(
     assert telegram.answers_to_buttons()[-1].get("show_alert") is True
 
 
+async def test_a_verdict_on_a_reset_answer_never_lands_on_the_next_answer_of_the_chat(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    from bot.storage import repo
+
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("A wrong answer."))
+    telegram.user_says(5, "first question")
+    await press(telegram, 5, await answered(telegram, 5, "A wrong answer."), "👎")
+    telegram.user_says(5, "/reset")
+    await telegram.wait_for(lambda: any("Memory of this chat cleared" in t for t in telegram.texts(5)))
+    llm.enqueue(Text("A fine answer nobody rated."))
+    telegram.user_says(5, "second question")
+    await answered(telegram, 5, "A fine answer nobody rated.")
+    # what the dataset export reads: the new answer (stored where SQLite may reuse the old rows' ids) has no 👎
+    page = await bot.app.services.db.run(lambda s: repo.feedback_chat_page(s, (0, 0), 100))
+    assert [(m.content, m.feedback) for m in page if m.role == "assistant"] in (
+        [], [("A fine answer nobody rated.", [])])
+
+
 async def test_group_answers_get_buttons_on_the_final_edit_and_each_member_counts_once(
         bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
     await bot.start(default_mode="prompt")

@@ -75,6 +75,9 @@ def stored_answer(session: Session, chat_id: int, update_id: int) -> Message | N
 
 def clear_history(session: Session, chat_id: int) -> int:
     session.execute(delete(AnswerPart).where(AnswerPart.chat_id == chat_id))  # they show answers now forgotten
+    # verdicts on the forgotten answers go with them: SQLite gives their ids to the next messages, which would
+    # inherit them (and the dataset export would credit a 👍/👎 to an answer nobody rated)
+    session.execute(delete(Feedback).where(Feedback.chat_id == chat_id))
     result = session.execute(delete(Message).where(Message.chat_id == chat_id))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
