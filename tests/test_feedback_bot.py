@@ -284,3 +284,19 @@ async def test_feedback_counts_and_export_documents_for_admins_only(
 
     assert (await says(ADMIN, '/export kto --mode "agent cloud"')).startswith("Nothing to export as kto")
     assert (await says(ADMIN, "/export everything")).startswith("Usage: /export sft|dpo|kto")
+
+
+async def test_export_in_a_group_is_refused_so_other_chats_conversations_never_reach_its_members(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
+    llm.enqueue(Text("A private answer."))
+    telegram.user_says(ADMIN, "my private question")
+    await press(telegram, ADMIN, await answered(telegram, ADMIN, "A private answer."), "👍")
+    telegram.user_says(GROUP, "/export sft", user_id=ADMIN)
+    await telegram.wait_for(lambda: telegram.texts(GROUP) or telegram.files_sent(GROUP))
+    assert telegram.texts(GROUP) == ["The dataset holds every chat's conversations: send /export to me in a "
+                                     "private chat."]
+    assert not telegram.files_sent(GROUP)
+    telegram.user_says(ADMIN, "/export sft")  # in private it comes back as before
+    await telegram.wait_for(lambda: telegram.files_sent(ADMIN))
+    assert b"my private question" in telegram.files_sent(ADMIN)[0].content

@@ -67,6 +67,8 @@ async def export(ctx: Context) -> Reply:
     """`/export sft|dpo|kto [flags of adaptbot dataset export]`: the file comes back as a document."""
     from bot.dataset import EmptyExport, ExportOptions, export_dataset, export_parser, load_salt
 
+    if ctx.is_group:  # the file would show every chat's conversations to all the group's members
+        return Reply(ctx.t("export_private"))
     try:
         words = shlex.split(ctx.args)
     except ValueError as exc:
