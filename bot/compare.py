@@ -57,6 +57,16 @@ class VoteOutcome:
     shown: dict[str, Any]  # what the adapter noted when it showed the answers (see `CompareService.note_shown`)
 
 
+@dataclass(frozen=True)
+class StoredComparison:
+    """A comparison as stored: what showing it again needs."""
+
+    compare_id: int
+    modes: tuple[Mode, Mode]  # A, B
+    answers: tuple[str, str]  # A, B
+    shown: bool  # its answers were shown with the vote buttons
+
+
 class _Pair:
     """Both answers of one question, as /stop sees them: one cancel stops both, even one not started yet."""
 
@@ -199,6 +209,18 @@ class CompareService:
             mode_b=(modes[1].level, modes[1].model), answer_b=results[1].text)
         repo.link_comparison(s, compare_id, memory_id=memory_id)
         return compare_id
+
+    async def of_update(self, chat_id: int, update_id: int) -> StoredComparison | None:
+        """The comparison stored for a compare-mode question (its update), if both answers were stored."""
+
+        def read(s: Session) -> StoredComparison | None:
+            c = repo.comparison_of_update(s, chat_id, update_id)
+            if c is None:
+                return None
+            return StoredComparison(c.id, (Mode(c.level_a, c.model_a), Mode(c.level_b, c.model_b)),
+                                    (c.answer_a, c.answer_b), c.shown is not None)
+
+        return await self.chat.db.run(read)
 
     async def note_shown(self, compare_id: int, shown: dict[str, Any]) -> None:
         """Remember how the adapter showed the answers (message ids, first parts), to reveal the modes later."""

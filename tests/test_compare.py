@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
+
+import pytest
 
 from bot.storage import repo
 from bot.storage.models import Comparison, Vote
@@ -308,3 +311,31 @@ async def test_a_vote_after_reset_counts_but_never_rewrites_a_newer_answer_of_an
     assert memory == ["hello", "Plain answer to hello."]  # chat 6 keeps its own answer
     assert answer_b not in memory
     assert await app.services.db.run(lambda s: repo.all_messages(s, 5)) == []  # /reset stays a reset
+
+
+async def test_a_compare_question_run_again_after_telegram_failed_offers_the_vote_and_no_third_answer(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.fakes.telegram_server import FaultPlan
+    from tests.test_reliability_delivery import released, until
+
+    caplog.set_level(logging.WARNING, logger="bot.pump")
+
+    app = await start(bot, llm, send_retry_seconds=0.5)
+    await say(telegram, 5, MODES)
+    llm.requests.clear()
+    # both answers are shown, then Telegram fails to put the vote buttons under them: the update runs again
+    telegram.faults = FaultPlan({"editMessageReplyMarkup"}, rate_5xx=1.0)
+    before = len(telegram.messages(5))
+    telegram.user_says(5, "a question")
+    await until(lambda: released(caplog) >= 1)  # the outage outlived the send retry window
+    telegram.faults = None
+    await telegram.wait_for(lambda: any(buttons(m) for m in telegram.messages(5)[before:]))
+    await until(lambda: app.services.db.run(lambda s: s.query(Comparison.shown).scalar()))  # a vote can reveal
+    new = telegram.messages(5)[before:]
+    assert len(llm.requests) == 2  # the stored answers were shown again, the models were not asked again
+    assert not any("👍" in str(m.reply_markup) for m in new)  # no third, unlabelled answer with 👍/👎
+    voting = next(m for m in new if buttons(m))
+    assert voting.text.startswith("B\n\n")
+    press(telegram, 5, voting, "A is better")
+    await telegram.wait_for(lambda: "A is better · 1" in str(telegram.find(5, voting.message_id).reply_markup))
+    assert telegram.find(5, voting.message_id).text.startswith("B — ")

@@ -202,6 +202,18 @@ def comparison_memory(session: Session, comparison: Comparison) -> Message | Non
     return message
 
 
+def comparison_of_update(session: Session, chat_id: int, update_id: int) -> Comparison | None:
+    """The comparison whose answer the chat's memory keeps for an update (a compare-mode question), if any."""
+    answer = stored_answer(session, chat_id, update_id)
+    if answer is None:
+        return None
+    for comparison in session.scalars(select(Comparison).where(Comparison.memory_id == answer.id,
+                                                               Comparison.chat_id == chat_id)):
+        if comparison_memory(session, comparison) is answer:
+            return comparison
+    return None
+
+
 def keep_answer(session: Session, message_id: int, content: str, level: str, model: str) -> None:
     """Make a stored answer another one (the side-by-side winner): the chat's memory keeps this text and mode."""
     message = session.get(Message, message_id)
