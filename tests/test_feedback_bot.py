@@ -300,3 +300,16 @@ async def test_export_in_a_group_is_refused_so_other_chats_conversations_never_r
     telegram.user_says(ADMIN, "/export sft")  # in private it comes back as before
     await telegram.wait_for(lambda: telegram.files_sent(ADMIN))
     assert b"my private question" in telegram.files_sent(ADMIN)[0].content
+
+
+async def test_export_says_what_is_wrong_with_a_flag(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
+    for command, why in (("/export sft --since yesterday", "expected a date like 2026-11-01, got 'yesterday'"),
+                         ("/export kto --lang de", "invalid choice: 'de'"),
+                         ("/export dpo --frobnicate", "unrecognized arguments: --frobnicate")):
+        before = len(telegram.messages(ADMIN))
+        telegram.user_says(ADMIN, command)
+        await telegram.wait_for(lambda b=before: len(telegram.messages(ADMIN)) > b)
+        reply = telegram.messages(ADMIN)[before].text
+        assert reply.startswith("Usage: /export sft|dpo|kto") and why in reply, reply
