@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from agents.types import ReplyEvent
-from bot.compare import LABELS, CompareService, VoteOutcome, parse_vote_data, vote_data
+from bot.compare import LABELS, VOTE_CODES, CompareService, VoteOutcome, parse_vote_data, vote_data
 from bot.config import Settings
 from bot.handlers.errors import user_message
 from bot.i18n import t
@@ -30,12 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BUTTONS = (("a", "vote_a"), ("b", "vote_b"), ("t", "vote_tie"), ("x", "vote_bad"))
-_TALLY_KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad"}
 
 
 def vote_keyboard(compare_id: int, lang: str, tally: dict[str, int] | None = None) -> InlineKeyboardMarkup:
     def label(code: str, key: str) -> str:
-        n = (tally or {}).get(_TALLY_KEYS[code], 0)
+        n = (tally or {}).get(VOTE_CODES[code], 0)
         return f"{t(key, lang)} · {n}" if n else t(key, lang)
 
     buttons = [InlineKeyboardButton(text=label(code, key), callback_data=vote_data(compare_id, code))
