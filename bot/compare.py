@@ -102,9 +102,10 @@ def vote_data(compare_id: int, code: str) -> str:
 def parse_vote_data(data: str) -> tuple[int, str] | None:
     prefix, _, rest = data.partition(":")
     compare_id, _, code = rest.partition(":")
-    if prefix != VOTE_PREFIX or not compare_id.isdigit() or code not in VOTE_CODES:
+    parsed = repo.parse_id(compare_id)  # a forged id a column cannot hold would fail the query
+    if prefix != VOTE_PREFIX or parsed is None or code not in VOTE_CODES:
         return None
-    return int(compare_id), code
+    return parsed, code
 
 
 class CompareService:

@@ -339,3 +339,17 @@ async def test_a_compare_question_run_again_after_telegram_failed_offers_the_vot
     press(telegram, 5, voting, "A is better")
     await telegram.wait_for(lambda: "A is better · 1" in str(telegram.find(5, voting.message_id).reply_markup))
     assert telegram.find(5, voting.message_id).text.startswith("B — ")
+
+
+async def test_forged_vote_feedback_and_menu_data_with_odd_ids_is_refused_not_an_error(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await start(bot, llm)
+    await say(telegram, 5, MODES)
+    _, b = await ask(telegram, 5, "a question")
+    # a modified client may send any data up to 64 bytes
+    for data in (f"v:{10**40}:a", f"fb:{10**40}:u", "v:²:a", "fb:²:u", "compare:#²"):
+        before = len(telegram.answers_to_buttons())
+        telegram.press_button(5, b.message_id, data, user_id=5)
+        await telegram.wait_for(lambda n=before: len(telegram.answers_to_buttons()) > n)
+    assert await say(telegram, 5, "/compare #²") == "That menu is out of date: send /compare again."
+    assert not any("went wrong" in t for t in telegram.texts(5))

@@ -144,6 +144,17 @@ FEEDBACK_SOURCES = ("button", "reaction", "correction")
 SEASON_KEY = "leaderboard_season"
 
 
+INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1  # the largest ids an Integer / BigInteger column holds
+
+
+def parse_id(text: str, limit: int = INT_MAX) -> int | None:
+    """An id a client sent (callback data, a command's argument): ASCII digits, at most `limit`; None otherwise."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(limit)):
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
 class InvalidVerdict(ValueError):
     """A vote or feedback that cannot be stored as given (unknown value, no such comparison or answer)."""
 
