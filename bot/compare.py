@@ -57,6 +57,16 @@ class VoteOutcome:
     shown: dict[str, Any]  # what the adapter noted when it showed the answers (see `CompareService.note_shown`)
 
 
+@dataclass(frozen=True)
+class StoredComparison:
+    """A comparison as stored: what showing it again needs."""
+
+    compare_id: int
+    modes: tuple[Mode, Mode]  # A, B
+    answers: tuple[str, str]  # A, B
+    shown: bool  # its answers were shown with the vote buttons
+
+
 class _Pair:
     """Both answers of one question, as /stop sees them: one cancel stops both, even one not started yet."""
 
@@ -92,9 +102,10 @@ def vote_data(compare_id: int, code: str) -> str:
 def parse_vote_data(data: str) -> tuple[int, str] | None:
     prefix, _, rest = data.partition(":")
     compare_id, _, code = rest.partition(":")
-    if prefix != VOTE_PREFIX or not compare_id.isdigit() or code not in VOTE_CODES:
+    parsed = repo.parse_id(compare_id)  # a forged id a column cannot hold would fail the query
+    if prefix != VOTE_PREFIX or parsed is None or code not in VOTE_CODES:
         return None
-    return int(compare_id), code
+    return parsed, code
 
 
 class CompareService:
@@ -200,6 +211,18 @@ class CompareService:
         repo.link_comparison(s, compare_id, memory_id=memory_id)
         return compare_id
 
+    async def of_update(self, chat_id: int, update_id: int) -> StoredComparison | None:
+        """The comparison stored for a compare-mode question (its update), if both answers were stored."""
+
+        def read(s: Session) -> StoredComparison | None:
+            c = repo.comparison_of_update(s, chat_id, update_id)
+            if c is None:
+                return None
+            return StoredComparison(c.id, (Mode(c.level_a, c.model_a), Mode(c.level_b, c.model_b)),
+                                    (c.answer_a, c.answer_b), c.shown is not None)
+
+        return await self.chat.db.run(read)
+
     async def note_shown(self, compare_id: int, shown: dict[str, Any]) -> None:
         """Remember how the adapter showed the answers (message ids, first parts), to reveal the modes later."""
         data = json.dumps(shown, ensure_ascii=False)
@@ -220,8 +243,9 @@ class CompareService:
             repo.record_vote(s, compare_id, voter, vote)
             tally = repo.vote_tally(s, compare_id)
             winner = "b" if tally["b"] > tally["a"] else "a"
-            if c.memory_id is not None:
-                repo.keep_answer(s, c.memory_id, getattr(c, f"answer_{winner}"), getattr(c, f"level_{winner}"),
+            memory = repo.comparison_memory(s, c)
+            if memory is not None:
+                repo.keep_answer(s, memory.id, getattr(c, f"answer_{winner}"), getattr(c, f"level_{winner}"),
                                  getattr(c, f"model_{winner}"))
             return VoteOutcome(compare_id, vote, tally, (Mode(c.level_a, c.model_a), Mode(c.level_b, c.model_b)),
                                json.loads(c.shown) if c.shown else {})

@@ -272,6 +272,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "Использование: /export sft|dpo|kto [--since ГГГГ-ММ-ДД] [--mode \"УРОВЕНЬ МОДЕЛЬ\"] [--min-votes N] "
               "[--lang ru|en] [--keep-flagged] {reason}",
     },
+    "export_private": {"en": "The dataset holds every chat's conversations: send /export to me in a private chat.",
+                       "ru": "В наборе данных переписка всех чатов: отправьте /export мне в личном чате."},
     "export_empty": {
         "en": "Nothing to export as {kind}: no stored votes or feedback match. Widen --since, --mode or --lang, "
               "lower --min-votes, or add --keep-flagged.",

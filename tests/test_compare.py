@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
+
+import pytest
 
 from bot.storage import repo
 from bot.storage.models import Comparison, Vote
@@ -291,3 +294,62 @@ async def test_compare_columns_appear_in_an_existing_database_and_the_memory_fol
         assert stored is not None and stored.shown == '{"buttons": 1}' and stored.memory_id is not None
     finally:
         await db.dispose()
+
+
+async def test_a_vote_after_reset_counts_but_never_rewrites_a_newer_answer_of_any_chat(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    app = await start(bot, llm)
+    await say(telegram, 5, MODES)
+    _, b = await ask(telegram, 5, "old question")
+    answer_b = b.text.split("\n\n", 1)[1]
+    assert (await say(telegram, 5, "/reset")).startswith("Memory of this chat cleared")
+    # the stored rows of chat 5 are gone: another chat's new turn may now be stored where they were
+    assert await say(telegram, 6, "hello") == "Plain answer to hello."
+    press(telegram, 5, b, "B is better")
+    await telegram.wait_for(lambda: "B is better · 1" in str(telegram.find(5, b.message_id).reply_markup))
+    memory = await app.services.db.run(lambda s: [m.content for m in repo.all_messages(s, 6)])
+    assert memory == ["hello", "Plain answer to hello."]  # chat 6 keeps its own answer
+    assert answer_b not in memory
+    assert await app.services.db.run(lambda s: repo.all_messages(s, 5)) == []  # /reset stays a reset
+
+
+async def test_a_compare_question_run_again_after_telegram_failed_offers_the_vote_and_no_third_answer(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
+    from tests.fakes.telegram_server import FaultPlan
+    from tests.test_reliability_delivery import released, until
+
+    caplog.set_level(logging.WARNING, logger="bot.pump")
+
+    app = await start(bot, llm, send_retry_seconds=0.5)
+    await say(telegram, 5, MODES)
+    llm.requests.clear()
+    # both answers are shown, then Telegram fails to put the vote buttons under them: the update runs again
+    telegram.faults = FaultPlan({"editMessageReplyMarkup"}, rate_5xx=1.0)
+    before = len(telegram.messages(5))
+    telegram.user_says(5, "a question")
+    await until(lambda: released(caplog) >= 1)  # the outage outlived the send retry window
+    telegram.faults = None
+    await telegram.wait_for(lambda: any(buttons(m) for m in telegram.messages(5)[before:]))
+    await until(lambda: app.services.db.run(lambda s: s.query(Comparison.shown).scalar()))  # a vote can reveal
+    new = telegram.messages(5)[before:]
+    assert len(llm.requests) == 2  # the stored answers were shown again, the models were not asked again
+    assert not any("👍" in str(m.reply_markup) for m in new)  # no third, unlabelled answer with 👍/👎
+    voting = next(m for m in new if buttons(m))
+    assert voting.text.startswith("B\n\n")
+    press(telegram, 5, voting, "A is better")
+    await telegram.wait_for(lambda: "A is better · 1" in str(telegram.find(5, voting.message_id).reply_markup))
+    assert telegram.find(5, voting.message_id).text.startswith("B — ")
+
+
+async def test_forged_vote_feedback_and_menu_data_with_odd_ids_is_refused_not_an_error(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await start(bot, llm)
+    await say(telegram, 5, MODES)
+    _, b = await ask(telegram, 5, "a question")
+    # a modified client may send any data up to 64 bytes
+    for data in (f"v:{10**40}:a", f"fb:{10**40}:u", "v:²:a", "fb:²:u", "compare:#²"):
+        before = len(telegram.answers_to_buttons())
+        telegram.press_button(5, b.message_id, data, user_id=5)
+        await telegram.wait_for(lambda n=before: len(telegram.answers_to_buttons()) > n)
+    assert await say(telegram, 5, "/compare #²") == "That menu is out of date: send /compare again."
+    assert not any("went wrong" in t for t in telegram.texts(5))

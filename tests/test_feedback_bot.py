@@ -91,6 +91,25 @@ async def test_thumbs_and_reasons_are_stored_and_a_second_press_changes_them(
     assert telegram.answers_to_buttons()[-1].get("show_alert") is True
 
 
+async def test_a_verdict_on_a_reset_answer_never_lands_on_the_next_answer_of_the_chat(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    from bot.storage import repo
+
+    await bot.start(default_mode="prompt")
+    llm.enqueue(Text("A wrong answer."))
+    telegram.user_says(5, "first question")
+    await press(telegram, 5, await answered(telegram, 5, "A wrong answer."), "👎")
+    telegram.user_says(5, "/reset")
+    await telegram.wait_for(lambda: any("Memory of this chat cleared" in t for t in telegram.texts(5)))
+    llm.enqueue(Text("A fine answer nobody rated."))
+    telegram.user_says(5, "second question")
+    await answered(telegram, 5, "A fine answer nobody rated.")
+    # what the dataset export reads: the new answer (stored where SQLite may reuse the old rows' ids) has no 👎
+    page = await bot.app.services.db.run(lambda s: repo.feedback_chat_page(s, (0, 0), 100))
+    assert [(m.content, m.feedback) for m in page if m.role == "assistant"] in (
+        [], [("A fine answer nobody rated.", [])])
+
+
 async def test_group_answers_get_buttons_on_the_final_edit_and_each_member_counts_once(
         bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
     await bot.start(default_mode="prompt")
@@ -265,3 +284,32 @@ async def test_feedback_counts_and_export_documents_for_admins_only(
 
     assert (await says(ADMIN, '/export kto --mode "agent cloud"')).startswith("Nothing to export as kto")
     assert (await says(ADMIN, "/export everything")).startswith("Usage: /export sft|dpo|kto")
+
+
+async def test_export_in_a_group_is_refused_so_other_chats_conversations_never_reach_its_members(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
+    llm.enqueue(Text("A private answer."))
+    telegram.user_says(ADMIN, "my private question")
+    await press(telegram, ADMIN, await answered(telegram, ADMIN, "A private answer."), "👍")
+    telegram.user_says(GROUP, "/export sft", user_id=ADMIN)
+    await telegram.wait_for(lambda: telegram.texts(GROUP) or telegram.files_sent(GROUP))
+    assert telegram.texts(GROUP) == ["The dataset holds every chat's conversations: send /export to me in a "
+                                     "private chat."]
+    assert not telegram.files_sent(GROUP)
+    telegram.user_says(ADMIN, "/export sft")  # in private it comes back as before
+    await telegram.wait_for(lambda: telegram.files_sent(ADMIN))
+    assert b"my private question" in telegram.files_sent(ADMIN)[0].content
+
+
+async def test_export_says_what_is_wrong_with_a_flag(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
+    for command, why in (("/export sft --since yesterday", "expected a date like 2026-11-01, got 'yesterday'"),
+                         ("/export kto --lang de", "invalid choice: 'de'"),
+                         ("/export dpo --frobnicate", "unrecognized arguments: --frobnicate")):
+        before = len(telegram.messages(ADMIN))
+        telegram.user_says(ADMIN, command)
+        await telegram.wait_for(lambda b=before: len(telegram.messages(ADMIN)) > b)
+        reply = telegram.messages(ADMIN)[before].text
+        assert reply.startswith("Usage: /export sft|dpo|kto") and why in reply, reply

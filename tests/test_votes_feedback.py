@@ -168,3 +168,27 @@ async def test_answers_found_by_their_telegram_messages_corrected_and_forgotten_
     assert await db.run(lambda s: repo.clear_history(s, 5)) == 2
     assert await db.run(lambda s: repo.answer_of_part(s, 5, 900)) is None
     assert await db.run(lambda s: s.query(AnswerPart).count()) == 0
+
+
+async def test_a_comparison_is_found_by_its_update_until_its_answer_is_forgotten(db: Database) -> None:
+    """What a re-run of a compare-mode question and a vote rely on, on SQLite and PostgreSQL."""
+
+    def store(s: Session) -> int:
+        _, memory = repo.add_messages(s, [dict(chat_id=5, role="user", content="q", update_id=77),
+                                          dict(chat_id=5, role="assistant", content="4", update_id=77)])
+        cid = repo.add_comparison(s, chat_id=5, question="q", history=[], system_prompt=None,
+                                  mode_a=("prompt", "cloud"), answer_a="4", mode_b=("rag", "cloud"), answer_b="5")
+        repo.link_comparison(s, cid, memory_id=memory)
+        return cid
+
+    cid = await db.run(store)
+    found = await db.run(lambda s: repo.comparison_of_update(s, 5, 77))
+    assert found is not None and found.id == cid
+    assert await db.run(lambda s: repo.comparison_of_update(s, 6, 77)) is None  # another chat's update
+    await db.run(lambda s: repo.clear_history(s, 5))
+    await db.run(lambda s: repo.add_messages(s, [dict(chat_id=6, role="user", content="hi", update_id=78),
+                                                 dict(chat_id=6, role="assistant", content="hello", update_id=78)]))
+    comparison = await db.run(lambda s: repo.get_comparison(s, cid))
+    assert comparison is not None
+    assert await db.run(lambda s: repo.comparison_memory(s, comparison)) is None  # forgotten, whatever took its id
+    assert await db.run(lambda s: repo.comparison_of_update(s, 5, 77)) is None

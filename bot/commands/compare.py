@@ -55,10 +55,10 @@ def _picked(ctx: Context, args: str) -> list[Mode] | None:
     modes = _modes(ctx)
     picked = []
     for token in args.split():
-        index = token[1:]
-        if not index.isdigit() or int(index) >= len(modes):
+        index = repo.parse_id(token[1:])
+        if index is None or index >= len(modes):
             return None
-        picked.append(modes[int(index)])
+        picked.append(modes[index])
     return picked
 
 

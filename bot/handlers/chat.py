@@ -13,7 +13,7 @@ from bot.compare import CompareService
 from bot.config import Settings
 from bot.delivery import DeliveryJournal
 from bot.feedback import FeedbackStore
-from bot.handlers.compare import answer_side_by_side
+from bot.handlers.compare import answer_side_by_side, resume_side_by_side
 from bot.handlers.errors import user_message
 from bot.handlers.feedback import feedback_markup
 from bot.i18n import t
@@ -77,6 +77,9 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         journal=deliveries, update_id=update_id,
     )
     if stored is not None:
+        if compare is not None and retry is None and \
+                await resume_side_by_side(message, bot, compare, settings, lang, update_id):
+            return  # a compare-mode question: both answers, with the vote buttons
         log.info("update %s was answered before; delivering what Telegram does not have yet", update_id)
         delivered = await deliveries.load(update_id)
         streamer.text, streamer.sources = stored.text, stored.sources

@@ -16,7 +16,7 @@ from aiogram.exceptions import TelegramAPIError, TelegramBadRequest
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from agents.types import ReplyEvent
-from bot.compare import LABELS, CompareService, VoteOutcome, parse_vote_data, vote_data
+from bot.compare import LABELS, VOTE_CODES, CompareService, VoteOutcome, parse_vote_data, vote_data
 from bot.config import Settings
 from bot.handlers.errors import user_message
 from bot.i18n import t
@@ -30,12 +30,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _BUTTONS = (("a", "vote_a"), ("b", "vote_b"), ("t", "vote_tie"), ("x", "vote_bad"))
-_TALLY_KEYS = {"a": "a", "b": "b", "t": "tie", "x": "both_bad"}
 
 
 def vote_keyboard(compare_id: int, lang: str, tally: dict[str, int] | None = None) -> InlineKeyboardMarkup:
     def label(code: str, key: str) -> str:
-        n = (tally or {}).get(_TALLY_KEYS[code], 0)
+        n = (tally or {}).get(VOTE_CODES[code], 0)
         return f"{t(key, lang)} · {n}" if n else t(key, lang)
 
     buttons = [InlineKeyboardButton(text=label(code, key), callback_data=vote_data(compare_id, code))
@@ -96,16 +95,50 @@ async def answer_side_by_side(message: Message, bot: Bot, compare: CompareServic
         for view in views:
             await view.end(exc)
         return
+    if compared.compare_id is not None:
+        await _offer_vote(bot, compare, chat_id, compared.compare_id, views, lang)
+
+
+async def resume_side_by_side(message: Message, bot: Bot, compare: CompareService, settings: Settings, lang: str,
+                              update_id: int) -> bool:
+    """A compare-mode question run again after both answers were stored (the process stopped, or Telegram failed,
+    before the vote buttons were under them): show both again with the buttons, unless that was done already.
+
+    False when the update's stored answer is no comparison's (then it is delivered as a single answer)."""
+    chat_id = message.chat.id
+    stored = await compare.of_update(chat_id, update_id)
+    if stored is None:
+        return False
+    if stored.shown:
+        return True  # shown with its buttons: nothing of it is missing
+    private = message.chat.type == "private"
+    thread_id = message.message_thread_id if message.is_topic_message else None
+    views = []
+    for i, (label, text) in enumerate(zip(LABELS, stored.answers, strict=True)):
+        streamer = ReplyStreamer(bot, chat_id, lang=lang, private=private, use_drafts=False,
+                                 interval=settings.stream_edit_interval, thread_id=thread_id, label=label,
+                                 reply_to=None if private or i else message.message_id)
+        streamer.text = text
+        view = SideStream(streamer, lang)
+        await view.end(None)
+        views.append(view)
+    await _offer_vote(bot, compare, chat_id, stored.compare_id, views, lang)
+    return True
+
+
+async def _offer_vote(bot: Bot, compare: CompareService, chat_id: int, compare_id: int, views: list[SideStream],
+                      lang: str) -> None:
+    """Put the vote buttons under B's last part and remember how both answers are shown (for the reveal)."""
     a, b = views
-    if compared.compare_id is None or not (a.sent and b.sent and all(a.sent + b.sent)):
-        return  # one side did not complete (or Telegram's answer was lost): nothing to vote on
+    if not (a.sent and b.sent and all(a.sent + b.sent)):
+        return  # Telegram's answer was lost: nothing to put the buttons under
     buttons = b.sent[-1]
     await bot.edit_message_reply_markup(chat_id=chat_id, message_id=buttons,
-                                        reply_markup=vote_keyboard(compared.compare_id, lang))
+                                        reply_markup=vote_keyboard(compare_id, lang))
     shown = {"buttons": buttons, **{label.lower(): {"id": view.sent[0], "text": view.streamer.delivered[0].text,
                                                     "entities": view.streamer.delivered[0].entities}
                                     for label, view in zip(LABELS, views, strict=True)}}
-    await compare.note_shown(compared.compare_id, shown)
+    await compare.note_shown(compare_id, shown)
 
 
 async def on_vote(query: CallbackQuery, bot: Bot, services: Services, lang: str) -> None:

@@ -15,6 +15,7 @@ from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMar
 
 from bot.feedback import FeedbackStore
 from bot.i18n import t
+from bot.storage.repo import BIGINT_MAX, parse_id
 
 if TYPE_CHECKING:
     from bot.app import Services
@@ -43,9 +44,10 @@ def reasons_markup(update_id: int, lang: str) -> InlineKeyboardMarkup:
 def _parse(data: str) -> tuple[int, str] | None:
     _, _, rest = data.partition(":")
     update_id, _, code = rest.partition(":")
-    if not update_id.isdigit() or (code not in ("u", "d") and code not in REASON_CODES):
+    parsed = parse_id(update_id, BIGINT_MAX)  # a forged id a column cannot hold would fail the query
+    if parsed is None or (code not in ("u", "d") and code not in REASON_CODES):
         return None
-    return int(update_id), code
+    return parsed, code
 
 
 async def _system_prompt(services: Services) -> str:

@@ -75,6 +75,9 @@ def stored_answer(session: Session, chat_id: int, update_id: int) -> Message | N
 
 def clear_history(session: Session, chat_id: int) -> int:
     session.execute(delete(AnswerPart).where(AnswerPart.chat_id == chat_id))  # they show answers now forgotten
+    # verdicts on the forgotten answers go with them: SQLite gives their ids to the next messages, which would
+    # inherit them (and the dataset export would credit a 👍/👎 to an answer nobody rated)
+    session.execute(delete(Feedback).where(Feedback.chat_id == chat_id))
     result = session.execute(delete(Message).where(Message.chat_id == chat_id))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -141,6 +144,17 @@ FEEDBACK_SOURCES = ("button", "reaction", "correction")
 SEASON_KEY = "leaderboard_season"
 
 
+INT_MAX, BIGINT_MAX = 2**31 - 1, 2**63 - 1  # the largest ids an Integer / BigInteger column holds
+
+
+def parse_id(text: str, limit: int = INT_MAX) -> int | None:
+    """An id a client sent (callback data, a command's argument): ASCII digits, at most `limit`; None otherwise."""
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(limit)):
+        return None
+    value = int(text)
+    return value if value <= limit else None
+
+
 class InvalidVerdict(ValueError):
     """A vote or feedback that cannot be stored as given (unknown value, no such comparison or answer)."""
 
@@ -185,6 +199,30 @@ def link_comparison(session: Session, compare_id: int, *, memory_id: int | None 
         row.memory_id = memory_id
     if shown is not None:
         row.shown = shown
+
+
+def comparison_memory(session: Session, comparison: Comparison) -> Message | None:
+    """The stored answer the chat's memory keeps for a comparison; None once it is gone (/reset, /retry) or a
+    person replaced it (/fix). SQLite gives a deleted row's id to the next message, of any chat: not that one."""
+    if comparison.memory_id is None:
+        return None
+    message = session.get(Message, comparison.memory_id)
+    if message is None or message.chat_id != comparison.chat_id or message.role != "assistant" \
+            or message.content not in (comparison.answer_a, comparison.answer_b):
+        return None
+    return message
+
+
+def comparison_of_update(session: Session, chat_id: int, update_id: int) -> Comparison | None:
+    """The comparison whose answer the chat's memory keeps for an update (a compare-mode question), if any."""
+    answer = stored_answer(session, chat_id, update_id)
+    if answer is None:
+        return None
+    for comparison in session.scalars(select(Comparison).where(Comparison.memory_id == answer.id,
+                                                               Comparison.chat_id == chat_id)):
+        if comparison_memory(session, comparison) is answer:
+            return comparison
+    return None
 
 
 def keep_answer(session: Session, message_id: int, content: str, level: str, model: str) -> None:
