@@ -120,13 +120,12 @@ def table(ratings: Sequence[Rating], lang: str = "en") -> str:
 
 def chart(ratings: Sequence[Rating], path: Path) -> Path:
     """Each mode's rating with its 95% interval, best on top: readable at phone size (a PNG at `path`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: pyplot's global state is not safe in the worker threads that draw these
+    from matplotlib.figure import Figure
 
     ys = list(range(len(ratings)))[::-1]
-    fig, ax = plt.subplots(figsize=(6, 1.4 + 0.5 * len(ratings)), dpi=110)
+    fig = Figure(figsize=(6, 1.4 + 0.5 * len(ratings)), dpi=110)
+    ax = fig.subplots()
     scores = [r.score for r in ratings]
     errors = [[r.score - r.ci_low for r in ratings], [r.ci_high - r.score for r in ratings]]
     ax.errorbar(scores, ys, xerr=errors, fmt="o", color="#4C72B0", capsize=4, markersize=7)
@@ -138,5 +137,4 @@ def chart(ratings: Sequence[Rating], path: Path) -> Path:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
-    plt.close(fig)
     return path

@@ -77,15 +77,13 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def draw_chart(report: dict[str, Any], path: Path) -> None:
     """Accuracy with its interval per mode, and the symptom shares: readable at phone size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # a Figure of its own, not pyplot: pyplot's global state is not safe in the worker threads that draw these
+    from matplotlib.figure import Figure
 
     modes = report["modes"]
     names = [m["mode"] for m in modes]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 1.6 + 0.55 * len(modes)), dpi=110,
-                                      gridspec_kw={"width_ratios": [1.1, 1]})
+    fig = Figure(figsize=(9, 1.6 + 0.55 * len(modes)), dpi=110)
+    left, right = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1]})
     ys = list(range(len(modes)))[::-1]
     acc = [m["accuracy"] or 0 for m in modes]
     err_lo = [(m["accuracy"] or 0) - m["accuracy_ci"][0] if m["accuracy_ci"] else 0 for m in modes]
@@ -107,7 +105,6 @@ def draw_chart(report: dict[str, Any], path: Path) -> None:
     right.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
 
 
 def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
