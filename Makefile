@@ -7,7 +7,7 @@ STAMP   = $(VENV)/.installed
 # kills the process with SIGILL in the AMX kernels (seen on this build machine: `tilezero` in libggml-cpu)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: setup run chat test bench lint clean
+.PHONY: setup run chat test bench lint clean ladder
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# The whole adaptation ladder on Gemma 3 270M, offline, about an hour on 2 cores (examples/ladder/README.md);
+# finished stages are skipped on a rerun. LADDER_ARGS: e.g. --fresh, --epochs 2
+ladder: $(STAMP)
+	$(BIN)/python examples/ladder/run.py $(LADDER_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check bot agents knowledge finetune tests bench

@@ -3,6 +3,8 @@ of every stage.
 
     .venv/bin/python bench/bench_finetune.py [--layers 4] [--conversations 128] [--epochs 1] [--repeats 2]
     .venv/bin/python bench/bench_finetune.py --base path/to/local/model   # a real model instead of the tiny one
+    .venv/bin/python bench/bench_finetune.py --gguf model.gguf --data examples/ladder/train.jsonl --steps 8 \
+        --batch-size 4 --threads 2 --repeats 1 --train-only        # the ladder's Gemma 3 270M, from its GGUF
 
 Throughput is real (non-padding) tokens through forward + backward per second of the training loop, model
 loading and validation excluded. The baseline is the loop every PEFT tutorial shows (forward with labels,
@@ -76,11 +78,22 @@ def children_peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def sample_data(source: Path, dest: Path, n: int, seed: int = 0) -> Path:
+    """A seeded sample of `n` conversations of `source` (all of them when it has fewer)."""
+    lines = [line for line in source.read_text(encoding="utf-8").splitlines() if line.strip()]
+    chosen = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
+    dest.write_text("".join(lines[i] + "\n" for i in chosen), encoding="utf-8")
+    return dest
+
+
 def plain_peft_loop(base: str, out: Path, overrides: dict[str, Any]) -> tuple[int, float, float]:
     """The baseline: a minimal PEFT loop over the same micro-batches; (tokens, wall s, CPU s) of the loop."""
     import torch
 
-    config = load_config(overrides=overrides, base=json.loads((out / "manifest.json").read_text())["config"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    if manifest.get("dequantized_from"):  # a GGUF base: the float32 model prepare de-quantized from it, as train loads
+        base = str(out / "base")
+    config = load_config(overrides=overrides, base=manifest["config"])
     t = config.train
     previous = torch.get_num_threads()
     if t.threads:
@@ -114,6 +127,12 @@ def plain_peft_loop(base: str, out: Path, overrides: dict[str, Any]) -> tuple[in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", help="a local model directory (default: build a tiny random Llama)")
+    p.add_argument("--gguf", type=Path, help="a GGUF file as the base (de-quantized by prepare, as in the pipeline)")
+    p.add_argument("--data", type=Path, help="training conversations (JSONL; default: random toy conversations)")
+    p.add_argument("--steps", type=int, default=0,
+                   help="optimizer steps per loop: a seeded sample of steps x batch-size conversations, no "
+                        "validation split (0: --conversations, 10%% validation)")
+    p.add_argument("--train-only", action="store_true", help="stop after training (no merge, export, verify)")
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--conversations", type=int, default=128)
@@ -128,12 +147,13 @@ def main() -> None:
 
     overrides = {"train.epochs": args.epochs, "train.lr": 1e-3, "train.batch_size": args.batch_size,
                  "train.threads": args.threads,
-                 "data.val_fraction": 0.1}
+                 "data.val_fraction": 0.0 if args.steps else 0.1}
     with tempfile.TemporaryDirectory(prefix="bench-ft-") as tmp:
         root = Path(tmp)
-        base = args.base or str(build_tiny_llama(root / "base", hidden_size=args.hidden,
-                                                 intermediate_size=4 * args.hidden, num_layers=args.layers))
-        data = toy_data(root / "data.jsonl", args.conversations)
+        base = str(args.gguf.resolve()) if args.gguf else args.base or str(build_tiny_llama(
+            root / "base", hidden_size=args.hidden, intermediate_size=4 * args.hidden, num_layers=args.layers))
+        n = args.steps * args.batch_size if args.steps else args.conversations
+        data = sample_data(args.data, root / "data.jsonl", n) if args.data else toy_data(root / "data.jsonl", n)
         stages: dict[str, tuple[float, float, float]] = {}  # stage -> (seconds, peak RSS MB, children peak MB)
 
         def timed(stage: str, fn: Any) -> Any:
@@ -155,16 +175,18 @@ def main() -> None:
             losses = timed(stage, lambda: pipeline.train(root / "run", progress=False)).losses
             rates["pipeline"].append(losses["tokens_per_s"])
             rates["pipeline_cpu"].append(losses["tokens"] / losses["cpu_seconds"])
-        timed("merge", lambda: pipeline.merge(root / "run"))
-        timed("export", lambda: pipeline.export(root / "run", args.quant))
-        try:
-            timed("verify", lambda: pipeline.verify(root / "run", root / "bot-data"))
-        except VerificationError as exc:  # the figures are in the manifest either way; print them below
-            print(f"verification: {exc}")
+        if not args.train_only:
+            timed("merge", lambda: pipeline.merge(root / "run"))
+            timed("export", lambda: pipeline.export(root / "run", args.quant))
+            try:
+                timed("verify", lambda: pipeline.verify(root / "run", root / "bot-data"))
+            except VerificationError as exc:  # the figures are in the manifest either way; print them below
+                print(f"verification: {exc}")
         manifest = Manifest.load(root / "run")
 
         info = manifest.data
-        print(f"model: {base if args.base else f'tiny Llama, hidden {args.hidden}, {args.layers} layers'}; "
+        model = base if args.base or args.gguf else f"tiny Llama, hidden {args.hidden}, {args.layers} layers"
+        print(f"model: {model}; "
               f"{info['train']} train conversations, {info['tokens']:,} tokens in all; "
               f"{args.epochs} epoch(s), batch {args.batch_size}, threads {args.threads or 'default'}")
         print(f"\ntraining throughput, tokens/s, best of {args.repeats} alternated runs (all runs listed)")
@@ -181,7 +203,8 @@ def main() -> None:
             sub = f"{children:30.0f}" if stage == "export" else f"{'-':>30s}"
             print(f"  {stage:24s} {seconds:8.1f} {rss:13.0f}{sub}")
         losses = manifest.losses
-        print(f"\nlosses: validation {losses['val_before']:.3f} -> {losses['val_after']:.3f}")
+        if losses.get("val_before") is not None:
+            print(f"\nlosses: validation {losses['val_before']:.3f} -> {losses['val_after']:.3f}")
         for quant, v in manifest.verification.items():
             print(f"  {quant:7s} rel_l2 {v['rel_l2']:.2e}  top-1 {v['top1_agreement']:.3f}  "
                   f"{'verified' if v['passed'] else 'FAILED'}")

@@ -134,6 +134,25 @@ def collate(examples: list[Example], pad_id: int, device: Any) -> dict[str, Any]
     return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)}
 
 
+def answer_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """The batch's mean loss per assistant token, as `model(**batch).loss`, with the output head applied only from
+    the first assistant token on (`logits_to_keep`): a prompt's logits are never used, and on a large vocabulary
+    (Gemma: 262k) the head is most of a small model's compute."""
+    import torch
+
+    labels = batch["labels"]
+    width = labels.shape[1]
+    labelled = (labels[:, 1:] != IGNORE).any(dim=0).nonzero()
+    if len(labelled) == 0:
+        return model(**batch).loss  # nothing to learn: the model's own (zero or NaN) answer
+    keep = width - int(labelled[0])  # logits at position i predict token i + 1
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, logits_to_keep=keep).logits
+    targets = labels[:, width - keep + 1:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             targets.reshape(-1), ignore_index=IGNORE)
+
+
 def micro_batches(examples: list[Example], batch_size: int, seed: int, epoch: int) -> list[list[Example]]:
     """This epoch's micro-batches: a fresh seeded shuffle per epoch, so a resumed run sees the same order."""
     order = list(range(len(examples)))
@@ -154,7 +173,7 @@ def evaluate(model: Any, examples: list[Example], batch_size: int, pad_id: int, 
         for k in range(0, len(examples), batch_size):
             batch = collate(examples[k : k + batch_size], pad_id, device)
             n = int((batch["labels"][:, 1:] != IGNORE).sum())  # the model shifts labels by one
-            total += float(model(**batch).loss) * n
+            total += float(answer_loss(model, batch)) * n
             count += n
     model.train(was_training)
     return total / max(count, 1)
@@ -254,7 +273,7 @@ def _train(
             step_loss = 0.0
             for examples in group:
                 batch = collate(examples, pad_id, device)
-                loss = model(**batch).loss / len(group)  # mean over the step's micro-batches
+                loss = answer_loss(model, batch) / len(group)  # mean over the step's micro-batches
                 loss.backward()
                 step_loss += loss.item()
                 result.tokens += int(batch["attention_mask"].sum())

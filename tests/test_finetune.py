@@ -252,3 +252,38 @@ def test_converter_download_failure_says_what_is_needed(monkeypatch: pytest.Monk
 def test_help_lists_the_stages(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--help"]) == 0
     assert "prepare,train,merge,export,evaluate,verify" in capsys.readouterr().out
+
+
+def test_the_training_loss_is_the_models_own_loss_computed_on_answer_positions_only(tiny: Path) -> None:
+    """The head is applied from the first answer token on (faster on a large vocabulary); the loss and every
+    gradient stay those of `model(**batch).loss`, for batches of uneven length and several answers."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from finetune.train import add_lora, answer_loss, collate, load_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    long_system = {"role": "system", "content": "Be brief and polite, and answer in one line. " * 4}
+    batch = collate([
+        encode(tokenizer, [long_system, {"role": "user", "content": "Say hello to Alice"},
+                           {"role": "assistant", "content": "Hello, Alice!"}]),
+        encode(tokenizer, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
+                           {"role": "user", "content": "And Bob?"}, {"role": "assistant", "content": "Hi, Bob."}]),
+    ], tokenizer.pad_token_id, "cpu")
+    torch.manual_seed(0)
+    model = add_lora(load_model(tiny), load_config(overrides={"lora.dropout": 0.0}))
+    for p in model.parameters():  # LoRA B starts at zero: move it so the adapter's gradients are not trivial
+        if p.requires_grad:
+            torch.nn.init.normal_(p, std=0.02)
+
+    def loss_and_grads(fn: object) -> tuple[float, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = fn()  # type: ignore[operator]
+        loss.backward()
+        return float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]
+
+    plain, plain_grads = loss_and_grads(lambda: model(**batch).loss)
+    fast, fast_grads = loss_and_grads(lambda: answer_loss(model, batch))
+    assert fast == pytest.approx(plain, rel=1e-5)
+    for a, b in zip(fast_grads, plain_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
