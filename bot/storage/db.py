@@ -79,12 +79,13 @@ class Database:
             Base.metadata.create_all(s.connection())
             _add_new_columns(s.connection())
 
-        for attempt in range(3):
+        attempts = 10  # each retry finds more of the tables made; several replicas and ~20 tables needed more than 3
+        for attempt in range(attempts):
             try:
                 return await self.run(create)
             except OperationalError as exc:
                 # SQLite: another process created a table or column between the check and the CREATE; look again
-                if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == 2:
+                if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == attempts - 1:
                     raise
 
     async def dispose(self) -> None:
