@@ -14,9 +14,14 @@ votes on comparisons (two voters each) and `--feedback` 👍/👎 on answers spr
     scripts/with-postgres.sh sh -c '.venv/bin/python bench/bench_export.py --database-url "$PG_TEST_URL"'
 
 Target: the export with the checks under 10 s for 100 000 rows (2 cores); the ratio to the baseline is printed.
-The checks' cost was cut by reading each source text once (a bounded cache of its figures), scanning for a
-family of number patterns only when its hint is there (a digit, a date separator, a month name, a colon), and
-round-tripping each distinct word through the transliteration once.
+This machine's speed moves by 20% from run to run: compare medians of several runs, old code and new interleaved.
+What brought it from 13.7 s to about 9 s (medians):
+* the reads: two range queries a page over (chat, id) indexes, plain rows, tuples for records, no id lists sent
+  back (the page walk was 5 s of the 14, now 1.5 s);
+* the checks: each source text read once (a bounded cache of its figures), one scan for all the families of
+  number patterns' hints (a date separator, a month name, a phone or time shape) and Russian month names matched
+  by their first letter, each distinct word's transliteration round trip once, and no loop search in a text
+  too short to hold a loop.
 """
 
 from __future__ import annotations

@@ -286,3 +286,24 @@ async def test_a_database_of_the_previous_release_gets_the_new_columns_and_keeps
         assert cited is not None and cited.sources == '[{"index": 1, "name": "a.pdf"}]'
     finally:
         await db.dispose()
+
+
+async def test_a_database_of_the_previous_release_gets_the_export_index(database_url: str) -> None:
+    """The export walks feedback by (chat, message): a database made before that index gets it at the next start."""
+    from sqlalchemy import inspect, text
+
+    old = Database(database_url)
+    await old.create_all()
+    await old.run(lambda s: s.execute(text("DROP INDEX ix_feedback_chat_message")))  # as the last release had it
+    await old.dispose()
+
+    def indexes(s) -> set[str]:  # type: ignore[no-untyped-def]
+        return {index["name"] for index in inspect(s.connection()).get_indexes("feedback")}
+
+    db = Database(database_url)  # the next start
+    try:
+        await db.create_all()
+        await db.create_all()  # and the one after: nothing left to add
+        assert "ix_feedback_chat_message" in await db.run(indexes)
+    finally:
+        await db.dispose()

@@ -85,14 +85,14 @@ def prepare(text: str) -> list[str]:
     words: list[str] = []
     for m in matches:
         word = m.group(0)
-        before = text[max(0, m.start() - 40):m.start()].rstrip(" \t\"'«“(*_-—–#>•")  # a window
-        sentence_start = not before or before[-1] in _SENTENCE_END
         if len(word) > 1 and word.isupper():
             continue  # an acronym: ATM, QR, API
         if word[0].isupper():
-            latin = not CYRILLIC.match(word)
-            if not sentence_start or (latin and has_cyrillic):
-                continue
+            if has_cyrillic and not CYRILLIC.match(word):
+                continue  # a Latin name in a Russian text
+            before = text[max(0, m.start() - 40):m.start()].rstrip(" \t\"'«“(*_-—–#>•")  # a window
+            if before and before[-1] not in _SENTENCE_END:
+                continue  # a name inside a sentence
         words.append(word)
     return words
 
@@ -105,11 +105,17 @@ def _translit_score(words: list[str], tiebreak: Callable[[str], float], common_w
     changed = sum(_not_translit(word) for word in distinct)
     if changed * 4 > len(distinct):  # a typo or two in translit is fine; English words change by the dozen
         return -1.0
-    russian = sum(w in _RU_WORDS or _canonical(w) in _RU_WORDS for w in distinct)
+    russian = sum(map(_russian_word, distinct))
     votes = russian - sum(w in _EN_WORDS for w in distinct)
     if votes and common_words:
         return float(votes)
     return tiebreak(" ".join(distinct))
+
+
+@lru_cache(maxsize=65536)
+def _russian_word(word: str) -> bool:
+    """A common Russian word in translit, however its y/j/i are spelt (lower case)."""
+    return word in _RU_WORDS or _canonical(word) in _RU_WORDS
 
 
 # Answers share most of their words: each word's round trip is worked out once (bounded: words are short).
@@ -140,13 +146,13 @@ def decide(
     words: list[str], tiebreak: Callable[[str], float] = fasttext_tiebreak, *, common_words: bool = True
 ) -> Language | None:
     """The language of prepared words (see `prepare`); `tiebreak` settles Latin words the rules cannot."""
-    letters = sum(len(w) for w in words)
+    letters = sum(map(len, words))
     if letters < _MIN_LETTERS:
         return None
-    cyrillic = sum(len(w) for w in words if CYRILLIC.match(w))
-    if cyrillic * 2 >= letters:
+    latin_words = [w for w in words if not CYRILLIC.match(w)]
+    if (letters - sum(map(len, latin_words))) * 2 >= letters:  # half the letters or more are Cyrillic
         return "ru"
-    latin = [w for w in words if not CYRILLIC.match(w) and len(w) > 1]  # `s`, `x`, `a`: units and variables
+    latin = [w for w in latin_words if len(w) > 1]  # `s`, `x`, `a`: units and variables
     if not latin:
         return None
     return "ru" if _translit_score(latin, tiebreak, common_words) > 0 else "en"

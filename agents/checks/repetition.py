@@ -187,6 +187,8 @@ class LoopDetector:
 
 def find_loop(text: str, chunk: int = 16) -> int | None:
     """Offset where a finished text's degenerate repetition begins (`text[:offset]` keeps one copy), or None."""
+    if len(text) <= MIN_RUN:  # a loop is one copy and a periodic run of MIN_RUN characters after it at least
+        return None
     detector = LoopDetector()
     for start in range(0, len(text), chunk):
         found = detector.feed(text[start:start + chunk])

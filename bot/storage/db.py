@@ -78,13 +78,14 @@ class Database:
                 s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
             Base.metadata.create_all(s.connection())
             _add_new_columns(s.connection())
+            _add_new_indexes(s.connection())
 
         attempts = 10  # each retry finds more of the tables made; several replicas and ~20 tables needed more than 3
         for attempt in range(attempts):
             try:
                 return await self.run(create)
             except OperationalError as exc:
-                # SQLite: another process created a table or column between the check and the CREATE; look again
+                # SQLite: another process created a table, column or index between the check and the CREATE; look again
                 if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == attempts - 1:
                     raise
 
@@ -106,6 +107,16 @@ def _add_new_columns(connection: Connection) -> None:
             if column.name not in present and column.nullable:
                 kind = column.type.compile(connection.dialect)
                 connection.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"))
+
+
+def _add_new_indexes(connection: Connection) -> None:
+    """Create the indexes a newer release gave an existing table (create_all makes them only with the table)."""
+    inspector = inspect(connection)
+    for table in Base.metadata.sorted_tables:
+        present = {index["name"] for index in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in present:
+                index.create(connection)
 
 
 class _DaemonThread(Executor):

@@ -167,7 +167,8 @@ class Feedback(Base):
 
     __tablename__ = "feedback"
     __table_args__ = (UniqueConstraint("message_id", "user_id", "kind", name="uq_feedback_message_user_kind"),
-                      Index("ix_feedback_created_at", "created_at"))
+                      Index("ix_feedback_created_at", "created_at"),
+                      Index("ix_feedback_chat_message", "chat_id", "message_id"))  # the export's walk
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     message_id: Mapped[int] = mapped_column(Integer, index=True)  # messages.id of the assistant turn
