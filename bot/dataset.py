@@ -352,7 +352,8 @@ def _date(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date like 2026-11-01, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # in UTC, as the times are stored: SQLite compares them as text, whatever offset the date was written with
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -174,6 +174,30 @@ def test_filters_by_language_mode_and_votes(seeded: str, tmp_path: Path) -> None
     assert code == 2
 
 
+def test_since_with_a_utc_offset_means_the_same_moment_on_every_backend(seeded: str, tmp_path: Path) -> None:
+    """`--since 2026-11-01T12:00+03:00` is 09:00 UTC: a verdict given at 10:00 UTC is after it (SQLite too)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from bot.storage.models import Feedback, Vote
+
+    async def at_ten() -> None:
+        db = Database(seeded)
+        try:
+            moment = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+            await db.run(lambda s: [s.execute(update(t).values(created_at=moment)) for t in (Feedback, Vote)])
+        finally:
+            await db.dispose()
+
+    asyncio.run(at_ten())
+    code, rows, _ = export(tmp_path, "kto", "--since", "2026-11-01T12:00+03:00")  # 09:00 UTC
+    assert code == 0 and len(rows) == 2
+    (tmp_path / "kto.jsonl").unlink()
+    code, rows, _ = export(tmp_path, "kto", "--since", "2026-11-01T08:00-03:00")  # 11:00 UTC
+    assert code == 2 and rows == []
+
+
 def test_an_empty_result_is_refused_and_writes_nothing(seeded: str, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "kto.jsonl").write_text("kept\n")
