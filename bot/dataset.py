@@ -196,9 +196,10 @@ class Builder:
             elif label and not m.complete:
                 self.result.skipped["unfinished answer"] += 1
             else:
-                # a 👎 judged the model's text, which a correction has since replaced in the message
+                # 👍 and 👎 judged the model's text, the one Telegram shows: a correction has since replaced it in
+                # the stored message only
                 original = next((f.original for f in reversed(corrections) if f.original), None)
-                completion = m.content if label else original or m.content
+                completion = original or m.content
                 out += self._emit(Candidate("feedback", m.mode, (m.mode,), prompt, prev.content, completion,
                                             label=label, raters=tuple(raters)))
         return out
@@ -352,7 +353,8 @@ def _date(value: str) -> datetime:
         moment = datetime.fromisoformat(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a date like 2026-11-01, got {value!r}") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    # in UTC, as the times are stored: SQLite compares them as text, whatever offset the date was written with
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _parser() -> argparse.ArgumentParser:

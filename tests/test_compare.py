@@ -353,3 +353,13 @@ async def test_forged_vote_feedback_and_menu_data_with_odd_ids_is_refused_not_an
         await telegram.wait_for(lambda n=before: len(telegram.answers_to_buttons()) > n)
     assert await say(telegram, 5, "/compare #²") == "That menu is out of date: send /compare again."
     assert not any("went wrong" in t for t in telegram.texts(5))
+
+
+async def test_menu_arguments_naming_one_mode_twice_are_refused_like_typed_ones(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    """`/compare #1 #1` (typed, or a forged button) would compare a mode with itself, votes no rating can use."""
+    app = await start(bot, llm)
+    assert await say(telegram, 5, "/compare #1 #1") == "Pick two different modes to compare."
+    assert await app.services.compare.get(5) is None
+    assert (await say(telegram, 5, "/compare #0 #1 #2")).startswith("Usage: /compare")
+    assert await app.services.compare.get(5) is None

@@ -158,6 +158,35 @@ def test_kto_labels_thumbs_up_and_down(seeded: str, tmp_path: Path) -> None:
     passes_finetune_validation(path, [r["prompt"] + r["completion"] for r in rows])
 
 
+def test_kto_thumbs_up_on_an_answer_corrected_since_label_the_models_text(database_url: str, tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """/fix changes the answer in memory, not the Telegram message people rated: their 👍 judged the model's text."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+
+    def write(s: Session) -> None:
+        answer = turn(s, 1, "What is the capital of France?", "The capital of France is Paris.")
+        for voter in VOTERS[:2]:
+            repo.record_feedback(s, answer, voter, rating="up", source="button")
+        original = repo.correct_answer(s, answer, "Paris is the capital of France.")  # what /fix does
+        repo.record_feedback(s, answer, VOTERS[2], rating="down", source="correction",
+                             correction="Paris is the capital of France.", original=original)
+
+    async def seed_and_export() -> list[dict]:
+        db = Database(database_url)
+        await db.create_all()
+        try:
+            await db.run(write)
+            out = tmp_path / "kto.jsonl"
+            await export_dataset(db, ExportOptions(kind="kto"), out, salt=b"salt")
+            return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+        finally:
+            await db.dispose()
+
+    rows = asyncio.run(seed_and_export())
+    assert [(r["completion"][0]["content"], r["label"]) for r in rows] == [("The capital of France is Paris.", True)]
+
+
 def test_filters_by_language_mode_and_votes(seeded: str, tmp_path: Path) -> None:
     _, rows, _ = export(tmp_path, "sft", "--lang", "ru")
     assert [r["messages"][-1]["content"] for r in rows] == ["Столица Италии — Рим."]
@@ -172,6 +201,30 @@ def test_filters_by_language_mode_and_votes(seeded: str, tmp_path: Path) -> None
     assert export(tmp_path, "kto", "--since", "2026-01-01")[0] == 0
     code, _, _ = export(tmp_path, "dpo", "--since", "2999-01-01")
     assert code == 2
+
+
+def test_since_with_a_utc_offset_means_the_same_moment_on_every_backend(seeded: str, tmp_path: Path) -> None:
+    """`--since 2026-11-01T12:00+03:00` is 09:00 UTC: a verdict given at 10:00 UTC is after it (SQLite too)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import update
+
+    from bot.storage.models import Feedback, Vote
+
+    async def at_ten() -> None:
+        db = Database(seeded)
+        try:
+            moment = datetime(2026, 11, 1, 10, 0, tzinfo=UTC)
+            await db.run(lambda s: [s.execute(update(t).values(created_at=moment)) for t in (Feedback, Vote)])
+        finally:
+            await db.dispose()
+
+    asyncio.run(at_ten())
+    code, rows, _ = export(tmp_path, "kto", "--since", "2026-11-01T12:00+03:00")  # 09:00 UTC
+    assert code == 0 and len(rows) == 2
+    (tmp_path / "kto.jsonl").unlink()
+    code, rows, _ = export(tmp_path, "kto", "--since", "2026-11-01T08:00-03:00")  # 11:00 UTC
+    assert code == 2 and rows == []
 
 
 def test_an_empty_result_is_refused_and_writes_nothing(seeded: str, tmp_path: Path,

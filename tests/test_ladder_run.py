@@ -166,3 +166,19 @@ def test_a_fine_tune_that_does_not_beat_the_base_is_reported_as_such(ladder: Mod
     assert checks["the fine-tune at its best level reaches 0.6"] is False
     assert checks["... and is at least 0.4 above the base at its best"] is False
     assert checks["... with 95% intervals that do not overlap"] is False
+
+
+def test_the_children_get_none_of_the_bots_secrets(ladder: ModuleType, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Evaluating and fine-tuning need no key, token, salt or webhook secret: none reaches the child processes."""
+    from pydantic import SecretStr
+
+    from bot.config import Settings
+
+    secrets = [name.upper() for name, f in Settings.model_fields.items() if SecretStr in getattr(
+        f.annotation, "__args__", (f.annotation,))]
+    assert "OPENAI_API_KEY" in secrets and "DATASET_SALT" in secrets
+    for name in secrets:
+        monkeypatch.setenv(name, f"secret-of-{name}")
+    env = ladder.child_env(tmp_path, None, tmp_path / "prompts.yaml")
+    assert [name for name, value in env.items() if value.startswith("secret-of-")] == []

@@ -81,7 +81,11 @@ async def compare(ctx: Context) -> Reply:
         await service.set(ctx.chat_id, None)
         return Reply(ctx.t("compare_off"))
     try:
-        if picked is not None:  # the menu's second button: never the same mode twice
+        if picked is not None:  # the menu's second button; typed or forged, it may name one mode twice
+            if len(picked) != 2:
+                raise ServiceError("compare_usage")
+            if picked[0] == picked[1]:
+                raise ServiceError("compare_same")
             modes = (picked[0], picked[1])
         else:
             modes = service.parse(args, await ctx.services.chat.get_mode(ctx.chat_id))

@@ -142,7 +142,8 @@ def child_env(data_dir: Path, model: Path | None, prompts: Path, max_tokens: int
               rag_top_k: int = 3) -> dict[str, str]:
     """The children's environment: the ladder's own storage and model, offline, no cloud key, no user .env."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("OPENAI_", "TELEGRAM_", "SEARCH_", "CHROMA_", "LOCAL_MODEL_", "DATABASE_"))}
+           if not k.startswith(("OPENAI_", "TELEGRAM_", "SEARCH_", "CHROMA_", "LOCAL_MODEL_", "DATABASE_",
+                                "DATASET_SALT", "WEBHOOK_"))}
     env.update({
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": f"sqlite+aiosqlite:///{data_dir / 'adaptbot.db'}",
