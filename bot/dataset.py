@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -71,23 +72,30 @@ class ExportResult:
 
 
 def load_salt(data_dir: Path, configured: str | None = None) -> bytes:
-    """The salt for raters' hashes: DATASET_SALT, else one generated once into DATA_DIR (kept private)."""
+    """The salt for raters' hashes: DATASET_SALT, else one generated once into DATA_DIR (kept private).
+
+    The file appears whole or not at all (written aside, then linked into place: the first process wins and the
+    others use its salt), so no reader ever gets an empty salt, which would leave the hashes unkeyed.
+    """
     if configured:
         return configured.encode()
     path = Path(data_dir) / SALT_FILE
-    try:
-        return path.read_bytes().strip()
-    except FileNotFoundError:
-        pass
+    with contextlib.suppress(FileNotFoundError):
+        if salt := path.read_bytes().strip():
+            return salt
     path.parent.mkdir(parents=True, exist_ok=True)
-    salt = secrets.token_hex(32).encode()
+    aside = path.with_name(f".{SALT_FILE}.{secrets.token_hex(8)}")
+    with os.fdopen(os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
+        f.write(secrets.token_hex(32).encode())
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as f:
-        f.write(salt)
-    return salt
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            if not path.read_bytes().strip():  # an empty file, as an older release left it when it crashed
+                os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+    return path.read_bytes().strip()
 
 
 def normalize_mode(mode: str | None) -> str | None:

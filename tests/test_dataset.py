@@ -284,3 +284,24 @@ async def test_the_export_leaves_the_event_loop_free_between_pages(seeded: str, 
         assert (await export).written == 3 and served_during > 10
     finally:
         await db.dispose()
+
+
+def test_the_salt_is_never_empty_even_when_many_processes_make_it_at_once(tmp_path: Path) -> None:
+    """An empty salt would leave raters' hashes unkeyed (ids could be found by trying them all)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.dataset import SALT_FILE, load_salt
+
+    left_by_a_crash = tmp_path / "old"
+    left_by_a_crash.mkdir()
+    (left_by_a_crash / SALT_FILE).write_bytes(b"")
+    salt = load_salt(left_by_a_crash)
+    assert len(salt) == 64 and load_salt(left_by_a_crash) == salt
+    assert (left_by_a_crash / SALT_FILE).stat().st_mode & 0o077 == 0
+
+    for attempt in range(5):  # processes racing to create it: one salt, the same for all, never empty
+        data = tmp_path / f"race-{attempt}"
+        with ProcessPoolExecutor(4) as pool:
+            salts = list(pool.map(load_salt, [data] * 8))
+        assert len(set(salts)) == 1 and len(salts[0]) == 64
+        assert [p.name for p in data.iterdir()] == [SALT_FILE]  # nothing left aside
