@@ -363,3 +363,20 @@ async def test_menu_arguments_naming_one_mode_twice_are_refused_like_typed_ones(
     assert await app.services.compare.get(5) is None
     assert (await say(telegram, 5, "/compare #0 #1 #2")).startswith("Usage: /compare")
     assert await app.services.compare.get(5) is None
+
+
+def test_the_reveal_of_a_full_first_message_with_a_long_model_name_stays_within_telegrams_limit() -> None:
+    """A model name longer than the room the label kept would make Telegram refuse the reveal edit."""
+    from bot.handlers.compare import revealed
+    from bot.rendering import TELEGRAM_LIMIT, render, utf16_len
+    from bot.service import Mode
+    from bot.streaming import LABEL_ROOM, relabel
+
+    label = "A"
+    first = render(f"{label}\n\n" + "одно слово за другим\n" * 600, TELEGRAM_LIMIT - LABEL_ROOM)[0]  # as streamed
+    assert utf16_len(first.text) > TELEGRAM_LIMIT - LABEL_ROOM - 30  # the first message is full
+    for model in ("gpt-4o-mini", "finetuned:" + "очень-длинное-имя-" * 20):
+        shown = relabel(first, label, revealed(label, Mode("prompt", model)))
+        assert utf16_len(shown.text) <= TELEGRAM_LIMIT
+        assert shown.text.startswith(f"A — prompt · {model[:20]}")
+    assert revealed(label, Mode("prompt", "gpt-4o-mini")) == "A — prompt · gpt-4o-mini"  # short ones untouched
