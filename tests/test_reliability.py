@@ -182,8 +182,11 @@ async def test_stop_reaches_the_process_running_the_answer(pair: tuple[WebhookBo
     telegram.webhook_targets = [a.url]
     telegram.user_says(3, "talk for a long time")
     await telegram.wait_for(lambda: any(d["chat_id"] == 3 and "word" in d["text"] for d in telegram.drafts))
-    assert a.app.pump.busy == 1 and b.app.pump.busy == 0
-    telegram.webhook_targets = [b.url]  # the /stop lands on the process that is NOT answering
+    # usually `a` answers, but b's periodic scan of the shared inbox may claim the chat between a's recording the
+    # update and a's own claim (a loaded machine widens that gap): either may be the one answering
+    answering, other = (a, b) if a.app.pump.busy else (b, a)
+    assert answering.app.pump.busy == 1 and other.app.pump.busy == 0
+    telegram.webhook_targets = [other.url]  # the /stop lands on the process that is NOT answering
     telegram.user_says(3, "/stop")
     await telegram.wait_for(lambda: telegram.texts(3))
     assert telegram.texts(3)[0].endswith("⏹ Stopped.") and telegram.texts(3)[0].count("word") < 400

@@ -97,6 +97,18 @@ async def test_replicas_starting_together_create_the_tables_once(database_url: s
         await asyncio.gather(*(r.dispose() for r in replicas))
 
 
+async def test_replicas_starting_together_on_a_new_sqlite_file_all_start(tmp_path: Path) -> None:
+    # each round is a race on a new file: switching it to WAL and creating the tables (one round lost it rarely)
+    for round_ in range(20):
+        url = f"sqlite+aiosqlite:///{(tmp_path / f'round{round_}' / 'adaptbot.db').as_posix()}"
+        replicas = [Database(url) for _ in range(4)]
+        try:
+            await asyncio.gather(*(r.create_all() for r in replicas))
+            assert await Inbox(replicas[-1], "a").add([msg(1, 1)]) == [1]
+        finally:
+            await asyncio.gather(*(r.dispose() for r in replicas))
+
+
 async def test_duplicates_are_recorded_once(db: Database) -> None:
     inbox = Inbox(db, "a")
     assert await inbox.add([msg(1, 5), msg(2, 5), msg(1, 5)]) == [1, 2]

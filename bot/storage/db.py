@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import queue
+import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from pathlib import Path
@@ -21,7 +23,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -29,6 +30,7 @@ from sqlalchemy.pool import StaticPool
 from bot.storage.models import Base
 
 T = TypeVar("T")
+_BUSY_TIMEOUT_MS = 30_000
 
 
 class Database:
@@ -52,7 +54,7 @@ class Database:
             # one connection in one thread: SQLite has one writer anyway, and writers that wait on each other
             # through busy_timeout sleep in steps of up to 100 ms (measured: 12x slower under a burst)
             sync_engine = create_engine(self.url.set(drivername="sqlite"), poolclass=StaticPool,
-                                        connect_args={"timeout": 30, "check_same_thread": False})
+                                        connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
             self._thread = _DaemonThread("sqlite")
@@ -72,22 +74,20 @@ class Database:
 
     async def create_all(self) -> None:
         def create(s: Session) -> None:
-            if not self.is_sqlite:
-                # replicas starting together would race to create the same tables (a unique violation in the
-                # catalogue): one takes this lock and creates them, the others wait and find them there
-                s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))
+            # replicas starting together would race to create the same tables, columns and indexes between looking
+            # and creating ("table settings already exists"): one takes the lock and creates them, the others wait
+            # and find them there
+            if self.is_sqlite:
+                # the write lock before the first look (waiting for it under busy_timeout); without BEGIN the
+                # driver runs each DDL statement on its own, outside any transaction
+                s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                s.execute(text("SELECT pg_advisory_xact_lock(2017253411)"))  # a unique violation in the catalogue
             Base.metadata.create_all(s.connection())
             _add_new_columns(s.connection())
             _add_new_indexes(s.connection())
 
-        attempts = 10  # each retry finds more of the tables made; several replicas and ~20 tables needed more than 3
-        for attempt in range(attempts):
-            try:
-                return await self.run(create)
-            except OperationalError as exc:
-                # SQLite: another process created a table, column or index between the check and the CREATE; look again
-                if ("already exists" not in str(exc) and "duplicate column" not in str(exc)) or attempt == attempts - 1:
-                    raise
+        await self.run(create)
 
     async def dispose(self) -> None:
         if self._async_engine is not None:
@@ -156,8 +156,23 @@ class _DaemonThread(Executor):
 def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
     # WAL lets readers run beside the one writer; busy_timeout makes writers wait instead of failing.
     cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+    _switch_to_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
+
+def _switch_to_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database file in WAL mode (once per file; a no-op on a file in WAL mode already)."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            # replicas opening a new file together: each reads it, then needs it alone to switch it, and SQLite
+            # refuses one of them at once ("database is locked", without waiting: waiting could deadlock). Once the
+            # other has switched the file, the statement needs no such lock: try again.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)

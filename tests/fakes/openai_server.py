@@ -89,10 +89,21 @@ class ScriptedOpenAI:
         self._closing = asyncio.Event()
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0
+        self._arrived = asyncio.Condition()  # notified when a request has taken its scripted reply
 
     # --- script -----------------------------------------------------------------------------------
     def enqueue(self, *replies: Reply) -> None:
         self._script.extend(replies)
+
+    async def wait_for_requests(self, count: int, timeout: float = 20.0) -> None:
+        """Wait until `count` requests in all have arrived (each has taken its scripted reply by then)."""
+        async def _wait() -> None:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: len(self.requests) >= count)
+        try:
+            await asyncio.wait_for(_wait(), timeout)
+        except TimeoutError:
+            raise AssertionError(f"{len(self.requests)} of {count} model requests arrived in {timeout} s") from None
 
     @property
     def base_url(self) -> str:
@@ -142,6 +153,8 @@ class ScriptedOpenAI:
         self.requests.append(body)
         self.headers.append(dict(request.headers))
         reply = self._script.popleft() if self._script else self.default(body)
+        async with self._arrived:
+            self._arrived.notify_all()
         if isinstance(reply, str):
             reply = Text(reply)
         if self.delay:
