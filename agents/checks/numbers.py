@@ -97,7 +97,6 @@ _WORDS = {
     "пятьдесят": 50, "сто": 100, "тысяча": 1000,
 }
 _WORD_RE = re.compile(r"[a-zа-яё]+", re.I)
-_WORD_KEYS: dict[str, Key] = {}  # filled below, once _num is defined
 _DIGIT_RE = re.compile(r"\d")
 # What each family of patterns cannot match without: most texts have none of it, and one scan says so.
 _NUMERIC_DATE_HINT_RE = re.compile(r"\d[-./]\d")  # 2024-03-01, 01.03.2024, 01/03/2024, 2024/03/01
@@ -126,7 +125,7 @@ def _num(value: Decimal) -> Key:
     return ("n", abs(value).normalize())
 
 
-_WORD_KEYS.update((word, _num(Decimal(value))) for word, value in _WORDS.items())
+_WORD_KEYS = {word: _num(Decimal(value)) for word, value in _WORDS.items()}  # what each number word equals
 
 
 def _date_keys(year: int | None, month: int, day: int, answer: bool) -> set[Key]:
@@ -278,9 +277,9 @@ def _number_words(text: str) -> list[NumberMention]:
     """A source's number words (`twenty`, `двадцать`)."""
     found = []
     for m in _WORD_RE.finditer(text):
-        value = _WORDS.get(m.group(0).lower())
-        if value is not None:
-            found.append(NumberMention(m.group(0), m.start(), frozenset({_num(Decimal(value))})))
+        key = _WORD_KEYS.get(m.group(0).lower())
+        if key is not None:
+            found.append(NumberMention(m.group(0), m.start(), frozenset({key})))
     return found
 
 

@@ -20,7 +20,7 @@ from bot.compare import LABELS, VOTE_CODES, CompareService, VoteOutcome, parse_v
 from bot.config import Settings
 from bot.handlers.errors import user_message
 from bot.i18n import t
-from bot.rendering import Chunk, utf16_len
+from bot.rendering import Chunk, preview, utf16_len
 from bot.service import Mode, Prepared, ServiceError
 from bot.storage.repo import InvalidVerdict
 from bot.streaming import LABEL_ROOM, ReplyStreamer, _entities, relabel
@@ -44,12 +44,7 @@ def vote_keyboard(compare_id: int, lang: str, tally: dict[str, int] | None = Non
 
 def revealed(label: str, mode: Mode) -> str:
     """`A — level · model`, shortened to the room the answer's first message kept for it (a long model name)."""
-    text, room = f"{label} — {mode.level} · {mode.model}", utf16_len(label) + LABEL_ROOM
-    if utf16_len(text) <= room:
-        return text
-    while utf16_len(text) > room - 1:
-        text = text[:-1]
-    return text + "…"
+    return preview(f"{label} — {mode.level} · {mode.model}", utf16_len(label) + LABEL_ROOM)
 
 
 class SideStream:
