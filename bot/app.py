@@ -219,6 +219,7 @@ class BotApp:
         self.owner = process_identity()  # lets a restarted process on this machine take back a dead one's work
         self.inbox = Inbox(services.db, self.owner)
         self.pump = UpdatePump(self.inbox, self.dp, bot)
+        self.dp["pump"] = self.pump  # /stop withdraws questions still in the inbox
         self.stop_event = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._warm_up: asyncio.Task[None] | None = None

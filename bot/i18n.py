@@ -189,7 +189,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "cmd_help": {"en": "Help and commands", "ru": "Справка и команды"},
     "cmd_mode": {"en": "Choose level and model", "ru": "Выбрать уровень и модель"},
     "cmd_reset": {"en": "Forget this chat's history", "ru": "Забыть историю чата"},
-    "cmd_stop": {"en": "Stop the current answer", "ru": "Остановить ответ"},
+    "cmd_stop": {"en": "Stop the current answer and your waiting questions", "ru": "Остановить ответ и ваши вопросы в очереди"},
     "cmd_steps": {"en": "Show agent steps (on/off)", "ru": "Показывать шаги агента (on/off)"},
     "cmd_usage": {"en": "Usage today", "ru": "Потребление за сегодня"},
     "cmd_prompt": {"en": "Show, set or reset the system prompt", "ru": "Показать, задать или сбросить системный промпт"},

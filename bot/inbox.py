@@ -77,6 +77,15 @@ def is_urgent(update: dict[str, Any]) -> bool:
     return text_.split("@")[0].split(" ")[0] == "/stop"
 
 
+def is_question(update: dict[str, Any], user_id: int | None = None) -> bool:
+    """A plain text message (not a command) of `user_id` (None: of anyone): what /stop may withdraw unanswered."""
+    message = update.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("text"), str) or message["text"].startswith("/"):
+        return False
+    sender = message.get("from")
+    return user_id is None or (isinstance(sender, dict) and sender.get("id") == user_id)
+
+
 # --- owners: who holds a lease, and whether that process provably died ------------------------------------------
 # An owner id is "<pid namespace>.<boot id>.<pid>.<process start time>.<random>". A pid means something only inside
 # its pid namespace and boot, so another process can judge an owner only when both match its own; the start time
@@ -254,6 +263,24 @@ class Inbox:
                 .order_by(InboxItem.update_id))
         rows = await self.db.run(lambda s: s.execute(stmt).all())
         return [(int(uid), key) for uid, key, payload in rows if is_urgent(json.loads(payload))]
+
+    async def withdraw(self, chat_key: str, before: int, user_id: int | None) -> list[int]:
+        """Mark done, unanswered, the questions of `user_id` (None: anyone's) waiting in this chat that arrived
+        before update `before` (/stop); returns their ids. Those another process took meanwhile run as usual."""
+        waiting = (select(InboxItem.update_id, InboxItem.payload)
+                   .where(InboxItem.chat_key == chat_key, InboxItem.status == "pending", InboxItem.update_id < before))
+
+        def work(s: Session) -> list[int]:
+            self._lock_chat(s, chat_key)
+            ids = [int(uid) for uid, payload in s.execute(waiting) if is_question(json.loads(payload), user_id)]
+            if not ids:
+                return []
+            stmt = (update(InboxItem).where(InboxItem.update_id.in_(ids), InboxItem.status == "pending")
+                    .values(status="done", error="withdrawn by /stop").returning(InboxItem.update_id)
+                    .execution_options(synchronize_session=False))
+            return sorted(int(r) for r in s.execute(stmt).scalars())
+
+        return await self.db.run(work)
 
     async def renew(self, update_ids: Sequence[int]) -> set[int]:
         """Extend the leases this owner still holds; returns the ids whose lease was extended."""

@@ -21,7 +21,7 @@ from aiogram.exceptions import TelegramRetryAfter
 from aiogram.types import Update
 
 from agents.lru import LRUCache
-from bot.inbox import Claimed, Inbox, chat_key_of, is_urgent
+from bot.inbox import Claimed, Inbox, chat_key_of, is_question, is_urgent
 from bot.telegram_session import UNDELIVERED
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class UpdatePump:
         self.scan_interval, self.tick_interval = scan_interval, tick_interval
         self._workers: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()  # chats that got new work since their worker last looked
-        self._claimed: dict[int, tuple[str, asyncio.Task[Any]]] = {}
+        self._claimed: dict[int, tuple[Claimed, asyncio.Task[Any]]] = {}
         self._urgent_tasks: dict[int, asyncio.Task[None]] = {}
         self._wakeup = asyncio.Event()
         self._closing = False
@@ -89,6 +89,19 @@ class UpdatePump:
     @property
     def closing(self) -> bool:
         return self._closing
+
+    # --- /stop: questions not answered yet ---------------------------------------------------------------------
+    def held_question(self, chat_id: int, before: int, user_id: int | None) -> int | None:
+        """The update id of a question of `user_id` (None: anyone's) in this chat that this process took from the
+        inbox and has not finished, received before update `before`; None when there is none."""
+        key = f"c{chat_id}"
+        return next((uid for uid, (item, _) in self._claimed.items()
+                     if item.chat_key == key and uid < before and is_question(item.payload, user_id)), None)
+
+    async def withdraw(self, chat_id: int, before: int, user_id: int | None) -> list[int]:
+        """Drop the questions of `user_id` (None: anyone's) still waiting in this chat's inbox, received before
+        update `before`: they are never answered. Returns their update ids."""
+        return await self.inbox.withdraw(f"c{chat_id}", before, user_id)
 
     # --- scheduling ------------------------------------------------------------------------------------------
     def _kick(self, key: str) -> None:
@@ -150,7 +163,7 @@ class UpdatePump:
     async def _process(self, item: Claimed, *, then_claim: str | None) -> Claimed | None:
         """Run one update; once it is finished, claim `then_claim`'s next update (one database round trip)."""
         task = asyncio.create_task(self._feed(item))
-        self._claimed[item.update_id] = (item.chat_key, task)
+        self._claimed[item.update_id] = (item, task)
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -222,7 +235,7 @@ class UpdatePump:
                             log.error("lost the lease of update %s (the database was out of reach for too long)",
                                       lost)
                 if not self._closing:
-                    keys = sorted({key for key, _ in self._claimed.values()})
+                    keys = sorted({item.chat_key for item, _ in self._claimed.values()})
                     for update_id, key in await self.inbox.urgent_for(keys):
                         self._start_urgent(update_id, key)
             except Exception:  # the database may be down for a moment

@@ -25,6 +25,7 @@ from bot.storage.models import Chat, Message
 from bot.turn_slots import TurnSlots
 
 log = logging.getLogger(__name__)
+_MAX_CHATS_REMEMBERED = 4096  # chats whose last begun or withdrawn update is kept for /stop (least recent dropped)
 
 SYSTEM_PROMPT_KEY = "system_prompt"
 # Users whose messages of the last minute are counted. Beyond it the least recently active user's count is
@@ -157,6 +158,9 @@ class ChatService:
         self.model_retries = model_retries
         self._running: dict[int, Stoppable] = {}
         self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
+        # /stop before an answer began: the update whose turn last began in each chat, and the update withdrawn
+        self._began: LRUCache[int, int] = LRUCache(_MAX_CHATS_REMEMBERED)
+        self._withdrawn: LRUCache[int, int] = LRUCache(_MAX_CHATS_REMEMBERED)
         # turns on models that do not queue their own work (0: no cap); local models have one worker that queues
         self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
 
@@ -277,6 +281,14 @@ class ChatService:
             self.slots.interrupt(chat_id, TurnCancelled("stopped"))  # waiting for a slot: stop waiting
         return True
 
+    def withdraw(self, chat_id: int, update_id: int) -> bool:
+        """/stop for a question whose answer has not begun (its update is being handled, the turn not started yet):
+        the turn ends as stopped when it would begin. False when that turn began already (it may be delivering)."""
+        if self._began.get(chat_id) == update_id:
+            return False
+        self._withdrawn[chat_id] = update_id
+        return True
+
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
         """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
         return _stored(await self.db.run(lambda s: repo.stored_answer(s, chat_id, update_id)))
@@ -357,6 +369,10 @@ class ChatService:
         `register(run)` is told of each attempt's run (None when it ends); `ended(result)` gets what an attempt
         produced once it ended for good (complete, cut or failed; not when abandoned or about to be tried again).
         """
+        if update_id is not None:  # checked and noted with no await between: /stop sees one or the other
+            if self._withdrawn.get(chat_id) == update_id:
+                raise TurnCancelled("stopped before it began")
+            self._began[chat_id] = update_id
         guards = prepared.guards.config(text, lang)
         attempt = 0
         while True:

@@ -126,6 +126,57 @@ async def test_stop_ends_the_answer_with_a_notice_and_it_is_not_remembered(bot: 
                                                     ("user", True), ("assistant", True)]
 
 
+async def test_stop_also_withdraws_your_questions_waiting_behind_the_answer(bot: BotRunner, telegram: FakeTelegram,
+                                                                            llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    gate = asyncio.Event()
+    llm.enqueue(Text("a long answer", gate=gate))
+    telegram.user_says(9, "first")
+    await llm.wait_for_requests(1)
+    telegram.user_says(9, "second")  # waits in the inbox behind the first answer
+    telegram.user_says(9, "/stop")
+    await telegram.wait_for(lambda: telegram.texts(9))
+    gate.set()
+    telegram.user_says(9, "third")
+    await telegram.wait_for(lambda: len(telegram.texts(9)) == 2)
+    assert telegram.texts(9) == ["⏹ Stopped.", "echo: third"]
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["first", "third"]  # "second" was never asked
+    await until(lambda: _counts_are(bot.app, done=4, pending=0, processing=0))
+
+
+async def test_group_stop_withdraws_your_waiting_question_not_someone_elses_answer(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    group = -300
+    await bot.start(default_mode="zero-shot", stream_grace=30)  # an answer comes whole
+    gate = asyncio.Event()
+    llm.enqueue(Text("a long answer", gate=gate))
+    telegram.user_says(group, "@adapt_test_bot tell me a story", user_id=61)
+    await llm.wait_for_requests(1)
+    telegram.user_says(group, "@adapt_test_bot and my question", user_id=62)  # waits behind 61's answer
+    telegram.user_says(group, "/stop", user_id=62)
+    await telegram.wait_for(lambda: telegram.texts(group))
+    assert telegram.texts(group) == ["⏹ Stopped."]  # not "only the person who asked may stop this answer"
+    assert bot.app.services.chat.is_busy(group)  # 61's answer goes on
+    gate.set()
+    await telegram.wait_for(lambda: len(telegram.texts(group)) == 2)
+    await until(lambda: _counts_are(bot.app, done=3, pending=0, processing=0))
+    assert telegram.texts(group)[1] == "a long answer"
+    assert len(llm.requests) == 1  # 62's question was never asked
+
+
+async def test_stop_right_after_a_question_stops_it_before_the_model_answers(bot: BotRunner, telegram: FakeTelegram,
+                                                                           llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot")
+    for _ in range(3):  # both arrive in one batch: the /stop is handled before the question's answer begins
+        before = len(telegram.texts(11))
+        telegram.user_says(11, "a question")
+        telegram.user_says(11, "/stop")
+        await telegram.wait_for(lambda: len(telegram.texts(11)) > before)
+        await until(lambda: _counts_are(bot.app, pending=0, processing=0))
+        assert telegram.texts(11)[before:] == ["⏹ Stopped."]  # not "Nothing to stop." and then the answer
+    assert not [r for r in llm.requests if r["messages"][-1]["content"] == "a question"]
+
+
 # --- several processes on one database ------------------------------------------------------------------------
 
 

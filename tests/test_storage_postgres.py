@@ -201,6 +201,24 @@ async def test_urgent_update_out_of_order_only_where_the_chat_runs(db: Database,
     assert await a.urgent_for(["c5"]) == []
 
 
+async def test_stop_withdraws_only_the_senders_questions_still_waiting(db: Database, second_db: Database) -> None:
+    a, b = Inbox(db, "owner-a"), Inbox(second_db, "owner-b")
+    in_group = [msg(i, -5, text) for i, text in ((1, "q1"), (2, "q2"), (3, "/mode"), (4, "q4"), (5, "/stop"),
+                                                  (6, "q6"))]
+    for update, sender in zip(in_group, (7, 7, 7, 8, 7, 7), strict=True):
+        update["message"]["from"]["id"] = sender
+    await a.add(in_group)
+    assert (await b.claim("c-5")).update_id == 1  # type: ignore[union-attr]  # being answered by the other process
+    # user 7's questions before the /stop that nobody took: not 1 (taken), 3 (a command), 4 (user 8's), 6 (later)
+    assert await a.withdraw("c-5", 5, 7) == [2]
+    assert await a.withdraw("c-5", 5, 7) == []
+    assert await a.withdraw("c-5", 5, None) == [4]  # a private chat's /stop: anyone's (its user's)
+    await b.finish(1)
+    assert (await b.claim("c-5")).update_id == 3  # type: ignore[union-attr]  # the withdrawn ones never run
+    await b.finish(3)
+    assert (await b.claim("c-5")).update_id == 5  # type: ignore[union-attr]
+
+
 async def test_dead_owner_on_this_machine_is_reaped(db: Database, second_db: Database) -> None:
     # a real process that holds a claim and dies
     code = "from bot.inbox import process_identity; print(process_identity(), flush=True); input()"

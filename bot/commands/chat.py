@@ -78,14 +78,19 @@ async def reset(ctx: Context) -> Reply:
 
 
 async def stop(ctx: Context) -> Reply | None:
+    """Stop the answer running in this chat (in a group: your own, or anyone's for an administrator), and withdraw
+    your questions that have not got an answer yet: received before /stop, they are never answered."""
     chat = ctx.services.chat
+    refusal = None
     if ctx.is_group and chat.is_busy(ctx.chat_id) and chat.asker(ctx.chat_id) != ctx.user_id:
         refusal = await ctx.refusal("stop", "stop_not_yours")  # someone else's answer: administrators only
-        if refusal is not None:
-            return refusal
-    if not chat.stop(ctx.chat_id):
-        return Reply(ctx.t("nothing_to_stop"))
-    return None  # the stopped answer itself ends with the notice
+    stopped = refusal is None and chat.stop(ctx.chat_id)
+    ended, dropped = await ctx.withdraw() if ctx.withdraw is not None else (False, 0)
+    if stopped or ended:
+        return None  # the stopped answer itself ends with the notice
+    if dropped:
+        return Reply(ctx.t("stopped"))
+    return refusal or Reply(ctx.t("nothing_to_stop"))
 
 
 async def steps(ctx: Context) -> Reply:

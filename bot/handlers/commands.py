@@ -33,10 +33,13 @@ from bot.i18n import LANGUAGES
 from bot.permissions import AdminCheckError, GroupAdmins, is_group
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
     from aiogram.types import Chat
 
     from bot.app import Services
     from bot.delivery import DeliveryJournal
+    from bot.pump import UpdatePump
     from bot.service import Question
 
 log = logging.getLogger(__name__)
@@ -117,9 +120,23 @@ def _context(services: Services, bot: Bot, admins: GroupAdmins, chat: Chat, user
                    is_bot_admin=is_admin, is_chat_admin=is_chat_admin, **more)  # type: ignore[arg-type]
 
 
+def _withdraw(pump: UpdatePump, services: Services, message: Message,
+              before: int) -> Callable[[], Awaitable[tuple[bool, int]]]:
+    """Context.withdraw for a command in this chat: the sender's questions (anyone's in a private chat) received
+    before update `before`, the one this process is handling if its answer has not begun, and those still waiting."""
+    async def withdraw() -> tuple[bool, int]:
+        chat_id = message.chat.id
+        user_id = None if message.chat.type == "private" or message.from_user is None else message.from_user.id
+        held = pump.held_question(chat_id, before, user_id)
+        ended = held is not None and services.chat.withdraw(chat_id, held)
+        return ended, len(await pump.withdraw(chat_id, before, user_id))
+
+    return withdraw
+
+
 async def on_command(message: Message, command: CommandObject, bot: Bot, services: Services, registry: Registry,
                      group_admins: GroupAdmins, lang: str, is_admin: bool, event_update: Update,
-                     deliveries: DeliveryJournal) -> None:
+                     deliveries: DeliveryJournal, pump: UpdatePump | None = None) -> None:
     assert message.from_user is not None
     outbox = ChatOutbox(message)
 
@@ -134,7 +151,8 @@ async def on_command(message: Message, command: CommandObject, bot: Bot, service
     ctx = _context(services, bot, group_admins, message.chat, message.from_user, message.sender_chat, lang, is_admin,
                    outbox, command.args or "", document=_document(message, bot), ask=ask,
                    replied_to=replied.message_id if replied is not None and to_bot else None,
-                   replied_to_other=replied is not None and not to_bot)
+                   replied_to_other=replied is not None and not to_bot,
+                   withdraw=_withdraw(pump, services, message, event_update.update_id) if pump is not None else None)
     for reply in await registry.run(ctx, command.command.lower()):
         await outbox.send(reply)
 
