@@ -79,7 +79,7 @@ async def _run(settings: Settings, webhook: bool) -> int:
     from bot.logs import setup_logging
 
     setup_logging(settings)
-    app = await BotApp.create(settings)
+    app = await BotApp.create(settings, own_process=True)
     if webhook:
         from bot.webhook import run_webhook
 
