@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from sqlalchemy.orm import Session
+
 from bot.rendering import Chunk
 from bot.storage import Database, repo
 
@@ -33,7 +35,17 @@ class DeliveryJournal:
         parts = [Chunk(p["text"], p.get("entities") or []) for p in json.loads(row.parts)]
         return Delivered(parts, [int(i) for i in json.loads(row.sent)])
 
-    async def record(self, update_id: int, chat_id: int, parts: list[Chunk], sent: list[int]) -> None:
-        """Note that `sent` (one id per part, in order) of the answer `parts` reached Telegram."""
+    async def record(self, update_id: int, chat_id: int, parts: list[Chunk], sent: list[int], *,
+                     link: bool = False) -> None:
+        """Note that `sent` (one id per part, in order) of the answer `parts` reached Telegram. `link`: once every
+        part is delivered, remember in the same transaction which messages show the stored answer (reactions and
+        /fix replies find it by them)."""
         rendered = json.dumps([{"text": c.text, "entities": c.entities} for c in parts], ensure_ascii=False)
-        await self.db.run(lambda s: repo.record_delivery(s, update_id, chat_id, rendered, json.dumps(sent)))
+        complete = link and len(sent) == len(parts)
+
+        def work(s: Session) -> None:
+            repo.record_delivery(s, update_id, chat_id, rendered, json.dumps(sent))
+            if complete:
+                repo.link_answer_parts(s, chat_id, update_id, sent)
+
+        await self.db.run(work)

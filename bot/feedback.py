@@ -54,11 +54,6 @@ class FeedbackStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def link(self, chat_id: int, update_id: int, telegram_ids: Sequence[int]) -> None:
-        """Remember the Telegram messages that show the answer to `update_id` (for reactions and replies)."""
-        ids = list(telegram_ids)
-        await self.db.run(lambda s: repo.link_answer_parts(s, chat_id, update_id, ids))
-
     async def rate(self, chat_id: int, update_id: int, user_id: int, rating: str, reason: str | None = None,
                    *, system_prompt: str | None = None) -> bool:
         """A button: 👍/👎 (a reason with 👎) on the answer to `update_id`; False when it is no longer stored."""

@@ -39,12 +39,14 @@ class ReplyStreamer:
     def __init__(self, bot: Bot, chat_id: int, *, lang: str, private: bool, use_drafts: bool = True,
                  interval: float = 1.0, grace: float = 0.0, reply_to: int | None = None,
                  show_steps: bool = False, thread_id: int | None = None, journal: DeliveryJournal | None = None,
-                 update_id: int | None = None, label: str = "", message_id: int | None = None) -> None:
+                 update_id: int | None = None, label: str = "", message_id: int | None = None,
+                 link: bool = False) -> None:
         self.bot, self.chat_id, self.lang = bot, chat_id, lang
         # `label`: a first line above the answer (a side-by-side answer's "A"); `message_id`: a message already sent
         # that the answer streams into (side-by-side answers keep the order of their placeholders)
         self.label = label
         self.journal, self.update_id = journal, update_id  # where the delivered parts are recorded
+        self.link = link  # and linked to the stored answer once all are delivered (reactions, /fix)
         self.use_drafts = use_drafts and private and chat_id not in _drafts_refused
         self.interval, self.grace = interval, grace
         self.reply_to, self.thread_id = reply_to, thread_id
@@ -129,7 +131,7 @@ class ReplyStreamer:
                 else:
                     sent.append(await self._send_final(chunks[i], reply=i == 0, markup=buttons))
                 if self.journal is not None and self.update_id is not None:
-                    await self.journal.record(self.update_id, self.chat_id, chunks, sent)
+                    await self.journal.record(self.update_id, self.chat_id, chunks, sent, link=self.link)
         return sent
 
     def _render(self, notice: str | None) -> list[Chunk]:

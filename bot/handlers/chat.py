@@ -12,7 +12,6 @@ from aiogram.types import Message, Update
 from bot.compare import CompareService
 from bot.config import Settings
 from bot.delivery import DeliveryJournal
-from bot.feedback import FeedbackStore
 from bot.handlers.compare import answer_side_by_side, resume_side_by_side
 from bot.handlers.errors import user_message
 from bot.handlers.feedback import feedback_markup
@@ -74,7 +73,7 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         interval=settings.stream_edit_interval, grace=settings.stream_grace, show_steps=mode.show_steps,
         reply_to=None if message.chat.type == "private" else message.message_id,
         thread_id=message.message_thread_id if message.is_topic_message else None,
-        journal=deliveries, update_id=update_id,
+        journal=deliveries, update_id=update_id, link=feedback,
     )
     if stored is not None:
         if compare is not None and retry is None and \
@@ -84,10 +83,8 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
         delivered = await deliveries.load(update_id)
         streamer.text, streamer.sources = stored.text, stored.sources
         reason = t("restarted", lang)
-        sent = await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
-                                     resume=delivered, markup=buttons if stored.complete else None)
-        if feedback:
-            await _link(chat_service, chat_id, update_id, sent)
+        await streamer.finish(None if stored.complete else t("answer_interrupted", lang, reason=reason),
+                              resume=delivered, markup=buttons if stored.complete else None)
         return
     if prepared.compare is not None and compare is not None and retry is None:
         await answer_side_by_side(message, bot, compare, settings, lang, update_id, text, prepared)
@@ -109,14 +106,7 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
                 raise  # a bug: the error router logs it and answers
             log.info("turn in chat %s ended early: %s", chat_id, exc)
         # buttons only under an answer that ran to its end (not a stopped or failed one)
-        sent = await streamer.finish(notice, markup=buttons if notice is None else None)
-    if feedback:
-        await _link(chat_service, chat_id, update_id, sent)
-
-
-async def _link(chat_service: ChatService, chat_id: int, update_id: int, sent: list[int]) -> None:
-    """Remember the messages that show this answer, so reactions and /fix replies on them find it."""
-    await FeedbackStore(chat_service.db).link(chat_id, update_id, sent)
+        await streamer.finish(notice, markup=buttons if notice is None else None)
 
 
 def create_router() -> Router:
