@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from agents.checks.language import detect_language, wrong_language
 from agents.checks.numbers import invented_numbers
@@ -365,8 +365,8 @@ def _date(value: str) -> datetime:
     return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptbot dataset", description="Datasets from votes and feedback.")
+def _parser(kind: type[argparse.ArgumentParser] = argparse.ArgumentParser) -> argparse.ArgumentParser:
+    parser = kind(prog="adaptbot dataset", description="Datasets from votes and feedback.")
     sub = parser.add_subparsers(dest="action", required=True)
     export = sub.add_parser("export", help="write SFT, DPO or KTO examples as JSON lines")
     export.add_argument("--kind", choices=KINDS, required=True)
@@ -380,9 +380,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class FlagsRefused(Exception):
+    """What argparse would have printed before exiting: the flags are wrong (or asked for --help)."""
+
+
+class _QuietParser(argparse.ArgumentParser):
+    """Raises what it would print and exit with; writes nothing to the process's stdout or stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        raise FlagsRefused(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise FlagsRefused((message or "").strip())
+
+    def _print_message(self, message: str, file: Any = None) -> None:
+        pass
+
+
 def export_parser() -> argparse.ArgumentParser:
-    """The CLI's parser: the bot's /export reads the same flags."""
-    return _parser()
+    """The CLI's flags, for the bot's /export: a wrong flag raises FlagsRefused (its subparsers too: argparse makes
+    them of the parser's own class) instead of printing and exiting."""
+    return _parser(_QuietParser)
 
 
 def cli(argv: list[str], settings: Any) -> int:

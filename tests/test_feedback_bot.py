@@ -307,7 +307,8 @@ async def test_export_says_what_is_wrong_with_a_flag(
     await bot.start(default_mode="prompt", admin_ids=str(ADMIN))
     for command, why in (("/export sft --since yesterday", "expected a date like 2026-11-01, got 'yesterday'"),
                          ("/export kto --lang de", "invalid choice: 'de'"),
-                         ("/export dpo --frobnicate", "unrecognized arguments: --frobnicate")):
+                         ("/export dpo --frobnicate", "unrecognized arguments: --frobnicate"),
+                         ("/export sft --help", "")):  # argparse would print its help and exit the process
         before = len(telegram.messages(ADMIN))
         telegram.user_says(ADMIN, command)
         await telegram.wait_for(lambda b=before: len(telegram.messages(ADMIN)) > b)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import shlex
 import shutil
 import tempfile
@@ -67,7 +65,7 @@ def _usage(ctx: Context, reason: str = "") -> Reply:
 
 async def export(ctx: Context) -> Reply:
     """`/export sft|dpo|kto [flags of adaptbot dataset export]`: the file comes back as a document."""
-    from bot.dataset import EmptyExport, ExportOptions, export_dataset, export_parser, load_salt
+    from bot.dataset import EmptyExport, ExportOptions, FlagsRefused, export_dataset, export_parser, load_salt
 
     if ctx.is_group:  # the file would show every chat's conversations to all the group's members
         return Reply(ctx.t("export_private"))
@@ -77,14 +75,10 @@ async def export(ctx: Context) -> Reply:
         return _usage(ctx, str(exc))
     if not words or words[0] not in ("sft", "dpo", "kto"):
         return _usage(ctx)
-    parser = export_parser()
-    said = io.StringIO()  # what argparse says is wrong (it writes to stderr): the user's, not the bot's log
     try:  # the CLI's own flags and checks; --out is ours
-        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(said):  # synchronous: no other task runs
-            args = parser.parse_args(["export", "--kind", words[0], "--out", "-", *words[1:]])
-    except SystemExit:
-        _, found, why = said.getvalue().strip().rpartition("error: ")
-        return _usage(ctx, why if found else "")
+        args = export_parser().parse_args(["export", "--kind", words[0], "--out", "-", *words[1:]])
+    except FlagsRefused as exc:
+        return _usage(ctx, str(exc))
     if args.min_votes < 1:
         return _usage(ctx, "(--min-votes ≥ 1)")
     options = ExportOptions(kind=args.kind, since=args.since, mode=args.mode, min_votes=args.min_votes,
