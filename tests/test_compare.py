@@ -316,7 +316,8 @@ async def test_a_vote_after_reset_counts_but_never_rewrites_a_newer_answer_of_an
 async def test_a_compare_question_run_again_after_telegram_failed_offers_the_vote_and_no_third_answer(
         bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI, caplog: pytest.LogCaptureFixture) -> None:
     from tests.fakes.telegram_server import FaultPlan
-    from tests.test_reliability_delivery import released, until
+    from tests.test_reliability_delivery import released
+    from tests.waiting import until
 
     caplog.set_level(logging.WARNING, logger="bot.pump")
 

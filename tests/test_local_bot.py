@@ -19,6 +19,7 @@ from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI
 from tests.fakes.telegram_server import FakeTelegram
 from tests.tiny_gguf import build_tiny_gguf
+from tests.waiting import until
 
 HANDBOOK = ("Отпуск сотрудника составляет 28 календарных дней в году.\n\n"
             "Код доступа к серверной комнате: ZX-4417. Его меняют каждый квартал.")
@@ -222,17 +223,6 @@ def worker_threads() -> list[str]:
                   if t.name.startswith(("local-", "finetuned:")) and t.name.endswith("-worker") and t.is_alive())
 
 
-async def until_true(check: Any, timeout: float = 30.0) -> None:
-    """Poll `check()` (a state the test cannot be told about: a worker thread ending) until it holds."""
-    import asyncio
-
-    async def poll() -> None:
-        while not check():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(poll(), timeout)
-
-
 def register_finetune(bot: BotRunner, gguf: Path, name: str, version: int) -> None:
     """Write (or rewrite) the manifest of fine-tune `name`, pointing at its own copy of the tiny GGUF."""
     import json
@@ -269,19 +259,19 @@ async def test_loaded_models_stay_within_the_limit_and_replaced_finetunes_are_fr
     assert await ask(telegram, 2, "/mode finetuned:b") == "Mode: zero-shot · finetuned:b"
     for chat in (3, 1, 2):  # local, a, b: the third model frees the least recently used (local)
         assert "⚠️" not in await ask(telegram, chat, "hello")
-    await until_true(lambda: worker_threads() == ["finetuned:a-worker", "finetuned:b-worker"])
+    await until(lambda: worker_threads() == ["finetuned:a-worker", "finetuned:b-worker"])
     assert loaded_models(bot) == ["finetuned:a", "finetuned:b"]
 
     for version in range(2, 7):  # b is re-registered five times, each version answers once
         register_finetune(bot, tiny_gguf, "b", version)
         assert "⚠️" not in await ask(telegram, 2, f"hello from v{version}")
-    await until_true(lambda: len(worker_threads()) <= 2)
+    await until(lambda: len(worker_threads()) <= 2)
     assert loaded_models(bot) == ["finetuned:a", "finetuned:b"]
     provider = bot.app.services.brain.models._providers[0]
     assert len(provider._backends) == 2  # the replaced versions are gone, not kept with their weights
 
     assert "⚠️" not in await ask(telegram, 3, "local again")  # a freed model loads again when asked
-    await until_true(lambda: len(worker_threads()) <= 2)
+    await until(lambda: len(worker_threads()) <= 2)
     assert "local" in loaded_models(bot) and len(loaded_models(bot)) == 2
     assert not llm.requests
 
@@ -304,14 +294,14 @@ async def test_a_model_is_freed_only_once_its_turn_ends(bot: BotRunner, telegram
     await telegram.wait_for(lambda: len(shown_drafts(telegram, 1)) > drafts)  # still streaming
     telegram.user_says(1, "/stop")
     await telegram.wait_for(lambda: telegram.texts(1) and telegram.texts(1)[-1].endswith("⏹ Stopped."))
-    await until_true(lambda: worker.history)  # the job is recorded once its thread notices the stop
+    await until(lambda: worker.history)  # the job is recorded once its thread notices the stop
     assert [r.status for r in worker.history] == ["cancelled"]  # it stopped because it was asked to, not closed
-    await until_true(lambda: worker_threads() == ["finetuned:a-worker"])  # then the model and its thread went
+    await until(lambda: worker_threads() == ["finetuned:a-worker"])  # then the model and its thread went
     assert not worker.loaded
 
     answer = await ask(telegram, 1, "and now?")  # a later turn loads it again (and frees `a`)
     assert answer.strip() and "⚠️" not in answer
-    await until_true(lambda: worker_threads() == ["local-worker"])
+    await until(lambda: worker_threads() == ["local-worker"])
     assert loaded_models(bot) == ["local"]
 
 
@@ -368,7 +358,7 @@ async def test_a_local_model_caught_in_a_loop_stops_decoding_at_the_cut(bot: Bot
     assert len(shown) < 300  # one copy of the cycle, then the notice
     worker = bot.app.services.brain.models.get("local").worker
     # the worker thread records the job once it has left the decode loop, which can be just after the cut is shown
-    await until_true(lambda: len(worker.history) == 1, timeout=60)
+    await until(lambda: len(worker.history) == 1, timeout=60)
     record = worker.history[-1]
     # the worker stopped decoding at the cut: a few hundred tokens at most (one 50 ms batch late), not 4000
     assert record.status == "cancelled" and record.emitted < 400
@@ -380,6 +370,6 @@ async def test_a_local_model_caught_in_a_loop_stops_decoding_at_the_cut(bot: Bot
     telegram.user_says(12, "/retry")
     await telegram.wait_texts(12, 2, timeout=120)
     # the retry's answer is streamed: its job is recorded once the worker has finished it
-    await until_true(lambda: len(worker.history) == 2, timeout=120)
+    await until(lambda: len(worker.history) == 2, timeout=120)
     assert worker.history[-1].id != record.id
     assert not llm.requests

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,7 @@ from bot.storage import Database, repo
 from tests.conftest import BotRunner, WebhookBot
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram
-
-
-async def until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
-    """Wait for state the fakes cannot see (the database, a pump): re-checked every 20 ms."""
-    async def loop() -> None:
-        while not await check():
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(loop(), timeout)
+from tests.waiting import until
 
 
 async def inbox_state(app: Any) -> dict[str, int]:
@@ -171,7 +164,7 @@ async def test_stop_right_after_a_question_stops_it_before_the_model_answers(bot
         before = len(telegram.texts(11))
         telegram.user_says(11, "a question")
         telegram.user_says(11, "/stop")
-        await telegram.wait_for(lambda: len(telegram.texts(11)) > before)
+        await telegram.wait_for(lambda before=before: len(telegram.texts(11)) > before)
         await until(lambda: _counts_are(bot.app, pending=0, processing=0))
         assert telegram.texts(11)[before:] == ["⏹ Stopped."]  # not "Nothing to stop." and then the answer
     assert not [r for r in llm.requests if r["messages"][-1]["content"] == "a question"]

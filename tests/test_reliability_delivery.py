@@ -8,26 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import pytest
 
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram, FaultPlan
+from tests.waiting import until
 
 SENDS = {"sendMessage", "editMessageText", "sendMessageDraft", "sendChatAction", "deleteMessage"}
-
-
-async def until(check: Callable[[], Awaitable[bool]] | Callable[[], bool], timeout: float = 60.0) -> None:
-    """Wait for state the fakes cannot see (the database, the log): re-checked every 20 ms."""
-    async def loop() -> None:
-        while True:
-            result = check()
-            if await result if asyncio.iscoroutine(result) else result:
-                return
-            await asyncio.sleep(0.02)
-    await asyncio.wait_for(loop(), timeout)
 
 
 def released(caplog: pytest.LogCaptureFixture) -> int:

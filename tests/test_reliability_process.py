@@ -22,6 +22,7 @@ from bot.storage import Database
 from tests.conftest import API_KEY, WEBHOOK_SECRET, free_port
 from tests.fakes.openai_server import ScriptedOpenAI, Text
 from tests.fakes.telegram_server import FakeTelegram
+from tests.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -111,13 +112,6 @@ def gated_model(gate: asyncio.Event) -> Callable[[dict[str, Any]], Text]:
     return answer
 
 
-async def until(check: Callable[[], bool], timeout: float = 120) -> None:
-    async def loop() -> None:
-        while not check():
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(loop(), timeout)
-
-
 async def inbox_counts(data_dir: Path) -> dict[str, int]:
     db = Database(f"sqlite+aiosqlite:///{(data_dir / 'adaptbot.db').as_posix()}")
     try:
@@ -136,7 +130,7 @@ async def test_kill_9_with_answers_in_flight_loses_none_and_doubles_none(
     chats = range(1, 21)
     for chat in chats:
         telegram.user_says(chat, f"question {chat}")
-    await until(lambda: len(llm.requests) == 20)  # 20 answers in flight, every one waiting for the model
+    await until(lambda: len(llm.requests) == 20, timeout=120)  # 20 answers in flight, every one waiting for the model
     await first.kill()  # SIGKILL: no goodbye, leases still held, nothing stored
     assert all(telegram.texts(chat) == [] for chat in chats)
     gate.set()
@@ -161,7 +155,7 @@ async def test_sigterm_lets_answers_in_flight_finish_and_exits_0(
     processes.append(proc)
     for chat in range(1, 6):
         telegram.user_says(chat, f"question {chat}")
-    await until(lambda: len(llm.requests) == 5)
+    await until(lambda: len(llm.requests) == 5, timeout=120)
     proc.signal(signal.SIGTERM)
     await proc.wait_log("stopping: draining answers in flight")
     telegram.user_says(6, "sent while the bot shuts down")
@@ -188,7 +182,7 @@ async def test_sigterm_past_the_grace_period_gives_the_answer_to_the_next_run(
     proc = await BotProcess({**bot_env, "SHUTDOWN_TIMEOUT": "1"}, tmp_path).start()
     processes.append(proc)
     telegram.user_says(1, "a slow question")
-    await until(lambda: len(llm.requests) == 1)
+    await until(lambda: len(llm.requests) == 1, timeout=120)
     proc.signal(signal.SIGTERM)
     assert await proc.wait() == 0  # it did not wait for the model beyond SHUTDOWN_TIMEOUT
     assert telegram.texts(1) == []
@@ -229,7 +223,7 @@ async def test_two_webhook_processes_on_one_database(
     telegram.webhook_targets, asked = [urls[0]], len(llm.requests)
     for chat in chats:
         telegram.user_says(chat, f"c{chat} m2")
-    await until(lambda: len(llm.requests) == asked + 10)
+    await until(lambda: len(llm.requests) == asked + 10, timeout=120)
     await a.kill()  # answers in flight, leases held
     gate.set()
     telegram.webhook_targets = urls  # the balancer still sends to both; the dead one just fails
@@ -312,7 +306,7 @@ async def test_kill_9_after_delivery_before_the_inbox_marks_it_done_sends_no_sec
     first = await BotProcess(env, tmp_path).start()
     processes.append(first)
     telegram.user_says(1, "a question")
-    await until(lambda: len(llm.requests) == 1)  # claimed, answering
+    await until(lambda: len(llm.requests) == 1, timeout=120)  # claimed, answering
     u = make_url(pg_url)
     conn, watch = [await asyncpg.connect(host=u.host, port=u.port, user=u.username, password=u.password,
                                          database=u.database) for _ in range(2)]
@@ -335,7 +329,7 @@ async def test_kill_9_after_delivery_before_the_inbox_marks_it_done_sends_no_sec
     processes.append(second)
     db = Database(pg_url)
     try:
-        await until_async(lambda: _all_done(db, 1))
+        await until(lambda: _all_done(db, 1), timeout=120)
     finally:
         await db.dispose()
     second.signal(signal.SIGTERM)
@@ -348,8 +342,3 @@ async def _all_done(db: Database, n: int) -> bool:
     return await Inbox(db, "reader").counts() == {"done": n}
 
 
-async def until_async(check: Callable[[], Any], timeout: float = 120) -> None:
-    async def loop() -> None:
-        while not await check():
-            await asyncio.sleep(0.05)
-    await asyncio.wait_for(loop(), timeout)

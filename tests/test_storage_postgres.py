@@ -205,8 +205,8 @@ async def test_stop_withdraws_only_the_senders_questions_still_waiting(db: Datab
     a, b = Inbox(db, "owner-a"), Inbox(second_db, "owner-b")
     in_group = [msg(i, -5, text) for i, text in ((1, "q1"), (2, "q2"), (3, "/mode"), (4, "q4"), (5, "/stop"),
                                                   (6, "q6"))]
-    for update, sender in zip(in_group, (7, 7, 7, 8, 7, 7), strict=True):
-        update["message"]["from"]["id"] = sender
+    for raw, sender in zip(in_group, (7, 7, 7, 8, 7, 7), strict=True):
+        raw["message"]["from"]["id"] = sender
     await a.add(in_group)
     assert (await b.claim("c-5")).update_id == 1  # type: ignore[union-attr]  # being answered by the other process
     # user 7's questions before the /stop that nobody took: not 1 (taken), 3 (a command), 4 (user 8's), 6 (later)

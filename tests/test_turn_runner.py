@@ -24,6 +24,7 @@ from agents.types import ReplyEvent, TextDelta
 from tests.conftest import BotRunner
 from tests.fakes.openai_server import ScriptedOpenAI, Text, ToolCalls
 from tests.fakes.telegram_server import FakeTelegram
+from tests.waiting import until
 
 # Far beyond any turn here; only reached when a cancel is lost (the test then fails instead of hanging).
 LOST = 30.0
@@ -84,11 +85,6 @@ def brain(llm: ScriptedOpenAI, knowledge: SlowKnowledge) -> Brain:
     models = ModelRegistry()
     models.register(SharedCloud(llm))
     return Brain(default_levels(), models, tool_factories=[make_calculator_tool], knowledge=knowledge)
-
-
-async def until(check: Callable[[], bool]) -> None:
-    while not check():
-        await asyncio.sleep(0.01)
 
 
 @dataclass
