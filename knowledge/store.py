@@ -152,7 +152,9 @@ class KnowledgeStore(SharedMirror, FusedSearch):
         settings = Settings(anonymized_telemetry=False)
         try:
             if host:
-                client = chromadb.HttpClient(host=host, port=port, settings=settings)
+                from knowledge.chroma_http import http_client
+
+                client = http_client(host, port, settings)  # chromadb.HttpClient with a timeout on each request
             else:
                 client = chromadb.PersistentClient(path=str(self.data_dir / "chroma"), settings=settings)
             collection = client.get_or_create_collection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -206,3 +207,92 @@ async def test_unreachable_server_is_a_clear_error(tmp_path: Path, embedder: Emb
 
     with pytest.raises(StoreError, match=r"chroma server at 127\.0\.0\.1"):
         await KnowledgeBase.open(tmp_path / "data", MODEL, "127.0.0.1", _free_port(), embedder=embedder)
+
+
+async def test_a_server_that_never_answers_is_a_clear_error_not_a_hang(tmp_path: Path, embedder: Embedder,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """chromadb's own HTTP client waits forever for an answer; ours gives up after knowledge.chroma_http.TIMEOUT_S."""
+    from knowledge import StoreError, chroma_http
+
+    monkeypatch.setattr(chroma_http, "TIMEOUT_S", 1.0)
+    silent = socket.socket()  # accepts connections (the kernel's backlog) and never reads or answers
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"chroma server at 127\.0\.0\.1.*timed out"):
+            await KnowledgeBase.open(tmp_path / "data", MODEL, "127.0.0.1", silent.getsockname()[1],
+                                     embedder=embedder)
+        assert time.monotonic() - started < 20
+    finally:
+        silent.close()
+
+
+class _Proxy:
+    """A TCP proxy to the chroma server that can go silent: connections made after `hang()` are accepted and
+    never answered (a hung server, or a proxy in front of a dead one)."""
+
+    def __init__(self, port: int) -> None:
+        self.target, self.silent = port, threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.piped: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def hang(self) -> None:
+        """New connections hang from now on; the open ones are dropped (the client reconnects, and hangs)."""
+        self.silent.set()
+        for s in self.piped:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.silent.is_set():
+                self.held.append(client)
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target))
+            self.piped += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.held + self.piped:
+            s.close()
+
+
+async def test_a_server_that_hangs_later_fails_the_call_instead_of_blocking_it(
+        chroma_server: int, tmp_path: Path, embedder: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+    from knowledge import chroma_http
+
+    monkeypatch.setattr(chroma_http, "TIMEOUT_S", 1.0)
+    proxy = _Proxy(chroma_server)
+    kb = await KnowledgeBase.open(tmp_path / "data", MODEL, "127.0.0.1", proxy.port, embedder=embedder,
+                                  shared_name="hangs")
+    try:
+        await kb.add_document(b"The ZX-4417 pump is rated for 16 bar.", "pump.txt", "alice")
+        proxy.hang()
+        with pytest.raises(Exception) as failed:  # whatever chromadb raises, it raises in time
+            await asyncio.wait_for(kb.search("pump pressure rating", 1, "dense"), 30)
+        assert not isinstance(failed.value, TimeoutError), "the search hung until the test gave up"
+    finally:
+        proxy.close()
+        await kb.aclose()
