@@ -155,6 +155,36 @@ def test_one_report_over_every_rung_with_forgetting_and_the_issues_checks(ladder
     assert saved["facts"]["machine"] == "test" and len(saved["runs"]) == 250
 
 
+def test_the_second_runner_takes_the_fine_tune_with_the_same_settings(ladder: ModuleType, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    started: list[list[str]] = []
+    monkeypatch.setattr(ladder.subprocess, "Popen", lambda argv, **_: started.append(argv))
+    args = ladder.parser().parse_args(["--dir", str(tmp_path), "--epochs", "2", "--gguf", "m.gguf", "--fresh"])
+    ladder._fine_tune_runner(args)
+    (argv,) = started
+    helper = ladder.parser().parse_args(argv[2:])
+    assert helper.only == "model,ft-prepare,ft-train,ft-merge,ft-export,ft-verify" and helper.runners == 1
+    assert not helper.fresh  # the first runner cleared the directory; the second must not clear it again
+    same = {k: v for k, v in vars(args).items() if k not in ("only", "runners", "fresh")}
+    assert {k: v for k, v in vars(helper).items() if k in same} == same
+
+
+def test_the_loop_check_reads_the_zero_shot_run_with_room_for_a_loop(ladder: ModuleType, tmp_path: Path) -> None:
+    """At the rungs' one-line cut three copies of a question do not fit: the check takes the long-answer run."""
+    base = report_of({"zero-shot local": runs("zero-shot local", 0, 50, 10),
+                      "prompt local": runs("prompt local", 5, 50, 1)})
+    tuned = report_of({"prompt finetuned:ladder": runs("prompt finetuned:ladder", 42, 50, 0)})
+    general = report_of({"zero-shot local": runs("zero-shot local", 12, 30, 3, ("general",))})
+    long_zero = report_of({"zero-shot local": runs("zero-shot local", 0, 50, 35)})
+    report = ladder.ladder_report(base, tuned, general, general, target=0.8, long_zero=long_zero, long_tokens=256)
+    checks = {claim: (holds, figures) for claim, holds, figures in report["checks"]}
+    assert checks["the base model loops on most cases at zero-shot"] == (
+        True, "70% of answers loop at 256 tokens; 20% at the rungs' cut")
+    assert [m["mode"] for m in report["modes"]] == ["zero-shot local", "prompt local", "prompt finetuned:ladder"]
+    md = ladder.write(report, {"machine": "test"}, tmp_path / "report")["md"].read_text(encoding="utf-8")
+    assert "70% of answers loop at 256 tokens" in md
+
+
 def test_a_fine_tune_that_does_not_beat_the_base_is_reported_as_such(ladder: ModuleType) -> None:
     base = report_of({"zero-shot local": runs("zero-shot local", 2, 50, 10),
                       "rag local": runs("rag local", 20, 50, 0)})

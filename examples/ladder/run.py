@@ -1,6 +1,6 @@
 """`make ladder`: the whole adaptation ladder on Gemma 3 270M (base) and the ДомЛинк task, offline, on a CPU.
 
-    python examples/ladder/run.py [--dir runs/ladder] [--epochs 1] [--lr 1e-3] [--fresh]
+    python examples/ladder/run.py [--dir runs/ladder] [--epochs 3] [--lr 1e-3] [--fresh]
 
 Stages, each a child process of the project's own commands (`adaptbot kb|eval|finetune`), in a ladder-only
 DATA_DIR (DIR/data: its own database, knowledge base and model registry; the user's are never read or written):
@@ -8,6 +8,7 @@ DATA_DIR (DIR/data: its own database, knowledge base and model registry; the use
     model        the bundled Gemma GGUF, assembled into DIR/data/models when missing
     kb           examples/ladder/docs into the ladder's knowledge base (for the rag level)
     eval-base    held-out cases at zero-shot, prompt and rag on the base model
+    loops-base   held-out cases at zero-shot on the base model, answers cut at --loop-tokens (room for a loop)
     general-base the general set at zero-shot on the base model (forgetting: before)
     ft-prepare .. ft-verify   the LoRA fine-tune on train.jsonl, registered as finetuned:<name>
     eval-finetuned  held-out cases at prompt and rag on the fine-tune
@@ -182,15 +183,19 @@ def load_report(path: Path) -> dict[str, Any]:
 
 
 def ladder_report(base: dict[str, Any], finetuned: dict[str, Any], general_before: dict[str, Any],
-                  general_after: dict[str, Any], *, target: float) -> dict[str, Any]:
+                  general_after: dict[str, Any], *, target: float, long_zero: dict[str, Any] | None = None,
+                  long_tokens: int = 0) -> dict[str, Any]:
     """One evaluation report over every rung (evals' schema), the recommendation made on all of them, and the
-    general set's before/after (kept apart: it is not the task)."""
+    general set's before/after (kept apart: it is not the task). `long_zero`: the base model at zero-shot with
+    answers cut at `long_tokens` (the loop check's figure: at a one-line cut a loop has no room to show)."""
     from evals.metrics import recommend
 
     modes = [*base["modes"], *finetuned["modes"]]
     report = {"modes": modes, "target": target, "recommendation": recommend(modes, target),
               "runs": [*base["runs"], *finetuned["runs"]]}
     report["general"] = {"before": general_before["modes"][0], "after": general_after["modes"][0]}
+    if long_zero is not None:
+        report["long_zero"] = {**long_zero["modes"][0], "tokens": long_tokens}
     report["checks"] = issue_checks(report)
     return report
 
@@ -206,7 +211,13 @@ def issue_checks(report: dict[str, Any]) -> list[tuple[str, bool | None, str]]:
     tuned = [m for m in report["modes"] if m["model"].startswith("finetuned:")]
     zero = next((m for m in base if m["level"] == "zero-shot"), None)
     checks: list[tuple[str, bool | None, str]] = []
-    if zero is not None and zero["loops"] is not None:
+    long_zero = report.get("long_zero")
+    if long_zero is not None and long_zero["loops"] is not None:
+        cut = f"; {zero['loops'] * 100:.0f}% at the rungs' cut" if zero is not None and zero["loops"] is not None \
+            else ""
+        checks.append(("the base model loops on most cases at zero-shot", long_zero["loops"] > 0.5,
+                       f"{long_zero['loops'] * 100:.0f}% of answers loop at {long_zero['tokens']} tokens{cut}"))
+    elif zero is not None and zero["loops"] is not None:
         checks.append(("the base model loops on most cases at zero-shot", zero["loops"] > 0.5,
                        f"{zero['loops'] * 100:.0f}% of answers loop"))
     if tuned:
@@ -307,13 +318,14 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
     evals = run_dir / "eval"
     model = args.gguf.resolve() if args.gguf else data_dir / "models" / _bundled_name()
     env = child_env(data_dir, model, HERE / "prompts.yaml", args.max_tokens, args.rag_top_k)
+    long_env = {**env, "LOCAL_MAX_TOKENS": str(args.loop_tokens)}
     cases, general = str(HERE / "cases.jsonl"), str(HERE / "general.jsonl")
     eval_flags = ["--repeats", str(args.repeats), "--judge", "none", "--concurrency", "1"]
     train_set = [f"train.epochs={args.epochs}", f"train.lr={args.lr}", f"train.threads={args.threads}",
                  f"train.batch_size={args.batch_size}", f"data.val_fraction={args.val_fraction}"]
 
-    def call(*argv: str, ok: Sequence[int] = (0,)) -> Callable[[], dict[str, Any]]:
-        return lambda: {"rc": adaptbot(argv, env, run_dir, ok)}
+    def call(*argv: str, ok: Sequence[int] = (0,), child: dict[str, str] = env) -> Callable[[], dict[str, Any]]:
+        return lambda: {"rc": adaptbot(argv, child, run_dir, ok)}
 
     def assemble() -> dict[str, Any]:
         if args.gguf:
@@ -348,14 +360,16 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
                          f"{manifest.get('config', {}).get('lora', {}).get('rank', '?')}, {args.threads} threads: "
                          f"{losses.get('steps', '?')} steps, {losses.get('tokens_per_s', 0):.0f} tokens/s, "
                          f"validation loss {losses.get('val_before') or 0:.3f} -> {losses.get('val_after') or 0:.3f}"),
-            "evaluation": (f"{args.repeats} repeat(s), answers cut at {args.max_tokens} tokens, rag top "
+            "evaluation": (f"{args.repeats} repeat(s), answers cut at {args.max_tokens} tokens ({args.loop_tokens} "
+                           f"for the loop check at zero-shot), rag top "
                            f"{args.rag_top_k} passages, no judge (judge cases ungraded), PROMPTS_PATH=prompts.yaml"),
             "stage times": ", ".join(f"{s.name} {_duration(s.facts.get('seconds', 0))}" for s in stages
                                      if s.name != "report"),
         }
         merged = ladder_report(load_report(evals / "base"), load_report(evals / "finetuned"),
                                load_report(evals / "general-base"), load_report(evals / "general-finetuned"),
-                               target=args.target)
+                               target=args.target, long_zero=load_report(evals / "loops-base"),
+                               long_tokens=args.loop_tokens)
         paths = write(merged, facts, run_dir / "report")
         from evals.report import recommendation_text, summary_table
 
@@ -375,6 +389,9 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
         Stage("eval-base", "held-out cases: zero-shot, prompt, rag on the base model",
               call("eval", cases, *[x for lv in BASE_LEVELS for x in ("--mode", f"{lv} local")], *eval_flags,
                    "--out", str(evals / "base"), ok=(0, 1))),
+        Stage("loops-base", f"held-out cases: zero-shot on the base model, answers cut at {args.loop_tokens} tokens",
+              call("eval", cases, "--mode", "zero-shot local", *eval_flags, "--out", str(evals / "loops-base"),
+                   ok=(0, 1), child=long_env)),
         Stage("general-base", "general set at zero-shot on the base model (before)",
               call("eval", general, "--mode", "zero-shot local", *eval_flags, "--out", str(evals / "general-base"),
                    ok=(0, 1))),
@@ -401,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=ROOT / "runs" / "ladder", help="the run's directory (runs/ladder)")
     p.add_argument("--gguf", type=Path, default=None, help="the base GGUF (default: the bundled Gemma 3 270M)")
     p.add_argument("--name", default=NAME, help="the fine-tune's name (finetuned:NAME)")
-    p.add_argument("--epochs", type=int, default=1, help="training epochs (1: fits the hour on 2 cores)")
+    p.add_argument("--epochs", type=int, default=3, help="training epochs (3: about 25 min on 2 idle cores)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
@@ -409,6 +426,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--quant", default="q8_0", help="GGUF types of the fine-tune (q4_K_M fails verification)")
     p.add_argument("--max-tokens", type=int, default=64,
                    help="LOCAL_MAX_TOKENS of the evaluated answers (64: twice a one-line answer; a loop shows)")
+    p.add_argument("--loop-tokens", type=int, default=256,
+                   help="LOCAL_MAX_TOKENS of the loop check at zero-shot (room for three copies of a question)")
     p.add_argument("--rag-top-k", type=int, default=3, help="RAG_TOP_K: passages in the rag prompt")
     p.add_argument("--train-limit", type=int, default=0,
                    help="train on a seeded sample of this many conversations of train.jsonl (0: all)")
@@ -416,6 +435,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=0.8, help="accuracy the recommended mode must reach")
     p.add_argument("--only", default="", metavar="STAGE,...",
                    help="run only these stages (and skip the rest; e.g. a second runner for the fine-tune)")
+    p.add_argument("--runners", type=int, default=2, choices=(1, 2),
+                   help="2: a second process takes the fine-tune while this one evaluates the base model")
     p.add_argument("--fresh", action="store_true", help="delete the run's directory first (no stage is skipped)")
     return p
 
@@ -434,7 +455,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ladder: unknown stage(s) {', '.join(unknown)}; stages: {', '.join(s.name for s in stages)}",
                   file=sys.stderr)
             return 2
-        run_stages(stages, args.dir / "stages", only=only)
+        helper = _fine_tune_runner(args) if args.runners > 1 and not only else None
+        try:
+            run_stages(stages, args.dir / "stages", only=only)
+        finally:
+            if helper is not None:
+                helper.terminate()  # done by now, unless this runner failed first
+                helper.wait()
     except StageFailed as exc:
         print(f"ladder: {exc}; fix it and run again: finished stages are skipped", file=sys.stderr)
         return 1
@@ -443,6 +470,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     print(f"ladder: done in {_duration(time.monotonic() - started)}")
     return 0
+
+
+FINE_TUNE_STAGES = ("model", "ft-prepare", "ft-train", "ft-merge", "ft-export", "ft-verify")
+
+
+def _fine_tune_runner(args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """A second runner taking the fine-tune (`--only`) while this one evaluates the base model: the two share the
+    2 cores better than one stage after the other. Its progress goes to DIR/fine-tune.log; a stage it fails is
+    left unmarked, and this runner tries it again when it gets there (and stops there with its error)."""
+    argv = [sys.executable, str(Path(__file__).resolve()), "--only", ",".join(FINE_TUNE_STAGES), "--runners", "1"]
+    for action in parser()._actions:
+        if action.dest in ("help", "only", "fresh", "runners") or not action.option_strings:
+            continue
+        value = getattr(args, action.dest)
+        if value is not None and value is not False:
+            argv += [action.option_strings[-1]] + ([] if value is True else [str(value)])
+    log = (args.dir / "fine-tune.log").open("wb")
+    print(f"ladder: the fine-tune runs beside the evaluation; its progress: {args.dir / 'fine-tune.log'}")
+    with log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # this cwd: --dir, --gguf as given
 
 
 if __name__ == "__main__":
