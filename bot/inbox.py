@@ -77,13 +77,24 @@ def is_urgent(update: dict[str, Any]) -> bool:
     return text_.split("@")[0].split(" ")[0] == "/stop"
 
 
-def is_question(update: dict[str, Any], user_id: int | None = None) -> bool:
-    """A plain text message (not a command) of `user_id` (None: of anyone): what /stop may withdraw unanswered."""
+def is_question(update: dict[str, Any], user_id: int | None = None, bot: tuple[int, str | None] | None = None) -> bool:
+    """A plain text message (not a command) of `user_id` (None: of anyone) that the bot would answer: what /stop
+    may withdraw unanswered. In a group it must be addressed to `bot` (id, username): a mention or a reply."""
     message = update.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("text"), str) or message["text"].startswith("/"):
         return False
-    sender = message.get("from")
-    return user_id is None or (isinstance(sender, dict) and sender.get("id") == user_id)
+    sender, chat = message.get("from"), message.get("chat")
+    if user_id is not None and not (isinstance(sender, dict) and sender.get("id") == user_id):
+        return False
+    if isinstance(chat, dict) and chat.get("type") == "private":
+        return True
+    if bot is None:
+        return False
+    bot_id, username = bot
+    replied = message.get("reply_to_message")
+    if isinstance(replied, dict) and isinstance(replied.get("from"), dict) and replied["from"].get("id") == bot_id:
+        return True
+    return bool(username) and f"@{username}".lower() in message["text"].lower()
 
 
 # --- owners: who holds a lease, and whether that process provably died ------------------------------------------
@@ -264,15 +275,17 @@ class Inbox:
         rows = await self.db.run(lambda s: s.execute(stmt).all())
         return [(int(uid), key) for uid, key, payload in rows if is_urgent(json.loads(payload))]
 
-    async def withdraw(self, chat_key: str, before: int, user_id: int | None) -> list[int]:
-        """Mark done, unanswered, the questions of `user_id` (None: anyone's) waiting in this chat that arrived
-        before update `before` (/stop); returns their ids. Those another process took meanwhile run as usual."""
+    async def withdraw(self, chat_key: str, before: int, user_id: int | None,
+                       bot: tuple[int, str | None] | None = None) -> list[int]:
+        """Mark done, unanswered, the questions (`is_question`) of `user_id` (None: anyone's) waiting in this chat
+        that arrived before update `before` (/stop); returns their ids. Those another process took meanwhile run."""
         waiting = (select(InboxItem.update_id, InboxItem.payload)
                    .where(InboxItem.chat_key == chat_key, InboxItem.status == "pending", InboxItem.update_id < before))
 
         def work(s: Session) -> list[int]:
             self._lock_chat(s, chat_key)
-            ids = [int(uid) for uid, payload in s.execute(waiting) if is_question(json.loads(payload), user_id)]
+            ids = [int(uid) for uid, payload in s.execute(waiting)
+                   if is_question(json.loads(payload), user_id, bot)]
             if not ids:
                 return []
             stmt = (update(InboxItem).where(InboxItem.update_id.in_(ids), InboxItem.status == "pending")

@@ -91,17 +91,19 @@ class UpdatePump:
         return self._closing
 
     # --- /stop: questions not answered yet ---------------------------------------------------------------------
-    def held_question(self, chat_id: int, before: int, user_id: int | None) -> int | None:
-        """The update id of a question of `user_id` (None: anyone's) in this chat that this process took from the
-        inbox and has not finished, received before update `before`; None when there is none."""
+    def held_question(self, chat_id: int, before: int, user_id: int | None,
+                      bot: tuple[int, str | None] | None = None) -> int | None:
+        """The update id of a question (`is_question`) of `user_id` (None: anyone's) in this chat that this process
+        took from the inbox and has not finished, received before update `before`; None when there is none."""
         key = f"c{chat_id}"
         return next((uid for uid, (item, _) in self._claimed.items()
-                     if item.chat_key == key and uid < before and is_question(item.payload, user_id)), None)
+                     if item.chat_key == key and uid < before and is_question(item.payload, user_id, bot)), None)
 
-    async def withdraw(self, chat_id: int, before: int, user_id: int | None) -> list[int]:
+    async def withdraw(self, chat_id: int, before: int, user_id: int | None,
+                       bot: tuple[int, str | None] | None = None) -> list[int]:
         """Drop the questions of `user_id` (None: anyone's) still waiting in this chat's inbox, received before
         update `before`: they are never answered. Returns their update ids."""
-        return await self.inbox.withdraw(f"c{chat_id}", before, user_id)
+        return await self.inbox.withdraw(f"c{chat_id}", before, user_id, bot)
 
     # --- scheduling ------------------------------------------------------------------------------------------
     def _kick(self, key: str) -> None:

@@ -143,6 +143,15 @@ class Prepared:
     compare: tuple[Mode, Mode] | None = None  # the chat's side-by-side modes (`/compare`); None: one answer
 
 
+@dataclass(slots=True)
+class Withdrawal:
+    """One /stop's reach over questions not answered yet: those of `user_id` (None: anyone's) before `before`."""
+
+    before: int
+    user_id: int | None
+    dropped: int = 0  # questions dropped when they came up
+
+
 class ChatService:
     def __init__(self, db: Database, brain: Brain, *, default_level: str, default_model: str,
                  max_input_chars: int = 8000, history_limit: int = 200,
@@ -158,9 +167,9 @@ class ChatService:
         self.model_retries = model_retries
         self._running: dict[int, Stoppable] = {}
         self._askers: dict[int, int | None] = {}  # who asked the answer running in each chat
-        # /stop before an answer began: the update whose turn last began in each chat, and the update withdrawn
+        # /stop before an answer began: the update whose answer last began in each chat; each /stop's withdrawal
         self._began: LRUCache[int, int] = LRUCache(_MAX_CHATS_REMEMBERED)
-        self._withdrawn: LRUCache[int, int] = LRUCache(_MAX_CHATS_REMEMBERED)
+        self._withdrawals: LRUCache[tuple[int, int | None], Withdrawal] = LRUCache(_MAX_CHATS_REMEMBERED)
         # turns on models that do not queue their own work (0: no cap); local models have one worker that queues
         self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
 
@@ -281,13 +290,27 @@ class ChatService:
             self.slots.interrupt(chat_id, TurnCancelled("stopped"))  # waiting for a slot: stop waiting
         return True
 
-    def withdraw(self, chat_id: int, update_id: int) -> bool:
-        """/stop for a question whose answer has not begun (its update is being handled, the turn not started yet):
-        the turn ends as stopped when it would begin. False when that turn began already (it may be delivering)."""
-        if self._began.get(chat_id) == update_id:
-            return False
-        self._withdrawn[chat_id] = update_id
-        return True
+    def withdraw(self, chat_id: int, before: int, user_id: int | None) -> Withdrawal:
+        """/stop: the questions of `user_id` (None: anyone's) in this chat received before update `before` whose
+        answer has not begun are dropped unanswered when they come up (`drop_withdrawn`)."""
+        withdrawal = Withdrawal(before, user_id)
+        self._withdrawals[(chat_id, user_id)] = withdrawal
+        return withdrawal
+
+    def began(self, chat_id: int, update_id: int) -> bool:
+        """Whether the answer to this update began (`drop_withdrawn` let it through)."""
+        return self._began.get(chat_id) == update_id
+
+    def drop_withdrawn(self, chat_id: int, update_id: int, user_id: int | None) -> bool:
+        """Called where an answer begins: True (and counted) when a /stop withdrew this question; otherwise the
+        answer is noted as begun. No await between the two: a /stop sees one or the other."""
+        for key in ((chat_id, None), (chat_id, user_id)):
+            withdrawal = self._withdrawals.get(key)
+            if withdrawal is not None and update_id < withdrawal.before:
+                withdrawal.dropped += 1
+                return True
+        self._began[chat_id] = update_id
+        return False
 
     async def stored_answer(self, chat_id: int, update_id: int) -> StoredAnswer | None:
         """The answer stored for an update, if its turn ran to an end before (a re-run after a crash)."""
@@ -369,10 +392,6 @@ class ChatService:
         `register(run)` is told of each attempt's run (None when it ends); `ended(result)` gets what an attempt
         produced once it ended for good (complete, cut or failed; not when abandoned or about to be tried again).
         """
-        if update_id is not None:  # checked and noted with no await between: /stop sees one or the other
-            if self._withdrawn.get(chat_id) == update_id:
-                raise TurnCancelled("stopped before it began")
-            self._began[chat_id] = update_id
         guards = prepared.guards.config(text, lang)
         attempt = 0
         while True:

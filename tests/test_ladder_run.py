@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -167,6 +168,28 @@ def test_the_second_runner_takes_the_fine_tune_with_the_same_settings(ladder: Mo
     assert not helper.fresh  # the first runner cleared the directory; the second must not clear it again
     same = {k: v for k, v in vars(args).items() if k not in ("only", "runners", "fresh")}
     assert {k: v for k, v in vars(helper).items() if k in same} == same
+
+
+def test_stopping_the_second_runner_stops_the_stage_it_runs(ladder: ModuleType) -> None:
+    """A trainer left running after its runner was stopped would race the next run's for the same directory."""
+    stage = ("import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', 'import time; "
+             "time.sleep(60)']); print(p.pid, flush=True); time.sleep(60)")
+    helper = subprocess.Popen([sys.executable, "-c", stage], stdout=subprocess.PIPE, start_new_session=True)
+    assert helper.stdout is not None
+    child = int(helper.stdout.readline())
+    ladder._stop(helper, grace_s=10)
+    assert helper.returncode is not None
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child)  # gone (or dead, not yet reaped)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "Z"
 
 
 def test_the_loop_check_reads_the_zero_shot_run_with_room_for_a_loop(ladder: ModuleType, tmp_path: Path) -> None:

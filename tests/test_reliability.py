@@ -149,11 +149,15 @@ async def test_group_stop_withdraws_your_waiting_question_not_someone_elses_answ
     telegram.user_says(group, "/stop", user_id=62)
     await telegram.wait_for(lambda: telegram.texts(group))
     assert telegram.texts(group) == ["⏹ Stopped."]  # not "only the person who asked may stop this answer"
+    telegram.user_says(group, "just chatting, not to the bot", user_id=63)  # nothing the bot would answer
+    telegram.user_says(group, "/stop", user_id=63)
+    await telegram.wait_for(lambda: len(telegram.texts(group)) == 2)
+    assert telegram.texts(group)[1].startswith("Sorry, only the person who asked")
     assert bot.app.services.chat.is_busy(group)  # 61's answer goes on
     gate.set()
-    await telegram.wait_for(lambda: len(telegram.texts(group)) == 2)
-    await until(lambda: _counts_are(bot.app, done=3, pending=0, processing=0))
-    assert telegram.texts(group)[1] == "a long answer"
+    await telegram.wait_for(lambda: len(telegram.texts(group)) == 3)
+    await until(lambda: _counts_are(bot.app, done=5, pending=0, processing=0))
+    assert telegram.texts(group)[2] == "a long answer"
     assert len(llm.requests) == 1  # 62's question was never asked
 
 

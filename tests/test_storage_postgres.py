@@ -219,6 +219,26 @@ async def test_stop_withdraws_only_the_senders_questions_still_waiting(db: Datab
     assert (await b.claim("c-5")).update_id == 5  # type: ignore[union-attr]
 
 
+def test_what_stop_counts_as_a_question_waiting_for_its_answer() -> None:
+    from bot.inbox import is_question
+
+    def update(text: str, chat_type: str = "group", sender: int = 7, reply_to: int | None = None) -> dict:
+        message = {"text": text, "chat": {"id": -5, "type": chat_type}, "from": {"id": sender}}
+        if reply_to is not None:
+            message["reply_to_message"] = {"from": {"id": reply_to}}
+        return {"update_id": 1, "message": message}
+
+    bot = (99, "adapt_test_bot")
+    assert is_question(update("hi", "private"), None, None)  # a private chat: every text is for the bot
+    assert is_question(update("@Adapt_Test_Bot how much?"), 7, bot)
+    assert is_question(update("and then?", reply_to=99), 7, bot)
+    assert not is_question(update("talking to friends"), 7, bot)  # in a group: not addressed to the bot
+    assert not is_question(update("and then?", reply_to=5), 7, bot)
+    assert not is_question(update("@adapt_test_bot how much?", sender=8), 7, bot)  # someone else's
+    assert not is_question(update("/mode rag"), 7, bot)
+    assert not is_question({"update_id": 1, "edited_message": update("x")["message"]}, None, bot)
+
+
 async def test_dead_owner_on_this_machine_is_reaped(db: Database, second_db: Database) -> None:
     # a real process that holds a claim and dies
     code = "from bot.inbox import process_identity; print(process_identity(), flush=True); input()"

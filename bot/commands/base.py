@@ -114,8 +114,8 @@ class Context:
     replied_to: int | None = None
     replied_to_other: bool = False  # it replies to a message that is not the bot's
     # /stop: withdraw the sender's questions in this chat that came before this command and whose answer has not
-    # begun: (one was being handled and now ends as stopped, how many waiting were dropped); None: nothing queues
-    withdraw: Callable[[], Awaitable[tuple[bool, int]]] | None = None
+    # begun (they are never answered); True when there was one. None: nothing queues (the terminal)
+    withdraw: Callable[[], Awaitable[bool]] | None = None
 
     def t(self, key: str, **params: object) -> str:
         return t(key, self.lang, **params)

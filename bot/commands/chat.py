@@ -85,11 +85,11 @@ async def stop(ctx: Context) -> Reply | None:
     if ctx.is_group and chat.is_busy(ctx.chat_id) and chat.asker(ctx.chat_id) != ctx.user_id:
         refusal = await ctx.refusal("stop", "stop_not_yours")  # someone else's answer: administrators only
     stopped = refusal is None and chat.stop(ctx.chat_id)
-    ended, dropped = await ctx.withdraw() if ctx.withdraw is not None else (False, 0)
-    if stopped or ended:
+    withdrew = await ctx.withdraw() if ctx.withdraw is not None else False
+    if stopped:
         return None  # the stopped answer itself ends with the notice
-    if dropped:
-        return Reply(ctx.t("stopped"))
+    if withdrew:
+        return Reply(ctx.t("stopped"))  # the withdrawn questions end silently
     return refusal or Reply(ctx.t("nothing_to_stop"))
 
 

@@ -66,6 +66,9 @@ async def answer(message: Message, bot: Bot, chat_service: ChatService, settings
     # an end its answer is stored, and it is delivered again rather than asking the model twice
     user_id = message.from_user.id if message.from_user else None
     prepared = await chat_service.prepare(chat_id, user_id=user_id, update_id=update_id)
+    if chat_service.drop_withdrawn(chat_id, update_id, user_id):
+        log.info("update %s: withdrawn by /stop before its answer began", update_id)
+        return  # the /stop said so
     stored, mode = prepared.stored, prepared.mode
     buttons = feedback_markup(update_id) if feedback and settings.feedback_buttons else None
     streamer = ReplyStreamer(

@@ -120,16 +120,23 @@ def _context(services: Services, bot: Bot, admins: GroupAdmins, chat: Chat, user
                    is_bot_admin=is_admin, is_chat_admin=is_chat_admin, **more)  # type: ignore[arg-type]
 
 
-def _withdraw(pump: UpdatePump, services: Services, message: Message,
-              before: int) -> Callable[[], Awaitable[tuple[bool, int]]]:
+def _withdraw(pump: UpdatePump, services: Services, bot: Bot, message: Message,
+              before: int) -> Callable[[], Awaitable[bool]]:
     """Context.withdraw for a command in this chat: the sender's questions (anyone's in a private chat) received
-    before update `before`, the one this process is handling if its answer has not begun, and those still waiting."""
-    async def withdraw() -> tuple[bool, int]:
+    before update `before` whose answer has not begun: the one this process holds and those still waiting."""
+    async def withdraw() -> bool:
         chat_id = message.chat.id
         user_id = None if message.chat.type == "private" or message.from_user is None else message.from_user.id
-        held = pump.held_question(chat_id, before, user_id)
-        ended = held is not None and services.chat.withdraw(chat_id, held)
-        return ended, len(await pump.withdraw(chat_id, before, user_id))
+        withdrawal = services.chat.withdraw(chat_id, before, user_id)  # first: an answer about to begin sees it
+        me = await bot.me()
+        addressed = (me.id, me.username)
+        try:
+            dropped = await pump.withdraw(chat_id, before, user_id, addressed)
+        except Exception:  # the database is out of reach: what this process holds is still withdrawn
+            log.warning("/stop could not withdraw the questions waiting in chat %s", chat_id, exc_info=True)
+            dropped = []
+        held = pump.held_question(chat_id, before, user_id, addressed)
+        return bool(dropped or withdrawal.dropped or (held is not None and not services.chat.began(chat_id, held)))
 
     return withdraw
 
@@ -152,7 +159,7 @@ async def on_command(message: Message, command: CommandObject, bot: Bot, service
                    outbox, command.args or "", document=_document(message, bot), ask=ask,
                    replied_to=replied.message_id if replied is not None and to_bot else None,
                    replied_to_other=replied is not None and not to_bot,
-                   withdraw=_withdraw(pump, services, message, event_update.update_id) if pump is not None else None)
+                   withdraw=None if pump is None else _withdraw(pump, services, bot, message, event_update.update_id))
     for reply in await registry.run(ctx, command.command.lower()):
         await outbox.send(reply)
 

@@ -29,6 +29,7 @@ import os
 import platform
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -460,8 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_stages(stages, args.dir / "stages", only=only)
         finally:
             if helper is not None:
-                helper.terminate()  # done by now, unless this runner failed first
-                helper.wait()
+                _stop(helper)  # done by now, unless this runner failed first
     except StageFailed as exc:
         print(f"ladder: {exc}; fix it and run again: finished stages are skipped", file=sys.stderr)
         return 1
@@ -486,10 +486,25 @@ def _fine_tune_runner(args: argparse.Namespace) -> subprocess.Popen[bytes]:
         value = getattr(args, action.dest)
         if value is not None and value is not False:
             argv += [action.option_strings[-1]] + ([] if value is True else [str(value)])
-    log = (args.dir / "fine-tune.log").open("wb")
+    log = (args.dir / "fine-tune.log").open("ab")
     print(f"ladder: the fine-tune runs beside the evaluation; its progress: {args.dir / 'fine-tune.log'}")
-    with log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)  # this cwd: --dir, --gguf as given
+    with log:  # this cwd: --dir and --gguf as given; a session of its own, so that _stop reaches its children
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(helper: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """Stop the second runner and the stage it runs (`adaptbot finetune` is its child): a trainer left behind
+    would race the next run's for the same directory."""
+    if helper.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(helper.pid, signal.SIGTERM)
+    try:
+        helper.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(helper.pid, signal.SIGKILL)
+        helper.wait()
 
 
 if __name__ == "__main__":
