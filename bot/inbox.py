@@ -78,15 +78,18 @@ def is_urgent(update: dict[str, Any]) -> bool:
 
 
 def is_question(update: dict[str, Any], user_id: int | None = None, bot: tuple[int, str | None] | None = None) -> bool:
-    """A plain text message (not a command) of `user_id` (None: of anyone) that the bot would answer: what /stop
-    may withdraw unanswered. In a group it must be addressed to `bot` (id, username): a mention or a reply."""
+    """A text message of `user_id` (None: of anyone) that the bot would answer, or a /retry: what /stop may
+    withdraw unanswered. In a group a text must be addressed to `bot` (id, username): a mention or a reply."""
     message = update.get("message")
-    if not isinstance(message, dict) or not isinstance(message.get("text"), str) or message["text"].startswith("/"):
+    if not isinstance(message, dict) or not isinstance(message.get("text"), str):
+        return False
+    retry = message["text"].split(maxsplit=1)[0].split("@")[0] == "/retry" if message["text"].strip() else False
+    if message["text"].startswith("/") and not retry:
         return False
     sender, chat = message.get("from"), message.get("chat")
     if user_id is not None and not (isinstance(sender, dict) and sender.get("id") == user_id):
         return False
-    if isinstance(chat, dict) and chat.get("type") == "private":
+    if retry or (isinstance(chat, dict) and chat.get("type") == "private"):
         return True
     if bot is None:
         return False

@@ -236,6 +236,7 @@ def test_what_stop_counts_as_a_question_waiting_for_its_answer() -> None:
     assert not is_question(update("and then?", reply_to=5), 7, bot)
     assert not is_question(update("@adapt_test_bot how much?", sender=8), 7, bot)  # someone else's
     assert not is_question(update("/mode rag"), 7, bot)
+    assert is_question(update("/retry"), 7, bot) and is_question(update("/retry@adapt_test_bot"), 7, bot)
     assert not is_question({"update_id": 1, "edited_message": update("x")["message"]}, None, bot)
 
 
