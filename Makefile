@@ -34,7 +34,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-# The whole adaptation ladder on Gemma 3 270M, offline, about 45 minutes on 2 cores (examples/ladder/README.md);
+# The whole adaptation ladder on Gemma 3 270M, offline, about 35 minutes on 2 cores (examples/ladder/README.md);
 # finished stages are skipped on a rerun. LADDER_ARGS: e.g. --fresh, --epochs 1, --runners 1
 ladder: $(STAMP)
 	$(BIN)/python examples/ladder/run.py $(LADDER_ARGS)
