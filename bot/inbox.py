@@ -68,13 +68,16 @@ def chat_key_of(update: dict[str, Any]) -> str:
     return f"x{update.get('update_id')}"
 
 
+def _command(message: dict[str, Any]) -> str | None:
+    """The command a message's text starts with ("/stop" for "/stop@bot now"); None when it is not one."""
+    text_ = str(message.get("text") or "")
+    return text_.split("@")[0].split(" ")[0] if text_.startswith("/") else None
+
+
 def is_urgent(update: dict[str, Any]) -> bool:
     """Updates that must not wait behind the chat's running answer (/stop cancels it)."""
     message = update.get("message")
-    if not isinstance(message, dict):
-        return False
-    text_ = str(message.get("text") or "")
-    return text_.split("@")[0].split(" ")[0] == "/stop"
+    return isinstance(message, dict) and _command(message) == "/stop"
 
 
 def is_question(update: dict[str, Any], user_id: int | None = None, bot: tuple[int, str | None] | None = None) -> bool:
@@ -83,13 +86,13 @@ def is_question(update: dict[str, Any], user_id: int | None = None, bot: tuple[i
     message = update.get("message")
     if not isinstance(message, dict) or not isinstance(message.get("text"), str):
         return False
-    retry = message["text"].split(maxsplit=1)[0].split("@")[0] == "/retry" if message["text"].strip() else False
-    if message["text"].startswith("/") and not retry:
+    command = _command(message)
+    if command not in (None, "/retry"):
         return False
     sender, chat = message.get("from"), message.get("chat")
     if user_id is not None and not (isinstance(sender, dict) and sender.get("id") == user_id):
         return False
-    if retry or (isinstance(chat, dict) and chat.get("type") == "private"):
+    if command or (isinstance(chat, dict) and chat.get("type") == "private"):
         return True
     if bot is None:
         return False
