@@ -22,6 +22,7 @@ from agents.defaults import DEFAULT_LEVEL, DEFAULT_MODEL
 from agents.errors import UnknownNameError
 from agents.levels import default_levels
 from agents.runtime import Brain
+from bot import lazy_types
 from bot.commands import build_registry
 from bot.compare import CompareService
 from bot.config import ConfigError, Settings
@@ -242,17 +243,23 @@ class BotApp:
         with contextlib.suppress(Exception):
             await set_commands(self.bot)
         self.pump.start()
+        polled = asyncio.Event()
         if polling:
             await self.bot.delete_webhook(drop_pending_updates=False)
             # the update types the routers handle: Telegram sends message_reaction only when it is asked for
             self._poller = asyncio.create_task(
-                poll(self.bot, self.pump, self.stop_event, allowed_updates=self.dp.resolve_used_update_types()),
-                name="polling")
-        # the default model gets ready while the bot already takes updates (a first question waits for it there)
-        self._warm_up = asyncio.create_task(self._warm(), name="warm-up")
+                poll(self.bot, self.pump, self.stop_event, allowed_updates=self.dp.resolve_used_update_types(),
+                     answered=polled), name="polling")
+        else:
+            polled.set()
+        # the default model and aiogram's types get ready once the first getUpdates is back: the bot already takes
+        # updates then (a first question waits for the model there)
+        self._warm_up = asyncio.create_task(self._warm(polled), name="warm-up")
 
-    async def _warm(self) -> None:
+    async def _warm(self, polled: asyncio.Event) -> None:
         try:
+            await polled.wait()
+            await lazy_types.warm_up()
             await self.services.brain.models.get(self.services.chat.default.model).warm_up()
         finally:
             if self.own_process:

@@ -266,19 +266,34 @@ class UpdatePump:
 
 
 async def poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, *, timeout: int = 25,
-               allowed_updates: list[str] | None = None) -> None:
+               allowed_updates: list[str] | None = None, answered: asyncio.Event | None = None) -> None:
     """Long polling: an update is confirmed to Telegram (the next offset) only after the inbox holds it.
 
     Returns as soon as `stop` is set, whatever Telegram or the database are doing: what was fetched but not yet
-    recorded is not confirmed, so Telegram sends it again to the next run.
+    recorded is not confirmed, so Telegram sends it again to the next run. The first call does not wait for new
+    updates: it brings what queued while the bot was down at once, then sets `answered` (also set when polling
+    ends first), which is when the bot's warm-up begins.
     """
+    try:
+        await _poll(bot, pump, stop, timeout, allowed_updates, answered)
+    finally:
+        if answered is not None:
+            answered.set()
+
+
+async def _poll(bot: Bot, pump: UpdatePump, stop: asyncio.Event, timeout: int, allowed_updates: list[str] | None,
+                answered: asyncio.Event | None) -> None:
     offset: int | None = None
     backoff = 1.0
+    wait = 0
     while not stop.is_set():
-        fetch = await _unless_stopped(bot.get_updates(offset=offset, timeout=timeout, allowed_updates=allowed_updates,
-                                                      request_timeout=timeout + 10), stop)
+        fetch = await _unless_stopped(bot.get_updates(offset=offset, timeout=wait, allowed_updates=allowed_updates,
+                                                      request_timeout=wait + 10), stop)
         if fetch is None:
             return
+        wait = timeout
+        if answered is not None:
+            answered.set()
         try:
             updates = fetch.result()
         except TelegramRetryAfter as exc:

@@ -46,6 +46,14 @@ _essential: ContextVar[bool] = ContextVar("adaptbot_essential", default=False)
 _response_types: dict[type, object] = {}
 
 
+def response_type(method: type[TelegramMethod[Any]]) -> Any:
+    """`Response[<the method's result type>]`, the class aiogram parses the method's replies with, kept built."""
+    built = _response_types.get(method)
+    if built is None:
+        built = _response_types[method] = Response[method.__returning__]  # type: ignore[name-defined]
+    return built
+
+
 class SendUncertain(TelegramAPIError):
     """A message was sent and no answer came back: Telegram may or may not have it, so it is not sent again."""
 
@@ -86,8 +94,7 @@ class ResilientRequests(BaseRequestMiddleware):
 
     async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                        method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
-        if type(method) not in _response_types:
-            _response_types[type(method)] = Response[method.__returning__]  # type: ignore[name-defined]
+        response_type(type(method))
         name = method.__api_method__
         if name == "getUpdates":
             return await make_request(bot, method)

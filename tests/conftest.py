@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bot import lazy_types  # noqa: F401 - first, as in the bot process: aiogram's types build on first use
 from tests.fakes.openai_server import ScriptedOpenAI
 from tests.fakes.search_server import search_server  # noqa: F401 - a fixture, for every test module
 from tests.fakes.telegram_server import FakeTelegram
