@@ -195,7 +195,8 @@ def create_bot(settings: Settings) -> Bot:
 
 
 def create_dispatcher(services: Services) -> Dispatcher:
-    dp = Dispatcher()
+    dp = Dispatcher(disable_fsm=True)  # no FSM (per-chat state lives in the database): aiogram's default
+    # in-memory FSM storage kept a record for every chat and user it ever saw
     dp["settings"] = services.settings
     dp["chat_service"] = services.chat
     dp["brain"] = services.brain

@@ -94,7 +94,13 @@ class ResilientRequests(BaseRequestMiddleware):
 
     async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                        method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
-        response_type(type(method))
+        try:
+            return await self._send(make_request, bot, method)
+        finally:  # after the request, not before: aiogram builds this class (the first time) to parse the reply
+            response_type(type(method))
+
+    async def _send(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
+                    method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
         name = method.__api_method__
         if name == "getUpdates":
             return await make_request(bot, method)

@@ -59,3 +59,15 @@ async def test_maps_keyed_by_users_stay_bounded_after_10000_users(bot: BotRunner
         bot.app.pump._parsed[key] = update
     assert len(streaming._drafts_refused) <= streaming._drafts_refused.max_size < USERS
     assert len(bot.app.pump._parsed) <= bot.app.pump._parsed.max_size < USERS
+
+
+async def test_the_dispatcher_keeps_nothing_per_chat(bot: BotRunner, telegram: FakeTelegram,
+                                                     llm: ScriptedOpenAI) -> None:
+    """aiogram's default FSM storage created a record for every chat and user it saw, kept for good; the bot keeps
+    its per-chat state in the database and uses no FSM, so the dispatcher runs without one."""
+    await bot.start(default_mode="zero-shot")
+    chats = range(2000, 2040)
+    for chat in chats:
+        telegram.user_says(chat, "hello")
+    await telegram.wait_for(lambda: all(telegram.texts(chat) for chat in chats))
+    assert len(bot.app.dp.fsm.storage.storage) == 0  # type: ignore[attr-defined]
