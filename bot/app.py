@@ -260,7 +260,12 @@ class BotApp:
     async def _warm(self, polled: asyncio.Event) -> None:
         try:
             await polled.wait()
-            await lazy_types.warm_up()
+            if self.stop_event.is_set():
+                return  # stopped before the first poll came back: nothing to get ready for
+            try:
+                await lazy_types.warm_up()
+            except Exception:  # a type not built now is built when first used; the model still gets ready
+                log.warning("building aiogram's types ahead of use failed", exc_info=True)
             await self.services.brain.models.get(self.services.chat.default.model).warm_up()
         finally:
             if self.own_process:
@@ -278,6 +283,8 @@ class BotApp:
         the leases of unfinished ones run out (or the next run on this machine sees this process gone).
         """
         self.stop_event.set()
+        if self._warm_up is not None:
+            self._warm_up.cancel()
         closing = asyncio.create_task(self._close())
         limit = self.settings.shutdown_timeout + CLOSE_SECONDS if self.settings.shutdown_timeout else None
         done, _ = await asyncio.wait({closing}, timeout=limit)

@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Any
 
 _TYPES = "aiogram.types"
+_METHODS = "aiogram.methods"
 _METHODS_BASE = "aiogram.methods.base"
 
 
@@ -41,10 +42,10 @@ def install() -> None:
 
 
 class _Finder(importlib.abc.MetaPathFinder):
-    """Finds the two aiogram modules whose execution is adjusted, through the usual path finder."""
+    """Finds the aiogram modules whose execution is adjusted, through the usual path finder."""
 
     def __init__(self) -> None:
-        self._pending = {_TYPES: _exec_types, _METHODS_BASE: _exec_methods_base}
+        self._pending = {_TYPES: _exec_types, _METHODS: _exec_methods, _METHODS_BASE: _exec_methods_base}
 
     def find_spec(self, fullname: str, path: Any,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
@@ -72,6 +73,8 @@ class _Loader(importlib.abc.Loader):
         self._run(self._loader.exec_module, module)
 
     def __getattr__(self, name: str) -> Any:  # get_code, get_source, resource readers: the original loader's
+        if name.startswith("__") or name == "_loader":  # not set yet (a copy): no lookup through ourselves
+            raise AttributeError(name)
         return getattr(self._loader, name)
 
 
@@ -80,6 +83,21 @@ def _exec_types(exec_module: Callable[[ModuleType], None], module: ModuleType) -
         exec_module(module)
     if namespace:
         _share(namespace)
+        _own_names(module)
+
+
+def _exec_methods(exec_module: Callable[[ModuleType], None], module: ModuleType) -> None:
+    exec_module(module)
+    _own_names(module)
+
+
+def _own_names(package: ModuleType) -> None:
+    """pydantic builds a deferred class with the names of the code that first uses it ahead of its module's: each
+    class of the package gets its module's names as its own, which come first (a caller's local `Chat` is ignored)."""
+    for name in getattr(package, "__all__", ()):
+        cls = getattr(package, name, None)
+        if isinstance(cls, type) and hasattr(cls, "__pydantic_parent_namespace__"):
+            cls.__pydantic_parent_namespace__ = vars(sys.modules[cls.__module__])
 
 
 def _exec_methods_base(exec_module: Callable[[ModuleType], None], module: ModuleType) -> None:
@@ -102,6 +120,7 @@ def _rebuilds_deferred() -> Iterator[dict[str, Any]]:
         if names is not None and cls.__module__.startswith(f"{_TYPES}."):
             namespace.update(names)  # aiogram's loop: the same names each time
             return None
+        kwargs["_parent_namespace_depth"] = kwargs.get("_parent_namespace_depth", 2) + 1  # this frame is extra
         return original.__func__(cls, **kwargs)  # type: ignore[no-any-return]
 
     BaseModel.model_rebuild = classmethod(model_rebuild)  # type: ignore[assignment,method-assign]

@@ -94,10 +94,9 @@ class ResilientRequests(BaseRequestMiddleware):
 
     async def __call__(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                        method: TelegramMethod[TelegramType]) -> Response[TelegramType]:
-        try:
-            return await self._send(make_request, bot, method)
-        finally:  # after the request, not before: aiogram builds this class (the first time) to parse the reply
-            response_type(type(method))
+        response = await self._send(make_request, bot, method)
+        response_type(type(method))  # after the reply, not before: aiogram built the class (once) to parse it
+        return response
 
     async def _send(self, make_request: NextRequestMiddlewareType[TelegramType], bot: Bot,
                     method: TelegramMethod[TelegramType]) -> Response[TelegramType]:

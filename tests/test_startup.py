@@ -103,6 +103,15 @@ if sys.argv[1] == "lazy":
 import aiogram.methods, aiogram.types
 from aiogram.methods.base import Response
 
+
+def first_use():
+    # first use, before anything is built, from code with locals named like aiogram's types: they must not count
+    Chat = User = ReplyParameters = datetime = int
+    return (aiogram.types.Update.model_validate(json.loads(sys.argv[2])),
+            aiogram.methods.SendMessage.model_validate(json.loads(sys.argv[3])))
+
+
+update, send = first_use()
 failed = []
 for module in (aiogram.types, aiogram.methods):
     for name in module.__all__:
@@ -113,8 +122,6 @@ for module in (aiogram.types, aiogram.methods):
                 assert cls.__pydantic_complete__
             except Exception as exc:
                 failed.append(f"{name}: {exc}")
-update = aiogram.types.Update.model_validate(json.loads(sys.argv[2]))
-
 def refused(cls, data):
     try:
         cls.model_validate(data)
@@ -125,7 +132,7 @@ def refused(cls, data):
 print(json.dumps({
     "failed": failed,
     "schema": Response[list[aiogram.types.Update]].model_json_schema(),
-    "method": repr(aiogram.methods.SendMessage.model_validate(json.loads(sys.argv[3])).model_dump()),
+    "method": repr(send.model_dump()),
     "refused": [error["type"] for error in refused(aiogram.methods.EditMessageText, {"text": 5, "reply_markup": 1})],
     "update": update.model_dump(mode="json", exclude_none=True),
     "reply": update.message.reply_to_message.text,
