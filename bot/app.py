@@ -269,9 +269,9 @@ class BotApp:
             await self.services.brain.models.get(self.services.chat.default.model).warm_up()
         finally:
             if self.own_process:
-                # What start-up built (about 350,000 objects: aiogram's types, pydantic's schemas, the SDKs) lives as
+                # What start-up built (about 260,000 objects: aiogram's types, pydantic's schemas, the SDKs) lives as
                 # long as the process; frozen, the collector no longer walks it, and a full collection during a
-                # burst of messages takes about 7 ms instead of 275 ms (gc.callbacks under bench/bench_bot.py's
+                # burst of messages takes a few ms instead of 150-275 ms (gc.callbacks under bench/bench_bot.py's
                 # load). Only a process of its own: cyclic garbage frozen with it is never freed.
                 gc.freeze()
 
