@@ -242,7 +242,7 @@ async def main(args: argparse.Namespace) -> None:
         relay_figures = await measure("relay", relay, tg, llm, args, 1_000_000)
         argv = [sys.executable, "-m", "bot.cli", "run"]
         if args.profile:
-            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "250",
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--format", "raw", "--rate", "250",
                     "--output", args.profile, "--", *argv]
         adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
         ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)

@@ -97,7 +97,7 @@ class FeedbackStore:
         text = text.strip()
 
         def work(s: Session) -> Corrected | None:
-            answer: Message | None = (repo.last_answer(s, chat_id) if telegram_id == LAST_ANSWER
+            answer: Message | repo.StoredRow | None = (repo.last_answer(s, chat_id) if telegram_id == LAST_ANSWER
                                       else repo.answer_of_part(s, chat_id, telegram_id))
             if answer is None:
                 return None

@@ -25,12 +25,13 @@ from typing import Any
 from sqlalchemy import BigInteger, Float, String, and_, bindparam, delete, exists, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from bot.storage import Database
 from bot.storage.models import Delivery, InboxItem
 
 log = logging.getLogger(__name__)
+_ITEM = InboxItem.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,31 +181,35 @@ class Inbox:
     def _build_statements(self) -> None:
         # Built once, with bound parameters: building and hashing these statements for every claim cost more
         # CPU than the rest of the inbox together (measured with py-spy under bench/bench_bot.py).
+        # Core statements on the table, not the ORM class: the ORM's bulk UPDATE and INSERT paths cost more than
+        # the SQL itself (bench/bench_bot.py, issue 17), and nothing here needs ORM objects.
         now, key = bindparam("now", type_=Float), bindparam("key", type_=String)
         claim_values = dict(status="processing", owner=self.owner, lease_until=bindparam("new_lease", type_=Float),
-                            attempts=InboxItem.attempts + 1)
-        first = aliased(InboxItem)
-        oldest = select(func.min(first.update_id)).where(first.chat_key == key, _workable(first, now))
-        self._claim = (update(InboxItem)
-                       .where(InboxItem.update_id == oldest.scalar_subquery(), _workable(InboxItem, now),
+                            attempts=_ITEM.c.attempts + 1)
+        first = _ITEM.alias("first_item")
+        oldest = select(func.min(first.c.update_id)).where(first.c.chat_key == key, _workable(first.c, now))
+        self._claim = (update(_ITEM)
+                       .where(_ITEM.c.update_id == oldest.scalar_subquery(), _workable(_ITEM.c, now),
                               ~self._busy_elsewhere(key, now))
                        .values(**claim_values)
-                       .returning(InboxItem.update_id, InboxItem.payload, InboxItem.attempts, InboxItem.created_at)
-                       .execution_options(synchronize_session=False))
-        self._take = (update(InboxItem)
-                      .where(InboxItem.update_id == bindparam("uid", type_=BigInteger), InboxItem.status == "pending",
+                       .returning(_ITEM.c.update_id, _ITEM.c.payload, _ITEM.c.attempts, _ITEM.c.created_at))
+        self._take = (update(_ITEM)
+                      .where(_ITEM.c.update_id == bindparam("uid", type_=BigInteger), _ITEM.c.status == "pending",
                              ~self._busy_elsewhere(key, now))
                       .values(**claim_values)
-                      .returning(InboxItem.payload, InboxItem.attempts, InboxItem.created_at)
-                      .execution_options(synchronize_session=False))
-        self._pending = (select(InboxItem.chat_key, func.min(InboxItem.update_id).label("first"))
-                         .where(_workable(InboxItem, now), ~self._busy_elsewhere(InboxItem.chat_key, now))
-                         .group_by(InboxItem.chat_key).order_by(text("first")).limit(bindparam("limit")))
+                      .returning(_ITEM.c.payload, _ITEM.c.attempts, _ITEM.c.created_at))
+        self._pending = (select(_ITEM.c.chat_key, func.min(_ITEM.c.update_id).label("first"))
+                         .where(_workable(_ITEM.c, now), ~self._busy_elsewhere(_ITEM.c.chat_key, now))
+                         .group_by(_ITEM.c.chat_key).order_by(text("first")).limit(bindparam("limit")))
         # only the owner finishes: a process whose lease ran out must not mark done what another now runs
-        self._finish = (update(InboxItem).where(InboxItem.update_id == bindparam("uid", type_=BigInteger),
-                                                InboxItem.owner == self.owner)
-                        .values(status=bindparam("new_status"), error=bindparam("new_error"), lease_until=None)
-                        .execution_options(synchronize_session=False))
+        self._finish = (update(_ITEM).where(_ITEM.c.update_id == bindparam("uid", type_=BigInteger),
+                                            _ITEM.c.owner == self.owner)
+                        .values(status=bindparam("new_status"), error=bindparam("new_error"), lease_until=None))
+        # one statement for any number of rows (executemany, sent as multi-row INSERTs): a VALUES list built per
+        # call is compiled again for every call
+        insert = pg_insert if self.is_postgres else sqlite_insert
+        self._add = (insert(_ITEM).on_conflict_do_nothing(index_elements=[_ITEM.c.update_id])
+                     .returning(_ITEM.c.update_id))
 
     async def add(self, updates: Sequence[dict[str, Any]]) -> list[int]:
         """Record updates (duplicates ignored); returns the ids that were new."""
@@ -213,16 +218,13 @@ class Inbox:
         rows = {int(u["update_id"]): {"update_id": int(u["update_id"]), "chat_key": chat_key_of(u),
                                       "payload": json.dumps(u, ensure_ascii=False), "status": "pending",
                                       "attempts": 0} for u in updates}
-        insert = pg_insert if self.is_postgres else sqlite_insert
-        stmt = insert(InboxItem).values(list(rows.values())).on_conflict_do_nothing(index_elements=["update_id"])
-        stmt = stmt.returning(InboxItem.update_id)
-        return await self.db.run(lambda s: [int(r) for r in s.execute(stmt).scalars()])
+        return await self.db.run(lambda s: [int(r) for r in s.execute(self._add, list(rows.values())).scalars()])
 
     def _busy_elsewhere(self, chat_key: Any, now: Any) -> Any:
         """Another owner holds a live lease on an update of this chat."""
-        other = aliased(InboxItem)
-        return exists().where(other.chat_key == chat_key, other.status == "processing",
-                              other.lease_until >= now, other.owner != self.owner)
+        other = _ITEM.alias("other_item")
+        return exists().where(other.c.chat_key == chat_key, other.c.status == "processing",
+                              other.c.lease_until >= now, other.c.owner != self.owner)
 
     def _lock_chat(self, s: Session, chat_key: str) -> None:
         if self.is_postgres:

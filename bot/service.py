@@ -21,7 +21,7 @@ from agents.runtime import Brain, TurnCancelled, TurnRun
 from agents.types import GuardAction, ReplyEvent, Source, Sources, TextDelta, Turn, Usage
 from bot.chat_guards import GUARDS, LANGS, ChatGuards
 from bot.storage import Database, repo
-from bot.storage.models import Chat, Message
+from bot.storage.models import Chat
 from bot.turn_slots import TurnSlots
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class StoredAnswer:
     sources: Sources | None = None
 
 
-def _stored(row: Message | None) -> StoredAnswer | None:
+def _stored(row: repo.StoredRow | None) -> StoredAnswer | None:
     if row is None:
         return None
     sources = Sources(tuple(Source(**item) for item in json.loads(row.sources))) if row.sources else None

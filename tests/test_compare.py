@@ -288,7 +288,7 @@ async def test_compare_columns_appear_in_an_existing_database_and_the_memory_fol
             return cid
 
         cid = await db.run(store)
-        history = await db.run(lambda s: [(m.content, m.level) for m in repo.history(s, 5)])
+        history = await db.run(lambda s: [(m.content, m.level) for m in repo.all_messages(s, 5)])
         assert history == [("q", None), ("answer b", "rag")]
         stored = await db.run(lambda s: repo.get_comparison(s, cid))
         assert stored is not None and stored.shown == '{"buttons": 1}' and stored.memory_id is not None

@@ -24,7 +24,7 @@ SYSTEM = "Answer briefly."
 def turn(s: Session, chat_id: int, question: str, answer: str, mode: tuple[str, str] = ("prompt", "cloud")) -> int:
     repo.add_turn(s, [dict(chat_id=chat_id, role=role, content=content, complete=True, level=mode[0], model=mode[1])
                       for role, content in (("user", question), ("assistant", answer))])
-    return repo.history(s, chat_id)[-1].id
+    return repo.all_messages(s, chat_id)[-1].id
 
 
 def seed(s: Session) -> None:

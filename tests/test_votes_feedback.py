@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from bot.storage import Database, repo
@@ -27,7 +27,7 @@ async def store_turn(db: Database, chat_id: int, question: str, answer: str, mod
     def write(s: Session) -> int:
         repo.add_turn(s, [dict(chat_id=chat_id, role=role, content=content, complete=True, level=mode[0],
                                model=mode[1]) for role, content in (("user", question), ("assistant", answer))])
-        return repo.history(s, chat_id)[-1].id
+        return int(s.scalar(select(func.max(Message.id)).where(Message.chat_id == chat_id)))
 
     return await db.run(write)
 

@@ -6,6 +6,7 @@ is reviewed in one file.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import defaultdict
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import bindparam, delete, func, select, tuple_
 from sqlalchemy import insert as insert_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -52,13 +53,23 @@ def upsert_chat(session: Session, chat_id: int, *, level: str, model: str,
     return chat
 
 
-def history(session: Session, chat_id: int, limit: int = 200) -> list[Message]:
-    """The last `limit` complete turns, oldest first."""
-    rows = session.scalars(
-        select(Message).where(Message.chat_id == chat_id, Message.complete.is_(True))
-        .order_by(Message.id.desc()).limit(limit)
-    )
-    return list(reversed(list(rows)))
+class HistoryRow(NamedTuple):
+    role: str
+    content: str
+
+
+_MESSAGES = Message.__table__
+# Statements of every answered message, built once with bound parameters: building, hashing and (for a VALUES list)
+# compiling a statement per call, and the ORM's bulk paths, cost more than the SQL itself (bench/bench_bot.py).
+_HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.content)
+            .where(_MESSAGES.c.chat_id == bindparam("chat_id"), _MESSAGES.c.complete.is_(True))
+            .order_by(_MESSAGES.c.id.desc()).limit(bindparam("limit")))
+
+
+def history(session: Session, chat_id: int, limit: int = 200) -> list[HistoryRow]:
+    """The last `limit` complete turns, oldest first: (role, content)."""
+    rows = session.execute(_HISTORY, {"chat_id": chat_id, "limit": limit}).all()
+    return [HistoryRow(role, content) for role, content in reversed(rows)]
 
 
 def all_messages(session: Session, chat_id: int) -> Sequence[Message]:
@@ -66,12 +77,23 @@ def all_messages(session: Session, chat_id: int) -> Sequence[Message]:
     return list(rows)
 
 
-def stored_answer(session: Session, chat_id: int, update_id: int) -> Message | None:
+class StoredRow(NamedTuple):
+    id: int
+    content: str
+    complete: bool
+    sources: str | None
+
+
+_STORED = (select(_MESSAGES.c.id, _MESSAGES.c.content, _MESSAGES.c.complete, _MESSAGES.c.sources)
+           .where(_MESSAGES.c.chat_id == bindparam("chat_id"), _MESSAGES.c.update_id == bindparam("update_id"),
+                  _MESSAGES.c.role == "assistant")
+           .order_by(_MESSAGES.c.id).limit(1))
+
+
+def stored_answer(session: Session, chat_id: int, update_id: int) -> StoredRow | None:
     """The assistant turn stored for an update, if any (a re-run must not answer twice)."""
-    return session.scalar(
-        select(Message).where(Message.chat_id == chat_id, Message.update_id == update_id, Message.role == "assistant")
-        .order_by(Message.id).limit(1)
-    )
+    row = session.execute(_STORED, {"chat_id": chat_id, "update_id": update_id}).first()
+    return None if row is None else StoredRow(*row)
 
 
 def clear_history(session: Session, chat_id: int) -> int:
@@ -99,32 +121,41 @@ def set_setting(session: Session, key: str, value: str | None) -> None:
         row.value = value
 
 
+@functools.cache
+def _add_usage(dialect: str):  # type: ignore[no-untyped-def]
+    usage = Usage.__table__
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(usage)
+    return stmt.on_conflict_do_update(
+        index_elements=[usage.c.user_id, usage.c.day],
+        set_={"messages": usage.c.messages + stmt.excluded.messages, "tokens": usage.c.tokens + stmt.excluded.tokens})
+
+
 def add_usage(session: Session, user_id: int, day: str, *, messages: int, tokens: int) -> None:
     """Add to a user's count for the day: one upsert, safe when several processes count at once."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Usage).values(user_id=user_id, day=day, messages=messages, tokens=tokens)
-    session.execute(stmt.on_conflict_do_update(
-        index_elements=[Usage.user_id, Usage.day],
-        set_={"messages": Usage.messages + stmt.excluded.messages, "tokens": Usage.tokens + stmt.excluded.tokens},
-    ))
+    session.execute(_add_usage(_dialect(session)), {"user_id": user_id, "day": day, "messages": messages,
+                                                    "tokens": tokens})
 
 
 def add_turn(session: Session, rows: list[dict[str, object]]) -> None:
     """Store a turn's messages (dicts of Message columns) in one statement."""
-    session.execute(insert_(Message), rows)
+    session.execute(insert_(_MESSAGES), rows)
 
 
 def get_delivery(session: Session, update_id: int) -> Delivery | None:
     return session.get(Delivery, update_id)
 
 
+@functools.cache
+def _record_delivery(dialect: str):  # type: ignore[no-untyped-def]
+    delivery = Delivery.__table__
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(delivery)
+    return stmt.on_conflict_do_update(index_elements=[delivery.c.update_id], set_={"sent": stmt.excluded.sent})
+
+
 def record_delivery(session: Session, update_id: int, chat_id: int, parts: str, sent: str) -> None:
     """Store an answer's parts (the first time) and the ids of its parts delivered so far."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = insert(Delivery).values(update_id=update_id, chat_id=chat_id, parts=parts, sent=sent)
-    session.execute(stmt.on_conflict_do_update(index_elements=[Delivery.update_id], set_={"sent": stmt.excluded.sent}))
+    session.execute(_record_delivery(_dialect(session)), {"update_id": update_id, "chat_id": chat_id,
+                                                          "parts": parts, "sent": sent})
 
 
 def usage_of(session: Session, user_id: int, day: str) -> Usage | None:
@@ -158,6 +189,10 @@ def parse_id(text: str, limit: int = INT_MAX) -> int | None:
 
 class InvalidVerdict(ValueError):
     """A vote or feedback that cannot be stored as given (unknown value, no such comparison or answer)."""
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
 
 
 def _upsert(session: Session):  # type: ignore[no-untyped-def]
@@ -221,7 +256,8 @@ def comparison_of_update(session: Session, chat_id: int, update_id: int) -> Comp
         return None
     for comparison in session.scalars(select(Comparison).where(Comparison.memory_id == answer.id,
                                                                Comparison.chat_id == chat_id)):
-        if comparison_memory(session, comparison) is answer:
+        memory = comparison_memory(session, comparison)
+        if memory is not None and memory.id == answer.id:
             return comparison
     return None
 
@@ -331,13 +367,19 @@ def link_answer_parts(session: Session, chat_id: int, update_id: int, telegram_i
     known = [i for i in telegram_ids if i]
     if not known:
         return
-    stmt = _upsert(session)(AnswerPart).values(
-        [dict(chat_id=chat_id, telegram_id=i, update_id=update_id) for i in known])
-    session.execute(stmt.on_conflict_do_update(index_elements=[AnswerPart.chat_id, AnswerPart.telegram_id],
-                                               set_={"update_id": stmt.excluded.update_id}))
+    session.execute(_link_answer_parts(_dialect(session)),
+                    [dict(chat_id=chat_id, telegram_id=i, update_id=update_id) for i in known])
 
 
-def answer_of_part(session: Session, chat_id: int, telegram_id: int) -> Message | None:
+@functools.cache
+def _link_answer_parts(dialect: str):  # type: ignore[no-untyped-def]
+    part = AnswerPart.__table__
+    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(part)
+    return stmt.on_conflict_do_update(index_elements=[part.c.chat_id, part.c.telegram_id],
+                                      set_={"update_id": stmt.excluded.update_id})
+
+
+def answer_of_part(session: Session, chat_id: int, telegram_id: int) -> StoredRow | None:
     """The stored answer a Telegram message shows (None: not an answer, or forgotten since)."""
     update_id = session.scalar(select(AnswerPart.update_id).where(
         AnswerPart.chat_id == chat_id, AnswerPart.telegram_id == telegram_id))
