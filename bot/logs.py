@@ -40,7 +40,8 @@ def setup_logging(settings: Settings) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     install_redaction(settings, handler)
     root.handlers[:] = [handler]
-    for noisy in ("httpx", "httpcore", "openai", "aiogram.event"):
+    # the OpenAI SDK's HTTP client is httpx2 (a line per request at INFO); aiogram logs every update handled
+    for noisy in ("httpx", "httpcore", "httpx2", "httpcore2", "openai", "aiogram.event"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
 
 

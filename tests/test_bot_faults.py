@@ -59,13 +59,42 @@ async def test_stream_broken_half_way_is_not_stored_as_complete(bot: BotRunner, 
     assert history == []  # neither the question nor the partial answer count as a complete turn
 
 
+async def test_answers_add_nothing_to_the_log_at_info(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI,
+                                                       capfd: pytest.CaptureFixture[str]) -> None:
+    """The default log level shows what happens to the bot, not a line per HTTP request of the libraries (the
+    OpenAI SDK's own HTTP client, httpx2, logs every request at INFO)."""
+    from bot.logs import setup_logging
+    from tests.conftest import make_settings
+
+    names = ["", "httpx", "httpcore", "httpx2", "httpcore2", "openai", "aiogram.event", "aiohttp.access"]
+    saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names}
+    setup_logging(make_settings(bot.tmp_path, telegram, llm, log_level="INFO"))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)  # the fake servers', in this process
+    try:
+        await bot.start(default_mode="zero-shot")
+        telegram.user_says(5, "warm")
+        await telegram.wait_texts(5, 1)
+        capfd.readouterr()
+        for i in range(3):
+            telegram.user_says(5, f"question {i}")
+        await telegram.wait_texts(5, 4)
+        err = capfd.readouterr().err
+        await bot.stop()
+    finally:
+        for n, (level, handlers) in saved.items():  # logging is process-wide: leave it as we found it
+            logging.getLogger(n).setLevel(level)
+            logging.getLogger(n).handlers[:] = handlers
+    assert len(llm.requests) == 4
+    assert err == ""
+
+
 async def test_secrets_never_reach_the_logs(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI,
                                             capfd: pytest.CaptureFixture[str]) -> None:
     from bot.logs import setup_logging
     from tests.conftest import make_settings
 
     settings = make_settings(bot.tmp_path, telegram, llm, log_level="DEBUG")
-    names = ["", "httpx", "httpcore", "openai", "aiogram.event"]
+    names = ["", "httpx", "httpcore", "httpx2", "httpcore2", "openai", "aiogram.event"]
     saved = {n: (logging.getLogger(n).level, list(logging.getLogger(n).handlers)) for n in names}
     setup_logging(settings)
     try:
