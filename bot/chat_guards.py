@@ -8,6 +8,7 @@ from agents.checks.language import Language, detect_language
 from agents.checks.text import cyrillic_share
 from agents.guards import GuardConfig
 from bot.storage.models import ChatSettings
+from bot.storage.repo import GuardRow
 
 __all__ = ["GUARDS", "LANGS", "ChatGuards", "expected_language"]
 
@@ -32,7 +33,7 @@ class ChatGuards:
         return cls("loops" in on, "language" in on, "numbers" in on)
 
     @classmethod
-    def of(cls, row: ChatSettings | None, default: ChatGuards | None = None) -> ChatGuards:
+    def of(cls, row: ChatSettings | GuardRow | None, default: ChatGuards | None = None) -> ChatGuards:
         if row is None:
             return default or cls()
         lang = row.lang if row.lang in ("ru", "en") else None

@@ -174,7 +174,7 @@ class ChatService:
         self.slots = TurnSlots(max_concurrent_turns) if max_concurrent_turns else None
 
     # --- mode ---------------------------------------------------------------------------------------
-    def _mode_of(self, chat: Chat | None) -> Mode:
+    def _mode_of(self, chat: Chat | repo.ChatMode | None) -> Mode:
         if chat is None:
             return self.default
         # a model that vanished (a deleted fine-tune) falls back to the default rather than failing every turn
@@ -219,14 +219,15 @@ class ChatService:
     async def prepare(self, chat_id: int, *, user_id: int | None = None, update_id: int | None = None) -> Prepared:
         """Everything a turn reads from the database, in one unit of work."""
 
-        def read(s: Session) -> tuple[Chat | None, str | None, Prepared]:
+        def read(s: Session) -> tuple[repo.ChatMode | None, str | None, Prepared]:
             stored = repo.stored_answer(s, chat_id, update_id) if update_id is not None else None
             usage = repo.usage_of(s, user_id, self.today()) if user_id is not None and self.daily_token_quota else None
-            settings = repo.chat_settings(s, chat_id)
-            return repo.get_chat(s, chat_id), settings.compare if settings else None, Prepared(
+            chat = repo.turn_settings(s, chat_id, SYSTEM_PROMPT_KEY)
+            settings = chat.guards
+            return chat.mode, settings.compare if settings else None, Prepared(
                 mode=self.default,  # resolved below, on the event loop: the model registry is not thread-safe
                 history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
-                system_override=repo.get_setting(s, SYSTEM_PROMPT_KEY),
+                system_override=chat.system_prompt,
                 stored=_stored(stored),
                 tokens_today=usage.tokens if usage is not None else 0,
                 guards=ChatGuards.of(settings, self.default_guards),

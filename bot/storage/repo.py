@@ -105,6 +105,45 @@ def clear_history(session: Session, chat_id: int) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+class ChatMode(NamedTuple):
+    level: str
+    model: str
+    show_steps: bool
+
+
+class GuardRow(NamedTuple):
+    guard_loops: bool
+    guard_language: bool
+    guard_numbers: bool
+    lang: str | None
+    compare: str | None
+
+
+class TurnSettings(NamedTuple):
+    """What a turn reads of its chat's settings (None: no row, the defaults) and the custom system prompt."""
+
+    mode: ChatMode | None
+    guards: GuardRow | None
+    system_prompt: str | None
+
+
+_CHATS, _CHAT_SETTINGS, _SETTINGS = Chat.__table__, ChatSettings.__table__, Setting.__table__
+_CHAT_MODE = select(_CHATS.c.level, _CHATS.c.model, _CHATS.c.show_steps).where(_CHATS.c.id == bindparam("chat_id"))
+_CHAT_GUARDS = (select(_CHAT_SETTINGS.c.guard_loops, _CHAT_SETTINGS.c.guard_language, _CHAT_SETTINGS.c.guard_numbers,
+                       _CHAT_SETTINGS.c.lang, _CHAT_SETTINGS.c["compare"])  # .compare: a method of .c
+                .where(_CHAT_SETTINGS.c.chat_id == bindparam("chat_id")))
+_SETTING_VALUE = select(_SETTINGS.c.value).where(_SETTINGS.c.key == bindparam("key"))
+
+
+def turn_settings(session: Session, chat_id: int, prompt_key: str) -> TurnSettings:
+    """A chat's mode and guard settings and the setting `prompt_key`, as plain rows (no ORM objects: this runs for
+    every question)."""
+    mode = session.execute(_CHAT_MODE, {"chat_id": chat_id}).first()
+    guards = session.execute(_CHAT_GUARDS, {"chat_id": chat_id}).first()
+    return TurnSettings(None if mode is None else ChatMode(*mode), None if guards is None else GuardRow(*guards),
+                        session.execute(_SETTING_VALUE, {"key": prompt_key}).scalar())
+
+
 def get_setting(session: Session, key: str) -> str | None:
     row = session.get(Setting, key)
     return row.value if row else None
