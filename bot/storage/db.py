@@ -58,6 +58,7 @@ class Database:
             event.listen(sync_engine, "connect", _sqlite_pragmas)
             self._sync = sessionmaker(sync_engine, expire_on_commit=False)
             self._thread = _DaemonThread("sqlite")
+        self._here: Session | None = None  # SQLite: the thread's session, on a connection it keeps
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
@@ -68,9 +69,29 @@ class Database:
             return await s.run_sync(work)
 
     def _run_here(self, work: Callable[[Session], T]) -> T:
-        assert self._sync is not None
-        with self._sync.begin() as s:
-            return work(s)
+        # One session on one connection for the thread's life, each unit a transaction of its own that starts with
+        # an empty identity map (what a new session gives): a session and a connection per unit were a third of
+        # the thread's CPU per answered message (bench/bench_bot.py, issue 17). A connection that broke is
+        # replaced.
+        s = self._here
+        if s is None or not isinstance(bind := s.bind, Connection) or bind.invalidated or bind.closed:
+            assert self._sync is not None
+            engine: Engine = self._sync.kw["bind"]
+            self._here = s = Session(bind=engine.connect(), expire_on_commit=False)
+        try:
+            with s.begin():
+                return work(s)
+        finally:
+            s.expunge_all()
+
+    def _close_here(self, engine: Engine) -> None:
+        if self._here is not None:
+            bind = self._here.bind
+            self._here.close()
+            if isinstance(bind, Connection):
+                bind.close()
+            self._here = None
+        engine.dispose()
 
     async def create_all(self) -> None:
         def create(s: Session) -> None:
@@ -94,7 +115,7 @@ class Database:
             await self._async_engine.dispose()
         if self._thread is not None and self._sync is not None:
             engine: Engine = self._sync.kw["bind"]
-            await asyncio.get_running_loop().run_in_executor(self._thread, engine.dispose)
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_here, engine)
             self._thread.shutdown(wait=False)
 
 
