@@ -2,7 +2,10 @@
 sendMessageDraft) or a message edited at most once per interval; finally the formatted answer, split as needed.
 
 Nothing is shown during the first `grace` seconds: an answer that is ready by then arrives as one message, with no
-typing indicator or preview before it (two Telegram calls saved per quick answer, and no flicker).
+typing indicator or preview before it (two Telegram calls saved per quick answer, and no flicker). Nor is text shown
+during the first `grace` seconds after it starts coming: an answer that streams in faster than that after a long
+wait (a slow first token, a queue) arrives as one message after the typing indicator, not as a preview replaced a
+moment later (one Telegram call saved, which in groups counts against Telegram's 20 messages a minute).
 """
 
 from __future__ import annotations
@@ -93,6 +96,8 @@ class ReplyStreamer:
     # --- events -------------------------------------------------------------------------------------
     async def feed(self, event: ReplyEvent) -> None:
         if isinstance(event, TextDelta):
+            if not self.text:  # the first text: a preview waits to see whether the rest follows at once
+                self._next_update = max(self._next_update, time.monotonic() + self.grace)
             self.text += event.text
             if time.monotonic() >= self._next_update:  # building the preview costs O(answer): only when due
                 await self._show(preview(f"{self.label}\n\n{self.text}" if self.label else self.text))

@@ -173,6 +173,17 @@ async def test_a_quick_answer_comes_as_one_message_a_slow_one_streams(bot: BotRu
     assert telegram.calls_of("sendChatAction") and telegram.drafts  # typing, then the answer growing
 
 
+async def test_an_answer_that_streams_in_at_once_after_a_wait_comes_as_one_message(
+        bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
+    await bot.start(default_mode="zero-shot", stream_grace=0.3)
+    llm.enqueue(Text("a quick stream after a long think", delay=0.6, chunk_size=4, chunk_delay=0.01))
+    telegram.user_says(15, "think first")
+    await telegram.wait_texts(15, 1)
+    assert telegram.texts(15) == ["a quick stream after a long think"]
+    assert telegram.calls_of("sendChatAction")  # the wait showed the typing indicator
+    assert not telegram.drafts and telegram.messages(15)[0].edits == 0  # but no preview replaced at once
+
+
 async def test_streaming_falls_back_to_edits(bot: BotRunner, telegram: FakeTelegram, llm: ScriptedOpenAI) -> None:
     telegram.drafts_supported = False
     await bot.start(default_mode="zero-shot")
