@@ -61,6 +61,7 @@ class ReplyStreamer:
         self._message_id: int | None = message_id  # the message being edited (edit mode)
         self.delivered: list[Chunk] = []  # the answer's parts as `finish` delivered them
         self._shown = ""
+        self._text_began = False
         self._next_update = 0.0
         self._draft_id = next(_draft_ids)
         self._typing: asyncio.Task[None] | None = None
@@ -96,8 +97,10 @@ class ReplyStreamer:
     # --- events -------------------------------------------------------------------------------------
     async def feed(self, event: ReplyEvent) -> None:
         if isinstance(event, TextDelta):
-            if not self.text:  # the first text: a preview waits to see whether the rest follows at once
-                self._next_update = max(self._next_update, time.monotonic() + self.grace)
+            if not self._text_began:  # the first text: a preview waits to see whether the rest follows at once
+                self._text_began = True
+                if not self._shown:  # (not when something is already on screen: a queue notice stays no longer)
+                    self._next_update = max(self._next_update, time.monotonic() + self.grace)
             self.text += event.text
             if time.monotonic() >= self._next_update:  # building the preview costs O(answer): only when due
                 await self._show(preview(f"{self.label}\n\n{self.text}" if self.label else self.text))

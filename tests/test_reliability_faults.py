@@ -115,3 +115,31 @@ async def test_an_outage_longer_than_the_send_retry_window_loses_nothing(
         assert telegram.texts(chat) == [f"echo: {label(chat, i)}" for i in range(2)], chat
     asked = Counter(r["messages"][-1]["content"].removeprefix(f"@{BOT_USERNAME} ") for r in llm.requests)
     assert asked == Counter(label(chat, i) for chat in chats for i in range(2))  # the model once per message
+
+
+async def test_a_unit_whose_commit_fails_is_not_committed_later(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SQLite keeps one connection for its thread: a unit whose COMMIT fails (an I/O error, a full disk) must not
+    be committed by the next unit of work on that connection, and the database goes on working."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    path = tmp_path / "commit.db"
+    db = Database(f"sqlite:///{path}")
+    await db.create_all()
+    failures = ["disk I/O error"]
+
+    def on_commit(_connection: object) -> None:
+        if failures:
+            raise OSError(failures.pop())
+
+    event.listen(db._sync.kw["bind"], "commit", on_commit)  # type: ignore[union-attr]
+    try:
+        with pytest.raises(OSError):
+            await db.run(lambda s: repo.set_setting(s, "greeting", "lost"))
+        assert await db.run(lambda s: repo.get_setting(s, "greeting")) is None
+        await db.run(lambda s: repo.set_setting(s, "other", "kept"))
+        with sqlite3.connect(path) as outside:  # what another process sees
+            assert outside.execute("SELECT key, value FROM settings").fetchall() == [("other", "kept")]
+    finally:
+        await db.dispose()

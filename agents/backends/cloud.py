@@ -78,8 +78,9 @@ class CloudBackend(Backend):
 class DictStreams:
     """The client's `chat.completions` as langchain-openai calls it, with streamed chunks handed over as the plain
     dicts the server sent: langchain-openai converts either, and building the SDK's typed chunk objects cost more
-    CPU than all the rest of a streamed answer's path (bench/bench_bot.py, issue 17). Everything else (requests
-    that do not stream, retries, status errors, the raw-response helpers) is the SDK's own."""
+    CPU than all the rest of a streamed answer's path (bench/bench_bot.py, issue 17). A call through `create`
+    sends its body untouched (`_as_sent`); everything else (retries, status errors, the raw-response helpers
+    LangChain uses for some calls, which keep the SDK's own parameter handling) is the SDK's."""
 
     def __init__(self, completions: Any) -> None:
         self._completions = completions
@@ -88,9 +89,13 @@ class DictStreams:
         return getattr(self._completions, name)
 
     async def create(self, **payload: Any) -> Any:
+        if isinstance(payload.get("response_format"), type):  # a class: the SDK's own checks and conversion
+            sent = payload
+        else:
+            sent = _as_sent(payload)
         if not payload.get("stream"):
-            return await self._completions.create(**_as_sent(payload))
-        return _SSEDicts(self._completions.with_streaming_response.create(**_as_sent(payload)))
+            return await self._completions.create(**sent)
+        return _SSEDicts(self._completions.with_streaming_response.create(**sent))
 
 
 _SDK_OPTIONS = ("extra_headers", "extra_query", "extra_body", "timeout")  # arguments of the call, not the body
@@ -102,9 +107,9 @@ def _as_sent(payload: dict[str, Any]) -> dict[str, Any]:
     list). The SDK otherwise walks every request's parameters against its typed definitions to apply aliases and
     formats, which a chat completion's parameters have none of: that walk cost about 6 ms per request with 20 turns
     of history, as much as all the rest of a streamed answer (bench/bench_bot.py, issue 17)."""
-    options = {key: payload[key] for key in _SDK_OPTIONS if payload.get(key) is not None}
+    options = {key: payload[key] for key in _SDK_OPTIONS if key in payload}  # timeout=None: no timeout, as asked
     body = {key: value for key, value in payload.items() if key not in _SDK_OPTIONS}
-    options["extra_body"] = {**body, **options.get("extra_body", {})}  # the caller's own extra_body wins, as ever
+    options["extra_body"] = {**body, **(options.get("extra_body") or {})}  # the caller's extra_body wins, as ever
     return {"model": body["model"], "messages": [], "stream": bool(body.get("stream")), **options}
 
 

@@ -11,6 +11,7 @@ side. A unit of work that has started finishes even when its caller is cancelled
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import queue
 import sqlite3
@@ -75,22 +76,33 @@ class Database:
         # replaced.
         s = self._here
         if s is None or not isinstance(bind := s.bind, Connection) or bind.invalidated or bind.closed:
+            self._drop_here()
             assert self._sync is not None
             engine: Engine = self._sync.kw["bind"]
             self._here = s = Session(bind=engine.connect(), expire_on_commit=False)
         try:
             with s.begin():
                 return work(s)
+        except BaseException:
+            # whatever failed (a COMMIT that raised leaves the driver's transaction open, and the next unit would
+            # commit it), the next unit starts on a fresh connection: returning this one to the pool rolls it back
+            self._drop_here()
+            raise
         finally:
             s.expunge_all()
 
-    def _close_here(self, engine: Engine) -> None:
-        if self._here is not None:
-            bind = self._here.bind
-            self._here.close()
+    def _drop_here(self) -> None:
+        s, self._here = self._here, None
+        if s is not None:
+            bind = s.bind
+            with contextlib.suppress(Exception):
+                s.close()
             if isinstance(bind, Connection):
-                bind.close()
-            self._here = None
+                with contextlib.suppress(Exception):
+                    bind.close()
+
+    def _close_here(self, engine: Engine) -> None:
+        self._drop_here()
         engine.dispose()
 
     async def create_all(self) -> None:
