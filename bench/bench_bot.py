@@ -242,8 +242,8 @@ async def main(args: argparse.Namespace) -> None:
         relay_figures = await measure("relay", relay, tg, llm, args, 1_000_000)
         argv = [sys.executable, "-m", "bot.cli", "run"]
         if args.profile:
-            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--format", "raw", "--rate", "250",
-                    "--output", args.profile, "--", *argv]
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--gil", "--format", "raw",
+                    "--rate", "250", "--output", args.profile, "--", *argv]
         adaptbot = BotProcess("adaptbot", argv, bot_env(tg, llm, data), data)
         ours = await measure("adaptbot", adaptbot, tg, llm, args, 2_000_000)
         report(relay_figures, ours)
@@ -256,25 +256,45 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def print_profile(path: Path, top: int = 15) -> None:
-    """py-spy's top entries of a collapsed-stack file: own time and total time per function, share of samples."""
-    own: dict[str, int] = {}
-    total: dict[str, int] = {}
+    """py-spy's samples (taken with --gil: only code holding the GIL, so each thread weighs what CPU it takes): the
+    share of the event loop, the SQLite thread and imports, then the top entries of each thread outside imports,
+    by own time and by total time per function."""
+    threads = {"event loop": ("bot/cli.py",), "SQLite thread": ("_DaemonThread._loop",)}
+    own: dict[str, dict[str, int]] = {name: {} for name in threads}
+    total: dict[str, dict[str, int]] = {name: {} for name in threads}
+    shares: dict[str, int] = {}
     samples = 0
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]  # one entry per function, not per line
         n = int(count)
         samples += n
-        own[frames[-1]] = own.get(frames[-1], 0) + n
+        if any("_find_and_load" in f for f in frames):
+            shares["imports"] = shares.get("imports", 0) + n
+            continue
+        name = next((t for t, marks in threads.items() if any(m in f for f in frames for m in marks)), "other")
+        shares[name] = shares.get(name, 0) + n
+        if name not in own:
+            continue
+        own[name][frames[-1]] = own[name].get(frames[-1], 0) + n
         for frame in set(frames):
-            total[frame] = total.get(frame, 0) + n
-    print(f"\npy-spy: {samples} samples; top own time (share of all samples, idle included)")
-    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
-        print(f"  {n / samples:6.1%}  {frame}")
-    print("top total time, bot code and libraries")
-    for frame, n in sorted(total.items(), key=lambda kv: -kv[1])[:top * 2]:
-        if "(asyncio" not in frame and "<module>" not in frame:
+            total[name][frame] = total[name].get(frame, 0) + n
+    print(f"\npy-spy: {samples} samples holding the GIL: " +
+          ", ".join(f"{name} {n / samples:.0%}" for name, n in sorted(shares.items(), key=lambda kv: -kv[1])))
+    for name in threads:
+        print(f"{name}, top own time (share of all samples):")
+        for frame, n in sorted(own[name].items(), key=lambda kv: -kv[1])[:top // 2]:
             print(f"  {n / samples:6.1%}  {frame}")
+        print(f"{name}, top total time, bot code and libraries:")
+        shown = 0
+        for frame, n in sorted(total[name].items(), key=lambda kv: -kv[1]):
+            if "(asyncio" in frame or "(threading" in frame or "<module>" in frame or "runpy" in frame \
+                    or "bot/cli.py" in frame or "_DaemonThread._loop" in frame:
+                continue
+            print(f"  {n / samples:6.1%}  {frame}")
+            shown += 1
+            if shown == top:
+                break
 
 
 def relay_main(token: str, tg_base: str, llm_base: str) -> None:
