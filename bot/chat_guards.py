@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from agents.checks.language import Language, detect_language
 from agents.checks.text import cyrillic_share
 from agents.guards import GuardConfig
-from bot.storage.models import ChatSettings
-from bot.storage.repo import GuardRow
+
+if TYPE_CHECKING:
+    from bot.storage.models import ChatSettings
+    from bot.storage.repo import GuardRow
 
 __all__ = ["GUARDS", "LANGS", "ChatGuards", "expected_language"]
 

@@ -133,7 +133,7 @@ async def test_a_unit_whose_commit_fails_is_not_committed_later(tmp_path) -> Non
         if failures:
             raise OSError(failures.pop())
 
-    event.listen(db._sync.kw["bind"], "commit", on_commit)  # type: ignore[union-attr]
+    event.listen(db._engine, "commit", on_commit)
     try:
         with pytest.raises(OSError):
             await db.run(lambda s: repo.set_setting(s, "greeting", "lost"))

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 from sqlalchemy.pool import StaticPool
 
 from bot.storage.models import Base
@@ -43,7 +43,7 @@ class Database:
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         self._async_engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
-        self._sync: sessionmaker[Session] | None = None
+        self._engine: Engine | None = None  # SQLite: the synchronous engine its thread uses
         self._thread: _DaemonThread | None = None
         if not self.is_sqlite:  # engines connect on first use
             self._async_engine = create_async_engine(self.url, pool_pre_ping=True)
@@ -57,13 +57,13 @@ class Database:
             sync_engine = create_engine(self.url.set(drivername="sqlite"), poolclass=StaticPool,
                                         connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000, "check_same_thread": False})
             event.listen(sync_engine, "connect", _sqlite_pragmas)
-            self._sync = sessionmaker(sync_engine, expire_on_commit=False)
+            self._engine = sync_engine
             self._thread = _DaemonThread("sqlite")
         self._here: Session | None = None  # SQLite: the thread's session, on a connection it keeps
 
     async def run(self, work: Callable[[Session], T]) -> T:
         """Run `work(session)` as one transaction: committed when it returns, rolled back when it raises."""
-        if self._sync is not None and self._thread is not None:
+        if self._engine is not None and self._thread is not None:
             return await asyncio.get_running_loop().run_in_executor(self._thread, self._run_here, work)
         assert self._sessions is not None
         async with self._sessions() as s, s.begin():
@@ -72,14 +72,12 @@ class Database:
     def _run_here(self, work: Callable[[Session], T]) -> T:
         # One session on one connection for the thread's life, each unit a transaction of its own that starts with
         # an empty identity map (what a new session gives): a session and a connection per unit were a third of
-        # the thread's CPU per answered message (bench/bench_bot.py, issue 17). A connection that broke is
-        # replaced.
+        # the thread's CPU per answered message (bench/bench_bot.py, issue 17). After a failed unit (a broken
+        # connection among them) the next one starts afresh.
         s = self._here
-        if s is None or not isinstance(bind := s.bind, Connection) or bind.invalidated or bind.closed:
-            self._drop_here()
-            assert self._sync is not None
-            engine: Engine = self._sync.kw["bind"]
-            self._here = s = Session(bind=engine.connect(), expire_on_commit=False)
+        if s is None:
+            assert self._engine is not None
+            self._here = s = Session(bind=self._engine.connect(), expire_on_commit=False)
         try:
             with s.begin():
                 return work(s)
@@ -125,9 +123,8 @@ class Database:
     async def dispose(self) -> None:
         if self._async_engine is not None:
             await self._async_engine.dispose()
-        if self._thread is not None and self._sync is not None:
-            engine: Engine = self._sync.kw["bind"]
-            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_here, engine)
+        if self._thread is not None and self._engine is not None:
+            await asyncio.get_running_loop().run_in_executor(self._thread, self._close_here, self._engine)
             self._thread.shutdown(wait=False)
 
 

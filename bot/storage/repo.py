@@ -141,12 +141,11 @@ def turn_settings(session: Session, chat_id: int, prompt_key: str) -> TurnSettin
     mode = session.execute(_CHAT_MODE, {"chat_id": chat_id}).first()
     guards = session.execute(_CHAT_GUARDS, {"chat_id": chat_id}).first()
     return TurnSettings(None if mode is None else ChatMode(*mode), None if guards is None else GuardRow(*guards),
-                        session.execute(_SETTING_VALUE, {"key": prompt_key}).scalar())
+                        get_setting(session, prompt_key))
 
 
 def get_setting(session: Session, key: str) -> str | None:
-    row = session.get(Setting, key)
-    return row.value if row else None
+    return session.execute(_SETTING_VALUE, {"key": key}).scalar()
 
 
 def set_setting(session: Session, key: str, value: str | None) -> None:
@@ -163,7 +162,7 @@ def set_setting(session: Session, key: str, value: str | None) -> None:
 @functools.cache
 def _add_usage(dialect: str):  # type: ignore[no-untyped-def]
     usage = Usage.__table__
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(usage)
+    stmt = _insert(dialect)(usage)
     return stmt.on_conflict_do_update(
         index_elements=[usage.c.user_id, usage.c.day],
         set_={"messages": usage.c.messages + stmt.excluded.messages, "tokens": usage.c.tokens + stmt.excluded.tokens})
@@ -187,7 +186,7 @@ def get_delivery(session: Session, update_id: int) -> Delivery | None:
 @functools.cache
 def _record_delivery(dialect: str):  # type: ignore[no-untyped-def]
     delivery = Delivery.__table__
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(delivery)
+    stmt = _insert(dialect)(delivery)
     return stmt.on_conflict_do_update(index_elements=[delivery.c.update_id], set_={"sent": stmt.excluded.sent})
 
 
@@ -234,8 +233,13 @@ def _dialect(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
+def _insert(dialect: str):  # type: ignore[no-untyped-def]
+    """The dialect's INSERT, which has ON CONFLICT."""
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 def _upsert(session: Session):  # type: ignore[no-untyped-def]
-    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return _insert(_dialect(session))
 
 
 def add_comparison(session: Session, *, chat_id: int, question: str, history: Sequence[dict[str, str]],
@@ -413,7 +417,7 @@ def link_answer_parts(session: Session, chat_id: int, update_id: int, telegram_i
 @functools.cache
 def _link_answer_parts(dialect: str):  # type: ignore[no-untyped-def]
     part = AnswerPart.__table__
-    stmt = (pg_insert if dialect == "postgresql" else sqlite_insert)(part)
+    stmt = _insert(dialect)(part)
     return stmt.on_conflict_do_update(index_elements=[part.c.chat_id, part.c.telegram_id],
                                       set_={"update_id": stmt.excluded.update_id})
 
@@ -601,8 +605,7 @@ def update_chat_settings(session: Session, chat_id: int, defaults: dict[str, obj
 
 def count_guard_events(session: Session, level: str, model: str, events: Sequence[str]) -> None:
     """Add one to each event's count for the mode: one upsert each, safe when several processes count at once."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    insert = _upsert(session)
     for event in events:
         stmt = insert(GuardEvent).values(level=level, model=model, event=event, count=1)
         session.execute(stmt.on_conflict_do_update(
