@@ -171,10 +171,38 @@ class TurnRun:
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._cancelled = False
+        # The model's silence is timed by one timer per turn, re-armed only when it falls due, not by a timer and a
+        # task per wait (asyncio.wait_for): the consumer waits once per chunk the model sends.
+        self._timeout: float | None = None
+        self._silent_since = 0.0  # when the consumer began its current wait
+        self._waiting = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._timed_out = False
+        self._loop: asyncio.AbstractEventLoop  # set when iterated: only a waiting consumer's timer uses it
 
     def _put(self, item: object) -> None:
         self._items.append(item)
         self._ready.set()
+
+    def _wait_began(self) -> None:
+        """The consumer waits for the next event: the silence is timed from now (not while it was busy)."""
+        self._waiting = True
+        if self._timeout is None:
+            return
+        self._silent_since = self._loop.time()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._silent_since + self._timeout, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._watchdog = None
+        if not self._waiting or self._timeout is None:
+            return  # re-armed by the consumer's next wait
+        due = self._silent_since + self._timeout
+        if self._loop.time() >= due:
+            self._timed_out = True
+            self._ready.set()
+        else:
+            self._watchdog = self._loop.call_at(due, self._check_silence)
 
     def cancel(self) -> None:
         if self._cancelled:
@@ -240,23 +268,28 @@ class TurnRun:
     async def __aiter__(self) -> AsyncIterator[ReplyEvent]:
         if self._cancelled:
             raise TurnCancelled("stopped")
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._pump())
         # No timeout while the context is built (lookups, lazy model construction, the knowledge base: not model
         # silence), nor for a shared worker, where a turn may wait in the queue.
-        timeout: float | None = None
         try:
             while True:
                 if not self._items:
                     self._ready.clear()
+                    self._wait_began()
                     try:
-                        await asyncio.wait_for(self._ready.wait(), timeout)
-                    except TimeoutError:
-                        raise ModelTimeoutError("the model did not answer in time") from None
+                        await self._ready.wait()
+                    finally:
+                        self._waiting = False
+                    if self._timed_out:
+                        if not self._items:
+                            raise ModelTimeoutError("the model did not answer in time")
+                        self._timed_out = False  # an event came as the timer fell due
                 item = self._next()
                 if self._cancelled:
                     raise TurnCancelled("stopped")
                 if isinstance(item, _Started):
-                    timeout = None if item.shared else self._brain.turn_timeout
+                    self._timeout = None if item.shared else self._brain.turn_timeout
                     continue
                 if item is _DONE:
                     return
@@ -264,6 +297,9 @@ class TurnRun:
                     raise map_model_error(item.error)
                 yield item  # type: ignore[misc]
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             if not self._task.done():
                 self._task.cancel()
                 await asyncio.wait([self._task])  # never raises: a cancel of this consumer itself still propagates

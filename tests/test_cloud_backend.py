@@ -3,8 +3,13 @@ own streamed and non-streamed paths, tools, and the parameters a team adds for i
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
+import openai
+import pytest
+from aiohttp import web
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from pydantic import SecretStr
 
@@ -65,3 +70,53 @@ async def test_langchains_own_paths_send_their_request_unchanged(llm: ScriptedOp
     assert (await plain.ainvoke(HISTORY)).content == "Four again."
     assert llm.requests[-1] == expected(plain, stream=False)
     assert "stream" not in llm.requests[-1] or llm.requests[-1]["stream"] is False
+
+
+class PiecewiseOpenAI(ScriptedOpenAI):
+    """Streams a raw body given as pieces, each written on its own (a TCP read may end anywhere in a line)."""
+
+    pieces: list[bytes] = []
+
+    async def _stream(self, request: web.Request, *args: Any, **kwargs: Any) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in self.pieces:
+            await resp.write(piece)
+            await asyncio.sleep(0.01)  # its own read on the client's side
+        await resp.write_eof()
+        return resp
+
+
+def sse(delta: dict[str, Any], **extra: Any) -> bytes:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "scripted-1",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}
+    return json.dumps(chunk, ensure_ascii=False).encode()
+
+
+async def test_the_streamed_answer_is_read_whatever_the_line_ends_and_wherever_a_read_ends() -> None:
+    """CRLF, CR and LF line ends, a CRLF and a Cyrillic letter split between two reads, comments, event names,
+    `data:` without its space, the lines after [DONE]: the answer arrives whole, as the server meant it."""
+    privet = sse({"content": "Привет"})
+    cut = privet.index("и".encode()) + 1  # inside the two bytes of a letter
+    body = [b": keep-alive comment\r\n\r\n", b"event: message\r\ndata: " + sse({"content": "Hi, "}) + b"\r",
+            b"\n\r\n", b"data:" + privet[:cut], privet[cut:] + b"\n\n",
+            b"data: " + sse({"content": "!"}) + b"\r\rdata: " + sse({}, usage={"prompt_tokens": 3,
+                                                                             "completion_tokens": 2}) + b"\n\n",
+            b"data: [DONE]\n\n", b"data: " + sse({"content": " after done"}) + b"\n\n"]
+    async with PiecewiseOpenAI() as llm:
+        llm.pieces = body
+        events = [event async for event in stream_text(backend(llm), HISTORY)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi, Привет!"
+    assert events[-1] == Usage(prompt_tokens=3, completion_tokens=2)
+
+
+async def test_an_error_inside_the_stream_and_a_body_cut_mid_event_fail_as_the_sdk_fails() -> None:
+    async with PiecewiseOpenAI() as llm:
+        llm.pieces = [b"data: " + sse({"content": "Hi"}) + b"\n\n",
+                      b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n']
+        with pytest.raises(openai.APIError, match="The server had an error"):
+            [event async for event in stream_text(backend(llm), HISTORY)]
+        # an event the body ends in before its blank line is not dispatched (the SSE standard's rule)
+        llm.pieces = [b"data: " + sse({"content": "Hi"}) + b"\n\n", b"data: " + sse({"content": " the"})]
+        events = [event async for event in stream_text(backend(llm), HISTORY)]
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi"

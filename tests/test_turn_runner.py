@@ -18,6 +18,7 @@ from langchain_openai import ChatOpenAI
 
 from agents.backends.base import Backend, ModelRegistry
 from agents.levels import default_levels
+from agents.errors import ModelTimeoutError
 from agents.runtime import Brain, TurnCancelled, TurnRun
 from agents.tools.calculator import make_calculator_tool
 from agents.types import ReplyEvent, TextDelta
@@ -208,3 +209,62 @@ async def test_a_level_that_declares_needs_tools_gets_them_whatever_its_name(llm
     for level in ("planner", "plain"):
         assert [e async for e in brain.start_turn(level=level, model="local", history=[], text="hi")]
     assert seen == {"planner": ["calculator"], "plain": []}
+
+
+class Paced(Backend):
+    """A model of the turn runner's own timing (no client timeout behind it): not a shared worker."""
+
+    name = "paced"
+    description = MappingProxyType({"en": "paced"})
+
+    def __init__(self) -> None:  # the paced levels below never call it
+        self._model = ChatOpenAI(model="unused", base_url="http://127.0.0.1:9", api_key="test")  # type: ignore[arg-type]
+
+    def chat_model(self) -> BaseChatModel:
+        return self._model
+
+
+def paced_brain(stream: Callable[[], object], timeout: float) -> Brain:
+    from agents.levels.base import Level, LevelRegistry, TurnContext
+
+    class PacedLevel(Level):
+        name = "paced"
+        description = MappingProxyType({"en": "yields as told"})
+
+        async def stream(self, ctx: TurnContext):  # type: ignore[override]
+            async for event in stream():  # type: ignore[attr-defined]
+                yield event
+
+    models = ModelRegistry()
+    models.register(Paced())
+    return Brain(LevelRegistry([PacedLevel()]), models, turn_timeout=timeout)
+
+
+async def test_a_model_silent_for_longer_than_the_turn_timeout_fails_the_turn() -> None:
+    async def stalls():
+        yield TextDelta("Hello")
+        await asyncio.sleep(LOST)
+
+    run = paced_brain(stalls, timeout=0.3).start_turn(level="paced", model="paced", history=[], text="hi")
+    events: list[ReplyEvent] = []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ModelTimeoutError):
+        async for event in run:
+            events.append(event)
+    assert events == [TextDelta("Hello")]
+    assert asyncio.get_running_loop().time() - started < 5
+
+
+async def test_the_turn_timeout_counts_the_models_silence_not_the_time_the_consumer_takes() -> None:
+    async def steady():
+        for i in range(8):
+            await asyncio.sleep(0.05)
+            yield TextDelta(f"{i} ")
+
+    run = paced_brain(steady, timeout=0.3).start_turn(level="paced", model="paced", history=[], text="hi")
+    text = []
+    async for event in run:
+        assert isinstance(event, TextDelta)
+        text.append(event.text)
+        await asyncio.sleep(0.4)  # the consumer is slow (a Telegram send waiting out flood control, say)
+    assert "".join(text) == "".join(f"{i} " for i in range(8))

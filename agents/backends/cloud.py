@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -143,30 +143,54 @@ class _SSEDicts:
             raise openai.APIConnectionError(request=request) from exc
 
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
-        import openai
+        """The events' JSON data. Lines are split on the body's bytes, not on decoded text: the text and line
+        layers of httpx cost more per chunk than the rest of this (JSON reads UTF-8 bytes itself)."""
+        events = _SSEEvents(self._response.http_response.request)
+        rest = b""
+        async for block in self._response.http_response.aiter_bytes():
+            block = rest + block if rest else block
+            tail = b""
+            if b"\r" in block:  # CRLF or CR line ends (a CR last may be half of a CRLF: kept for the next block)
+                if block.endswith(b"\r"):
+                    block, tail = block[:-1], b"\r"
+                block = block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+            lines = block.split(b"\n")
+            rest = lines.pop() + tail
+            for chunk in events.feed(lines):
+                yield chunk
+        # an event the body ends in without its blank line is incomplete: not dispatched (the SSE standard's rule)
 
-        data: list[str] = []
-        done = False
-        async for line in self._response.http_response.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[6:] if line.startswith("data: ") else line[5:])
+
+class _SSEEvents:
+    """Server-sent event lines in, each event's JSON data out, up to `[DONE]` (the lines after it are read on to
+    the end of the body, as the SDK does: a response left half-read costs its connection)."""
+
+    def __init__(self, request: Any) -> None:
+        self._request = request
+        self._data: list[bytes] = []
+        self._done = False
+
+    def feed(self, lines: list[bytes]) -> Iterator[dict[str, Any]]:
+        data = self._data
+        for line in lines:
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
                 continue
             if line or not data:
                 continue  # comments, event names, ids: nothing a chat completion chunk needs
-            text = "\n".join(data)
+            text = b"\n".join(data)
             data.clear()
-            if done or text.startswith("[DONE]"):
-                # read on to the end of the body, as the SDK does: a response left half-read costs its
-                # connection, and the next question a new one
-                done = True
+            if self._done or text.startswith(b"[DONE]"):
+                self._done = True
                 continue
             chunk = json.loads(text)
             if isinstance(chunk, dict) and chunk.get("error"):  # an error reported inside the stream
+                import openai
+
                 error = chunk["error"]
                 message = error.get("message") if isinstance(error, dict) else None
                 raise openai.APIError(message if isinstance(message, str) and message else
-                                      "An error occurred during streaming",
-                                      self._response.http_response.request, body=error)
+                                      "An error occurred during streaming", self._request, body=error)
             yield chunk
 
 
