@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from bot.rendering import Chunk
 from bot.storage import Database, repo
@@ -43,9 +43,9 @@ class DeliveryJournal:
         rendered = json.dumps([{"text": c.text, "entities": c.entities} for c in parts], ensure_ascii=False)
         complete = link and len(sent) == len(parts)
 
-        def work(s: Session) -> None:
+        def work(s: Connection) -> None:
             repo.record_delivery(s, update_id, chat_id, rendered, json.dumps(sent))
             if complete:
                 repo.link_answer_parts(s, chat_id, update_id, sent)
 
-        await self.db.run(work)
+        await self.db.run_core(work)

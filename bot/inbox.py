@@ -22,10 +22,23 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, String, and_, bindparam, delete, exists, func, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Float,
+    String,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session
 
 from bot.storage import Database
 from bot.storage.models import Delivery, InboxItem
@@ -218,7 +231,7 @@ class Inbox:
         rows = {int(u["update_id"]): {"update_id": int(u["update_id"]), "chat_key": chat_key_of(u),
                                       "payload": json.dumps(u, ensure_ascii=False), "status": "pending",
                                       "attempts": 0} for u in updates}
-        return await self.db.run(lambda s: [int(r) for r in s.execute(self._add, list(rows.values())).scalars()])
+        return await self.db.run_core(lambda s: [int(r) for r in s.execute(self._add, list(rows.values())).scalars()])
 
     def _busy_elsewhere(self, chat_key: Any, now: Any) -> Any:
         """Another owner holds a live lease on an update of this chat."""
@@ -226,20 +239,20 @@ class Inbox:
         return exists().where(other.c.chat_key == chat_key, other.c.status == "processing",
                               other.c.lease_until >= now, other.c.owner != self.owner)
 
-    def _lock_chat(self, s: Session, chat_key: str) -> None:
+    def _lock_chat(self, s: Connection, chat_key: str) -> None:
         if self.is_postgres:
             s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": chat_key})
 
     async def pending_chats(self, limit: int = 1000) -> list[str]:
         """Chats with work this owner could claim now (none busy under another owner), oldest first."""
         params = {"now": time.time(), "limit": limit}
-        return await self.db.run(lambda s: [row[0] for row in s.execute(self._pending, params)])
+        return await self.db.run_core(lambda s: [row[0] for row in s.execute(self._pending, params)])
 
     async def claim(self, chat_key: str) -> Claimed | None:
         """Take the chat's oldest unfinished update, unless another owner is working on this chat."""
-        return await self.db.run(lambda s: self._claim_in(s, chat_key))
+        return await self.db.run_core(lambda s: self._claim_in(s, chat_key))
 
-    def _claim_in(self, s: Session, chat_key: str) -> Claimed | None:
+    def _claim_in(self, s: Connection, chat_key: str) -> Claimed | None:
         self._lock_chat(s, chat_key)
         while True:
             now = time.time()
@@ -262,7 +275,7 @@ class Inbox:
         since only the process running the chat's answer can stop it.
         """
 
-        def work(s: Session) -> Claimed | None:
+        def work(s: Connection) -> Claimed | None:
             self._lock_chat(s, chat_key)
             now = time.time()
             row = s.execute(self._take, {"uid": update_id, "now": now, "key": chat_key,
@@ -270,7 +283,7 @@ class Inbox:
             return None if row is None else Claimed(update_id, chat_key, json.loads(str(row[0])), int(row[1]),
                                                     _unix(row[2]))
 
-        return await self.db.run(work)
+        return await self.db.run_core(work)
 
     async def urgent_for(self, chat_keys: Sequence[str]) -> list[tuple[int, str]]:
         """Pending urgent updates (/stop) of the given chats: (update_id, chat_key)."""
@@ -280,7 +293,7 @@ class Inbox:
                 .where(InboxItem.status == "pending", InboxItem.chat_key.in_(list(chat_keys)),
                        InboxItem.payload.contains('"/stop'))
                 .order_by(InboxItem.update_id))
-        rows = await self.db.run(lambda s: s.execute(stmt).all())
+        rows = await self.db.run_core(lambda s: s.execute(stmt).all())
         return [(int(uid), key) for uid, key, payload in rows if is_urgent(json.loads(payload))]
 
     async def withdraw(self, chat_key: str, before: int, user_id: int | None,
@@ -290,7 +303,7 @@ class Inbox:
         waiting = (select(InboxItem.update_id, InboxItem.payload)
                    .where(InboxItem.chat_key == chat_key, InboxItem.status == "pending", InboxItem.update_id < before))
 
-        def work(s: Session) -> list[int]:
+        def work(s: Connection) -> list[int]:
             self._lock_chat(s, chat_key)
             ids = [int(uid) for uid, payload in s.execute(waiting)
                    if is_question(json.loads(payload), user_id, bot)]
@@ -301,14 +314,14 @@ class Inbox:
                     .execution_options(synchronize_session=False))
             return sorted(int(r) for r in s.execute(stmt).scalars())
 
-        return await self.db.run(work)
+        return await self.db.run_core(work)
 
     async def renew(self, update_ids: Sequence[int]) -> set[int]:
         """Extend the leases this owner still holds; returns the ids whose lease was extended."""
         if not update_ids:
             return set()
 
-        def work(s: Session) -> set[int]:
+        def work(s: Connection) -> set[int]:
             result = s.execute(
                 update(InboxItem).where(InboxItem.update_id.in_(list(update_ids)), InboxItem.owner == self.owner,
                                         InboxItem.status == "processing")
@@ -316,14 +329,14 @@ class Inbox:
                 .returning(InboxItem.update_id).execution_options(synchronize_session=False))
             return {int(r) for r in result.scalars()}
 
-        return await self.db.run(work)
+        return await self.db.run_core(work)
 
     async def finish(self, update_id: int, error: str | None = None, *,
                      then_claim: str | None = None) -> Claimed | None:
         """Mark an update done (or failed); with `then_claim`, claim that chat's next update in the same unit."""
         params = {"uid": update_id, "new_status": "failed" if error else "done", "new_error": error}
 
-        def work(s: Session) -> Claimed | None:
+        def work(s: Connection) -> Claimed | None:
             if then_claim is not None:
                 self._lock_chat(s, then_claim)  # the chat lock before any row lock, as in claim(): no deadlock
             if not s.execute(self._finish, params).rowcount:
@@ -332,7 +345,7 @@ class Inbox:
                 return None
             return self._claim_in(s, then_claim) if then_claim is not None else None
 
-        return await self.db.run(work)
+        return await self.db.run_core(work)
 
     async def release(self, update_id: int, *, failed: bool = False) -> None:
         """Give an unfinished update back: it runs again, here or elsewhere.
@@ -344,11 +357,11 @@ class Inbox:
                                         InboxItem.status == "processing")
                 .values(status="pending", owner=None, lease_until=None, attempts=attempts)
                 .execution_options(synchronize_session=False))
-        await self.db.run(lambda s: s.execute(stmt))
+        await self.db.run_core(lambda s: s.execute(stmt))
 
     async def reap(self) -> int:
         """Give back the updates held by owners on this machine whose process is gone (killed, crashed)."""
-        owners = await self.db.run(lambda s: s.scalars(
+        owners = await self.db.run_core(lambda s: s.scalars(
             select(InboxItem.owner).distinct().where(InboxItem.status == "processing", InboxItem.owner != self.owner)
         ).all())
         dead = [o for o in owners if o and owner_is_dead(o)]
@@ -356,7 +369,7 @@ class Inbox:
             return 0
         stmt = (update(InboxItem).where(InboxItem.status == "processing", InboxItem.owner.in_(dead))
                 .values(status="pending", owner=None, lease_until=None).execution_options(synchronize_session=False))
-        n = await self.db.run(lambda s: int(s.execute(stmt).rowcount or 0))  # type: ignore[attr-defined]
+        n = await self.db.run_core(lambda s: int(s.execute(stmt).rowcount or 0))  # type: ignore[attr-defined]
         if n:
             log.warning("took back %d updates from %d stopped processes", n, len(dead))
         return n
@@ -369,12 +382,12 @@ class Inbox:
         # what was delivered of an answer matters only while its update may run again
         sent = delete(Delivery).where(Delivery.created_at < cutoff).execution_options(synchronize_session=False)
 
-        def work(s: Session) -> int:
+        def work(s: Connection) -> int:
             s.execute(sent)
             return int(s.execute(stmt).rowcount or 0)  # type: ignore[attr-defined]
 
-        return await self.db.run(work)
+        return await self.db.run_core(work)
 
     async def counts(self) -> dict[str, int]:
         stmt = select(InboxItem.status, func.count()).group_by(InboxItem.status)
-        return await self.db.run(lambda s: {status: n for status, n in s.execute(stmt)})
+        return await self.db.run_core(lambda s: {status: n for status, n in s.execute(stmt)})

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from agents.errors import ModelCallError, ModelTimeoutError, ModelUnavailableError
@@ -219,9 +220,10 @@ class ChatService:
     async def prepare(self, chat_id: int, *, user_id: int | None = None, update_id: int | None = None) -> Prepared:
         """Everything a turn reads from the database, in one unit of work."""
 
-        def read(s: Session) -> tuple[repo.ChatMode | None, str | None, Prepared]:
+        def read(s: Connection) -> tuple[repo.ChatMode | None, str | None, Prepared]:
             stored = repo.stored_answer(s, chat_id, update_id) if update_id is not None else None
-            usage = repo.usage_of(s, user_id, self.today()) if user_id is not None and self.daily_token_quota else None
+            quota = user_id is not None and self.daily_token_quota
+            tokens = repo.tokens_of(s, user_id, self.today()) if quota else 0  # type: ignore[arg-type]
             chat = repo.turn_settings(s, chat_id, SYSTEM_PROMPT_KEY)
             settings = chat.guards
             return chat.mode, settings.compare if settings else None, Prepared(
@@ -229,11 +231,11 @@ class ChatService:
                 history=[Turn(r.role, r.content) for r in repo.history(s, chat_id, self.history_limit)],  # type: ignore[arg-type]
                 system_override=chat.system_prompt,
                 stored=_stored(stored),
-                tokens_today=usage.tokens if usage is not None else 0,
+                tokens_today=tokens,
                 guards=ChatGuards.of(settings, self.default_guards),
             )
 
-        chat, compare, prepared = await self.db.run(read)
+        chat, compare, prepared = await self.db.run_core(read)
         return dataclasses.replace(prepared, mode=self._mode_of(chat), compare=self.compare_modes(compare))
 
     def compare_modes(self, stored: str | None) -> tuple[Mode, Mode] | None:
@@ -451,7 +453,7 @@ class ChatService:
         rows: list[dict[str, object]] = [dict(common, role="user", content=text, sources=None),
                                          dict(common, role="assistant", content=answer, sources=cited)]
 
-        def write(s: Session) -> None:
+        def write(s: Connection) -> None:
             repo.add_turn(s, rows)
             if complete:  # a retry that failed leaves the earlier answer where it was
                 repo.delete_messages(s, replaces)
@@ -460,7 +462,7 @@ class ChatService:
             if user_id is not None:
                 repo.add_usage(s, user_id, day, messages=1, tokens=tokens)
 
-        await self.db.run(write)
+        await self.db.run_core(write)
 
     async def add_usage(self, user_id: int, *, tokens: int, messages: int = 0) -> None:
         """Count tokens spent outside a chat turn (an evaluation) for the user who asked for them."""

@@ -17,8 +17,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_openai import ChatOpenAI
 
 from agents.backends.base import Backend, ModelRegistry
-from agents.levels import default_levels
 from agents.errors import ModelTimeoutError
+from agents.levels import default_levels
 from agents.runtime import Brain, TurnCancelled, TurnRun
 from agents.tools.calculator import make_calculator_tool
 from agents.types import ReplyEvent, TextDelta

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
 
-from sqlalchemy import bindparam, delete, func, select, tuple_
+from sqlalchemy import Connection, bindparam, delete, func, select, tuple_
 from sqlalchemy import insert as insert_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -34,6 +34,9 @@ from bot.storage.models import (
     Vote,
     utcnow,
 )
+
+# What a function that only executes Core statements takes: a session, or a connection (`Database.run_core`).
+Conn = Session | Connection
 
 
 def get_chat(session: Session, chat_id: int) -> Chat | None:
@@ -66,7 +69,7 @@ _HISTORY = (select(_MESSAGES.c.role, _MESSAGES.c.content)
             .order_by(_MESSAGES.c.id.desc()).limit(bindparam("limit")))
 
 
-def history(session: Session, chat_id: int, limit: int = 200) -> list[HistoryRow]:
+def history(session: Conn, chat_id: int, limit: int = 200) -> list[HistoryRow]:
     """The last `limit` complete turns, oldest first: (role, content)."""
     rows = session.execute(_HISTORY, {"chat_id": chat_id, "limit": limit}).all()
     return [HistoryRow(role, content) for role, content in reversed(rows)]
@@ -90,7 +93,7 @@ _STORED = (select(_MESSAGES.c.id, _MESSAGES.c.content, _MESSAGES.c.complete, _ME
            .order_by(_MESSAGES.c.id).limit(1))
 
 
-def stored_answer(session: Session, chat_id: int, update_id: int) -> StoredRow | None:
+def stored_answer(session: Conn, chat_id: int, update_id: int) -> StoredRow | None:
     """The assistant turn stored for an update, if any (a re-run must not answer twice)."""
     row = session.execute(_STORED, {"chat_id": chat_id, "update_id": update_id}).first()
     return None if row is None else StoredRow(*row)
@@ -135,7 +138,7 @@ _CHAT_GUARDS = (select(_CHAT_SETTINGS.c.guard_loops, _CHAT_SETTINGS.c.guard_lang
 _SETTING_VALUE = select(_SETTINGS.c.value).where(_SETTINGS.c.key == bindparam("key"))
 
 
-def turn_settings(session: Session, chat_id: int, prompt_key: str) -> TurnSettings:
+def turn_settings(session: Conn, chat_id: int, prompt_key: str) -> TurnSettings:
     """A chat's mode and guard settings and the setting `prompt_key`, as plain rows (no ORM objects: this runs for
     every question)."""
     mode = session.execute(_CHAT_MODE, {"chat_id": chat_id}).first()
@@ -144,7 +147,7 @@ def turn_settings(session: Session, chat_id: int, prompt_key: str) -> TurnSettin
                         get_setting(session, prompt_key))
 
 
-def get_setting(session: Session, key: str) -> str | None:
+def get_setting(session: Conn, key: str) -> str | None:
     return session.execute(_SETTING_VALUE, {"key": key}).scalar()
 
 
@@ -168,13 +171,13 @@ def _add_usage(dialect: str):  # type: ignore[no-untyped-def]
         set_={"messages": usage.c.messages + stmt.excluded.messages, "tokens": usage.c.tokens + stmt.excluded.tokens})
 
 
-def add_usage(session: Session, user_id: int, day: str, *, messages: int, tokens: int) -> None:
+def add_usage(session: Conn, user_id: int, day: str, *, messages: int, tokens: int) -> None:
     """Add to a user's count for the day: one upsert, safe when several processes count at once."""
     session.execute(_add_usage(_dialect(session)), {"user_id": user_id, "day": day, "messages": messages,
                                                     "tokens": tokens})
 
 
-def add_turn(session: Session, rows: list[dict[str, object]]) -> None:
+def add_turn(session: Conn, rows: list[dict[str, object]]) -> None:
     """Store a turn's messages (dicts of Message columns) in one statement."""
     session.execute(insert_(_MESSAGES), rows)
 
@@ -190,7 +193,7 @@ def _record_delivery(dialect: str):  # type: ignore[no-untyped-def]
     return stmt.on_conflict_do_update(index_elements=[delivery.c.update_id], set_={"sent": stmt.excluded.sent})
 
 
-def record_delivery(session: Session, update_id: int, chat_id: int, parts: str, sent: str) -> None:
+def record_delivery(session: Conn, update_id: int, chat_id: int, parts: str, sent: str) -> None:
     """Store an answer's parts (the first time) and the ids of its parts delivered so far."""
     session.execute(_record_delivery(_dialect(session)), {"update_id": update_id, "chat_id": chat_id,
                                                           "parts": parts, "sent": sent})
@@ -198,6 +201,15 @@ def record_delivery(session: Session, update_id: int, chat_id: int, parts: str, 
 
 def usage_of(session: Session, user_id: int, day: str) -> Usage | None:
     return session.get(Usage, (user_id, day))
+
+
+_USAGE = Usage.__table__
+_TOKENS = select(_USAGE.c.tokens).where(_USAGE.c.user_id == bindparam("user_id"), _USAGE.c.day == bindparam("day"))
+
+
+def tokens_of(session: Conn, user_id: int, day: str) -> int:
+    """The tokens a user spent on a day (0: none yet)."""
+    return int(session.execute(_TOKENS, {"user_id": user_id, "day": day}).scalar() or 0)
 
 
 def usage_all(session: Session, day: str) -> list[Usage]:
@@ -229,8 +241,8 @@ class InvalidVerdict(ValueError):
     """A vote or feedback that cannot be stored as given (unknown value, no such comparison or answer)."""
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
+def _dialect(session: Conn) -> str:
+    return session.dialect.name if isinstance(session, Connection) else session.get_bind().dialect.name
 
 
 def _insert(dialect: str):  # type: ignore[no-untyped-def]
@@ -238,7 +250,7 @@ def _insert(dialect: str):  # type: ignore[no-untyped-def]
     return pg_insert if dialect == "postgresql" else sqlite_insert
 
 
-def _upsert(session: Session):  # type: ignore[no-untyped-def]
+def _upsert(session: Conn):  # type: ignore[no-untyped-def]
     return _insert(_dialect(session))
 
 
@@ -405,7 +417,7 @@ def correct_answer(session: Session, message_id: int, text: str) -> str:
     return original
 
 
-def link_answer_parts(session: Session, chat_id: int, update_id: int, telegram_ids: Sequence[int]) -> None:
+def link_answer_parts(session: Conn, chat_id: int, update_id: int, telegram_ids: Sequence[int]) -> None:
     """Remember which Telegram messages show the answer stored for an update (ids 0, unknown, are skipped)."""
     known = [i for i in telegram_ids if i]
     if not known:
@@ -422,7 +434,7 @@ def _link_answer_parts(dialect: str):  # type: ignore[no-untyped-def]
                                       set_={"update_id": stmt.excluded.update_id})
 
 
-def answer_of_part(session: Session, chat_id: int, telegram_id: int) -> StoredRow | None:
+def answer_of_part(session: Conn, chat_id: int, telegram_id: int) -> StoredRow | None:
     """The stored answer a Telegram message shows (None: not an answer, or forgotten since)."""
     update_id = session.scalar(select(AnswerPart.update_id).where(
         AnswerPart.chat_id == chat_id, AnswerPart.telegram_id == telegram_id))
@@ -603,7 +615,7 @@ def update_chat_settings(session: Session, chat_id: int, defaults: dict[str, obj
     return row
 
 
-def count_guard_events(session: Session, level: str, model: str, events: Sequence[str]) -> None:
+def count_guard_events(session: Conn, level: str, model: str, events: Sequence[str]) -> None:
     """Add one to each event's count for the mode: one upsert each, safe when several processes count at once."""
     insert = _upsert(session)
     for event in events:
@@ -630,6 +642,6 @@ def last_question(session: Session, chat_id: int) -> tuple[Message, Message | No
     return user, answer
 
 
-def delete_messages(session: Session, ids: Sequence[int]) -> None:
+def delete_messages(session: Conn, ids: Sequence[int]) -> None:
     if ids:
         session.execute(delete(Message).where(Message.id.in_(list(ids))))
