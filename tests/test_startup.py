@@ -23,8 +23,9 @@ from tests.fakes.telegram_server import FakeTelegram
 pytestmark = pytest.mark.slow
 
 # Libraries only a local model, the knowledge base or the agent level needs (and their heaviest dependencies).
+# (httpx: only the web search uses it; with it come its command-line tool's rich, click and pygments, 5 MB.)
 HEAVY = ("torch", "transformers", "sentence_transformers", "chromadb", "llama_cpp", "onnxruntime", "numpy",
-         "langgraph", "knowledge")
+         "langgraph", "knowledge", "httpx", "rich")
 
 WRAPPER = """
 import atexit, gc, json, sys

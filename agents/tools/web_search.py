@@ -12,20 +12,24 @@ logs requests), never into observations or log lines.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
+import importlib
 import json
 import logging
 import re
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import httpx
 from langchain_core.tools import BaseTool, StructuredTool
 
 from agents.errors import AgentsError
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +78,10 @@ class SearchProvider(ABC):
     async def search(self, query: str) -> list[SearchResult]:
         """Run the query; raises SearchProviderError on any failure of the provider."""
         started = time.monotonic()
+        httpx = await _client_library()
         try:
             async with asyncio.timeout(self.timeout):  # the whole exchange, not just each read
-                async with self._client() as client:
+                async with self._client(httpx) as client:
                     payload = await self._fetch(client, query)
         except TimeoutError:
             raise SearchProviderError(f"the search timed out after {self.timeout:g} s") from None
@@ -93,7 +98,7 @@ class SearchProvider(ABC):
         log.info("web search via %s: %d results in %.2f s", self.name, len(results), time.monotonic() - started)
         return results
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self, httpx: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), headers={"User-Agent": _USER_AGENT},
                                  follow_redirects=False)
 
@@ -153,9 +158,9 @@ class SerpapiProvider(SearchProvider):
     name = "serpapi"
     default_base_url = "https://serpapi.com"
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self, httpx: Any) -> httpx.AsyncClient:
         return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), headers={"User-Agent": _USER_AGENT},
-                                 follow_redirects=False, transport=_QueryKeyTransport(self._api_key or ""))
+                                 follow_redirects=False, transport=_query_key_transport(httpx)(self._api_key or ""))
 
     async def _fetch(self, client: httpx.AsyncClient, query: str) -> Any:
         return await self._get_json(client, "GET", f"{self.base_url}/search.json",
@@ -182,23 +187,40 @@ class BraveProvider(SearchProvider):
         return [_result(r.get("title"), r.get("url"), r.get("description")) for r in web.get("results", [])]
 
 
-class _QueryKeyTransport(httpx.AsyncBaseTransport):
-    """Adds `api_key` to the query string of a copy of the request.
+_httpx: Any = None
 
-    httpx logs `request.url` at INFO level; the logged request is the original, so the key stays out of logs.
-    """
 
-    def __init__(self, api_key: str) -> None:
-        self._api_key = api_key
-        self._inner = httpx.AsyncHTTPTransport()
+async def _client_library() -> Any:
+    """httpx, imported at the first search and off the event loop. Importing it takes about 150 ms and a hundred
+    modules (its command-line tool's rich, click and pygments, when they are installed), which a bot that never
+    searches pays neither at start-up nor in memory (bench/bench_bot.py, issue 17)."""
+    global _httpx
+    if _httpx is None:
+        _httpx = await asyncio.to_thread(importlib.import_module, "httpx")
+    return _httpx
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        keyed = httpx.Request(request.method, request.url.copy_add_param("api_key", self._api_key),
-                              headers=request.headers, stream=request.stream, extensions=request.extensions)
-        return await self._inner.handle_async_request(keyed)
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+@functools.cache
+def _query_key_transport(httpx: Any) -> Any:
+    class QueryKeyTransport(httpx.AsyncBaseTransport):  # type: ignore[name-defined,misc]
+        """Adds `api_key` to the query string of a copy of the request.
+
+        httpx logs `request.url` at INFO level; the logged request is the original, so the key stays out of logs.
+        """
+
+        def __init__(self, api_key: str) -> None:
+            self._api_key = api_key
+            self._inner = httpx.AsyncHTTPTransport()
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            keyed = httpx.Request(request.method, request.url.copy_add_param("api_key", self._api_key),
+                                  headers=request.headers, stream=request.stream, extensions=request.extensions)
+            return await self._inner.handle_async_request(keyed)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return QueryKeyTransport
 
 
 _CLASSES: dict[str, type[SearchProvider]] = {
