@@ -6,16 +6,19 @@ import contextlib
 import functools
 import re
 from collections.abc import AsyncIterator, Sequence
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage
-from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+from typing import TYPE_CHECKING
 
 from agents.backends.cloud import plain_text_stream
 from agents.types import ReplyEvent, TextDelta, Turn, Usage
 
+if TYPE_CHECKING:  # LangChain is imported once the bot polls (0.8 s of start-up): see agents.backends.cloud
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
+
 
 def to_messages(history: Sequence[Turn]) -> list[BaseMessage]:
+    from langchain_core.messages import AIMessage, HumanMessage
+
     return [HumanMessage(t.content) if t.role == "user" else AIMessage(t.content) for t in history]
 
 
@@ -25,6 +28,8 @@ def trim_history(history: list[BaseMessage], budget: int, *, fixed: Sequence[Bas
 
     Only what is sent is trimmed: the stored history stays whole. History starts on a user turn.
     """
+    from langchain_core.messages.utils import count_tokens_approximately, trim_messages
+
     left = max(0, budget - count_tokens_approximately(list(fixed)))
     kept = trim_messages(history, max_tokens=left, token_counter=count_tokens_approximately,
                          strategy="last", start_on="human", allow_partial=False) if history else []
@@ -33,6 +38,8 @@ def trim_history(history: list[BaseMessage], budget: int, *, fixed: Sequence[Bas
 
 async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> AsyncIterator[ReplyEvent]:
     """Stream the model's answer as TextDelta events, then a Usage event."""
+    from langchain_core.messages import AIMessageChunk
+
     prompt_tokens = completion_tokens = 0
     reported = False
     text_len = 0
@@ -63,6 +70,8 @@ async def stream_text(model: BaseChatModel, messages: list[BaseMessage]) -> Asyn
 
 def estimated_usage(prompt: Sequence[BaseMessage], completion_chars: int, extra_prompt_tokens: int = 0) -> Usage:
     """A model call's usage when the provider reports none: about 4 characters a token (quotas still count it)."""
+    from langchain_core.messages.utils import count_tokens_approximately
+
     return Usage(prompt_tokens=count_tokens_approximately(list(prompt)) + extra_prompt_tokens,
                  completion_tokens=completion_chars // 4 + 1)
 

@@ -12,9 +12,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TypeVar
-
-from langchain_core.tools import BaseTool
+from typing import TYPE_CHECKING, TypeVar
 
 from agents.backends.base import ModelRegistry
 from agents.errors import (
@@ -29,9 +27,12 @@ from agents.levels.base import KnowledgeSearch, Level, LevelRegistry, Passage, T
 from agents.prompts import load_prompts
 from agents.types import PromptSet, ReplyEvent, TextDelta, Turn, reset_progress_callback, set_progress_callback
 
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
 log = logging.getLogger(__name__)
 
-ToolFactory = Callable[[], BaseTool | None]
+ToolFactory = Callable[[], "BaseTool | None"]
 _T = TypeVar("_T")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import signal
@@ -115,8 +116,8 @@ def build_tools(settings: Settings, brain: Brain) -> None:
         from agents.tools.calculator import make_calculator_tool
     except ImportError:  # pragma: no cover
         return
-    calculator = make_calculator_tool()
-    brain.tool_factories.append(lambda: calculator)
+    # each tool is built when a turn first asks for tools (after its model is ready, so LangChain is loaded)
+    brain.tool_factories.append(functools.cache(make_calculator_tool))
     from agents.tools.web_search import make_search_provider, make_web_search_tool
 
     key = settings.search_api_key.get_secret_value() if settings.search_api_key else None
@@ -127,8 +128,7 @@ def build_tools(settings: Settings, brain: Brain) -> None:
     except Exception as exc:  # noqa: BLE001 - a half-configured provider
         raise ConfigError(f"invalid setting SEARCH_PROVIDER: {exc}") from None
     if provider is not None:
-        search_tool = make_web_search_tool(provider)
-        brain.tool_factories.append(lambda: search_tool)
+        brain.tool_factories.append(functools.cache(functools.partial(make_web_search_tool, provider)))
 
 
 async def create_services(settings: Settings) -> Services:

@@ -78,6 +78,8 @@ async def test_the_bot_polls_without_heavy_libraries_and_a_cloud_chat_never_load
         await telegram.wait_for(lambda: "POLLING" in loaded or reader.done(), timeout=120)
         assert "POLLING" in loaded, (await proc.stderr.read()).decode()  # type: ignore[union-attr]
         assert [name for name in HEAVY if name in loaded["POLLING"]] == []
+        # nor LangChain (0.8 s of imports, most of them langsmith's): the warm-up loads it once the bot polls
+        assert [name for name in ("langchain_core", "langsmith") if name in loaded["POLLING"]] == []
         # aiogram's ~450 Telegram types are not built at import (2 s, 90 MB): by the first poll only the few that
         # start-up used (the bot's own User, its commands, ...)
         assert loaded["BUILT"]["of"] > 400 and len(loaded["BUILT"]["built"]) < 10, loaded["BUILT"]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-from langchain_core.language_models import BaseChatModel
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agents.errors import UnknownNameError
+
+if TYPE_CHECKING:  # LangChain is imported once the bot polls (0.8 s of start-up)
+    from langchain_core.language_models import BaseChatModel
 
 
 class Backend(ABC):

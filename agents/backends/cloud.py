@@ -7,14 +7,16 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import BaseMessage
 from pydantic import SecretStr
 
 from agents.backends.base import Backend
 from agents.errors import AgentsError, ModelUnavailableError
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import BaseMessage
 
 
 class CloudBackend(Backend):

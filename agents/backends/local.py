@@ -9,11 +9,14 @@ into backends, rescanned on every registry lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agents.backends.base import Backend
-from agents.backends.llama_chat import ChatLlamaCpp
 from agents.backends.llama_worker import LlamaWorker
 from agents.backends.prompt_cache import PromptCache
 from agents.errors import ModelUnavailableError
@@ -30,6 +32,8 @@ from agents.lru import LRUCache
 
 if TYPE_CHECKING:
     from llama_cpp import Llama
+
+    from agents.backends.llama_chat import ChatLlamaCpp
 
 log = logging.getLogger(__name__)
 
@@ -271,8 +275,16 @@ class LocalBackend(Backend):
         log.info("loading local model %s", self.model_path or self._load_params["repo"] or "(bundled Gemma 3 270M)")
         return load_llama(self.model_path, **self._load_params)
 
+    async def ready(self) -> None:
+        """The chat model's class, and LangChain with it (about a second of imports), is imported off the event
+        loop: a bot whose first question goes to a local model does not stall on it."""
+        if "agents.backends.llama_chat" not in sys.modules:
+            await asyncio.to_thread(importlib.import_module, "agents.backends.llama_chat")
+
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:
+            from agents.backends.llama_chat import ChatLlamaCpp
+
             s = self.sampling
             self._model = ChatLlamaCpp(worker=self.worker, model_name=self.name, max_tokens=self.max_tokens,
                                        prompt_cache=self.prompt_cache, repeat_penalty=s.repeat_penalty,

@@ -5,14 +5,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
-
-from langchain_core.language_models import BaseChatModel
-from langchain_core.tools import BaseTool
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from agents.backends.base import Backend
 from agents.errors import UnknownNameError
 from agents.types import PromptSet, ReplyEvent, Turn
+
+if TYPE_CHECKING:
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.tools import BaseTool
 
 
 class Passage(Protocol):

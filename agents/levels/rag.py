@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from typing import TYPE_CHECKING
 
 from agents.levels.base import Level, Passage, TurnContext
 from agents.messages import stream_text, to_messages, trim_history
 from agents.tools.knowledge import format_passages
 from agents.types import Passages, ReplyEvent, Source, Sources, TextDelta
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 _CITATION = re.compile(r"\[(\d{1,2})\]")
 
@@ -40,6 +42,8 @@ class RagLevel(Level):
 
 
 def build_rag_messages(ctx: TurnContext, passages: Sequence[Passage]) -> list[BaseMessage]:
+    from langchain_core.messages import HumanMessage, SystemMessage
+
     system = f"{ctx.prompts.system}\n\n{ctx.prompts.rag_instructions}".strip()
     question = f"{format_passages(passages)}\n\nQuestion: {ctx.text}"
     head = [SystemMessage(system)]

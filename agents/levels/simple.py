@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
-
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from typing import TYPE_CHECKING
 
 from agents.levels.base import Level, TurnContext
 from agents.messages import stream_text, to_messages, trim_history
 from agents.types import ReplyEvent
+
+if TYPE_CHECKING:
+    from langchain_core.messages import BaseMessage
 
 
 class ZeroShotLevel(Level):
@@ -19,6 +21,8 @@ class ZeroShotLevel(Level):
     }
 
     def stream(self, ctx: TurnContext) -> AsyncIterator[ReplyEvent]:
+        from langchain_core.messages import HumanMessage
+
         messages = [*trim_history(to_messages(ctx.history), ctx.token_budget), HumanMessage(ctx.text)]
         return stream_text(ctx.model, messages)
 
@@ -36,6 +40,8 @@ class PromptLevel(Level):
 
 def build_prompt_messages(ctx: TurnContext) -> list[BaseMessage]:
     """System prompt (+ chain of thought), then few-shot pairs, then trimmed history, then the question."""
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
     system = ctx.prompts.system
     if ctx.prompts.chain_of_thought:
         system = f"{system}\n\n{ctx.prompts.chain_of_thought}"

@@ -16,8 +16,11 @@ import re
 from collections.abc import Callable
 from decimal import Decimal, localcontext
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from langchain_core.tools import BaseTool, StructuredTool
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
 
 __all__ = ["MAX_INPUT_CHARS", "CalculatorError", "calculate", "make_calculator_tool"]
 
@@ -442,5 +445,7 @@ def make_calculator_tool() -> BaseTool:
             return calculate(expression)
         except CalculatorError as exc:
             return f"Error: {exc}"
+
+    from langchain_core.tools import StructuredTool
 
     return StructuredTool.from_function(calculator, name="calculator", description=_DESCRIPTION)

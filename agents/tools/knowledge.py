@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from typing import TYPE_CHECKING
 
 from agents.errors import KnowledgeUnavailableError
 from agents.levels.base import KnowledgeSearch, Passage
 from agents.messages import defuse_tags
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
 
 OPEN, CLOSE = "<reference_data>", "</reference_data>"
 
@@ -33,6 +35,8 @@ def _name(source: str) -> str:
 
 
 def make_knowledge_search_tool(knowledge: KnowledgeSearch, k: int = 5) -> BaseTool:
+    from langchain_core.tools import StructuredTool, ToolException
+
     async def knowledge_search(query: str) -> str:
         """Search the team's knowledge base (uploaded documents) for passages relevant to the query."""
         query = query.strip()

@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from langchain_core.tools import BaseTool, StructuredTool
-
 from agents.errors import AgentsError
 
 if TYPE_CHECKING:
     import httpx
+    from langchain_core.tools import BaseTool
 
 log = logging.getLogger(__name__)
 
@@ -335,6 +334,8 @@ def make_web_search_tool(provider: SearchProvider) -> BaseTool:
             log.warning("web search via %s failed: %s", provider.name, exc)
             return f"Error: web search failed: {exc}. Answer from what you know, and say that search failed."
         return format_results(query, results)
+
+    from langchain_core.tools import StructuredTool
 
     return StructuredTool.from_function(coroutine=web_search, name="web_search", description=_DESCRIPTION)
 
