@@ -69,9 +69,11 @@ class ModelRegistry:
         return list(self.all())
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name in self.all()
+        return isinstance(name, str) and (name in self._fixed or name in self.all())
 
     def get(self, name: str) -> Backend:
+        if name in self._fixed:  # a fixed backend wins over a provider's of the same name (`all`): no scan
+            return self._fixed[name]
         backends = self.all()
         if name not in backends:
             raise UnknownNameError("model", name, list(backends))
