@@ -120,3 +120,92 @@ async def test_an_error_inside_the_stream_and_a_body_cut_mid_event_fail_as_the_s
         llm.pieces = [b"data: " + sse({"content": "Hi"}) + b"\n\n", b"data: " + sse({"content": " the"})]
         events = [event async for event in stream_text(backend(llm), HISTORY)]
     assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi"
+
+
+async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
+    """The model client's pools answer httpcore's "has this idle connection been closed?" with the bot's cheaper
+    probe (`cheap_connection_probes`): an open idle connection is used again, one the server closed while idle is
+    dropped for a new one. The SDK's retries are off: a request sent on the dead connection would fail."""
+    async with ScriptedOpenAI() as llm:
+        llm.keepalive_timeout = 0.2
+        await llm.stop()
+        await llm.start()  # with the short keep-alive
+        model = backend(llm)
+        pool = model.root_async_client._client._transport._pool
+        assert type(pool._network_backend).__name__ == "CheapProbes"
+
+        async def ask(expected: str) -> None:
+            llm.enqueue(expected)
+            events = [event async for event in stream_text(model, HISTORY)]
+            assert "".join(e.text for e in events if isinstance(e, TextDelta)) == expected
+
+        await ask("one")
+        await ask("two")  # at once: the same connection
+        await asyncio.sleep(0.6)  # the server closes the idle connection meanwhile
+        await ask("three")
+    first, second, third = llm.client_ports
+    assert second == first and third != second
+
+
+def self_signed(tmp_path: Any) -> tuple[Any, Any]:
+    """A certificate for 127.0.0.1 and the server and client TLS contexts trusting it."""
+    import datetime
+    import ipaddress
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cafile=str(cert_file))
+    return server, client
+
+
+async def test_the_cheaper_probe_works_over_tls(tmp_path: Any) -> None:
+    """The probing stream wraps the TLS stream httpcore upgrades to: reuse and a closed idle connection as above."""
+    import httpcore2
+
+    from agents.backends.cloud import _probe_classes
+
+    server_tls, client_tls = self_signed(tmp_path)
+    ports: list[int] = []
+
+    async def hello(request: web.Request) -> web.Response:
+        ports.append(request.transport.get_extra_info("peername")[1])  # type: ignore[union-attr]
+        return web.Response(text="hello")
+
+    app = web.Application()
+    app.router.add_get("/", hello)
+    runner = web.AppRunner(app, keepalive_timeout=0.2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    cheap, _ = _probe_classes()
+    try:
+        async with httpcore2.AsyncConnectionPool(ssl_context=client_tls, max_connections=1,
+                                                 network_backend=cheap(httpcore2.AnyIOBackend())) as pool:
+            for pause in (0.0, 0.0, 0.6):
+                await asyncio.sleep(pause)
+                response = await pool.request("GET", f"https://127.0.0.1:{port}/")
+                assert response.status == 200 and response.content == b"hello"
+    finally:
+        await runner.cleanup()
+    first, second, third = ports
+    assert second == first and third != second

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
+import logging
 import os
+import select
+import socket
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +77,7 @@ class CloudBackend(Backend):
                 **self._params,  # type: ignore[arg-type]
             )
             model.async_client = DictStreams(model.async_client)
+            cheap_connection_probes(model.root_async_client)
             self._model = model
         return self._model
 
@@ -227,3 +232,89 @@ async def _plain_text(client: DictStreams, payload: dict[str, Any]
 def _tracing() -> bool:
     return any(os.environ.get(name, "").lower() in ("1", "true") for name in ("LANGSMITH_TRACING",
                                                                                "LANGCHAIN_TRACING_V2"))
+
+
+log = logging.getLogger(__name__)
+
+
+def cheap_connection_probes(client: Any) -> bool:
+    """Give the SDK client's connection pools a network backend whose streams answer "is this idle connection
+    readable?" from their socket, kept at connect; True when a pool got it.
+
+    httpcore asks that of every pooled connection at each request and at each response's end (a server that closed
+    an idle connection has made it readable), so its cost grows with the number of connections, and anyio answers it
+    by building a dict of every attribute of the socket, `getpeername` included: 11 us a probe, about 7% of the
+    CPU of a streamed answer under bench/bench_bot.py's load (issue 17; upstream, pydantic/httpx2 PR 1169 would scan
+    less). The pools are reached through private attributes; where they are not found (a later release), nothing
+    changes."""
+    cheap, _ = _probe_classes()
+    http = getattr(client, "_client", None)  # the SDK's httpx client
+    transports = [getattr(http, "_transport", None), *(getattr(http, "_mounts", None) or {}).values()]
+    wrapped = False
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        backend = getattr(pool, "_network_backend", None)
+        if backend is None or isinstance(backend, cheap):
+            continue
+        pool._network_backend = cheap(backend)  # type: ignore[union-attr]
+        wrapped = True
+    if not wrapped:
+        log.debug("no connection pool found on the model client: idle connections are probed as httpcore does")
+    return wrapped
+
+
+def _readable(sock: socket.socket) -> bool:
+    """What httpcore's own probe answers: data or EOF waiting (a closed socket counts as readable)."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    if hasattr(select, "poll"):
+        poll = select.poll()
+        poll.register(fd, select.POLLIN)
+        return bool(poll.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # pragma: no cover - Windows
+
+
+@functools.cache
+def _probe_classes() -> tuple[type, type]:
+    """The network backend and stream of `cheap_connection_probes`, on httpcore2's public base classes (imported
+    here, with the SDK, not when this module is)."""
+    import httpcore2
+
+    class ProbedStream(httpcore2.AsyncNetworkStream):
+        def __init__(self, inner: httpcore2.AsyncNetworkStream) -> None:
+            self._inner = inner
+            self._sock: socket.socket | None = inner.get_extra_info("socket")
+
+        async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+            return await self._inner.read(max_bytes, timeout)
+
+        async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+            await self._inner.write(buffer, timeout)
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+        async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                            timeout: float | None = None) -> httpcore2.AsyncNetworkStream:
+            return ProbedStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+        def get_extra_info(self, info: str) -> Any:
+            if info == "is_readable" and self._sock is not None:
+                return _readable(self._sock)
+            return self._inner.get_extra_info(info)
+
+    class CheapProbes(httpcore2.AsyncNetworkBackend):
+        def __init__(self, inner: httpcore2.AsyncNetworkBackend) -> None:
+            self._inner = inner
+
+        async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
+            return ProbedStream(await self._inner.connect_tcp(*args, **kwargs))
+
+        async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore2.AsyncNetworkStream:
+            return ProbedStream(await self._inner.connect_unix_socket(*args, **kwargs))
+
+        async def sleep(self, seconds: float) -> None:
+            await self._inner.sleep(seconds)
+
+    return CheapProbes, ProbedStream

@@ -89,6 +89,8 @@ class ScriptedOpenAI:
         self._closing = asyncio.Event()
         self.in_flight = 0  # requests being answered right now
         self.max_in_flight = 0
+        self.keepalive_timeout = 75.0  # seconds an idle keep-alive connection stays open (set before start)
+        self.client_ports: list[int] = []  # per request: the client's port (a new one: a new connection)
         self._arrived = asyncio.Condition()  # notified when a request has taken its scripted reply
 
     # --- script -----------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ class ScriptedOpenAI:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._completions)
         app.router.add_get("/v1/models", self._models)
-        self._runner = web.AppRunner(app, handle_signals=False)
+        self._runner = web.AppRunner(app, handle_signals=False, keepalive_timeout=self.keepalive_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
@@ -141,6 +143,8 @@ class ScriptedOpenAI:
         return web.json_response({"object": "list", "data": [{"id": "scripted", "object": "model"}]})
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.client_ports.append(peer[1] if peer else 0)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
