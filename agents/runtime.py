@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -325,10 +326,14 @@ def map_model_error(exc: BaseException) -> BaseException:
             return ModelCallError(f"the model server failed ({exc.status_code})")
         if isinstance(exc, openai.APIConnectionError):
             return ModelCallError("the model server is unreachable")
-    import httpx
-
-    if isinstance(exc, httpx.TimeoutException):
-        return ModelTimeoutError("the model did not answer in time")
-    if isinstance(exc, httpx.TransportError):
-        return ModelCallError("the connection to the model broke")
+    # an HTTP library's own errors (the SDK's httpx2, or httpx), looked up, not imported: one never loaded raised
+    # nothing, and importing httpx here would load its command-line tool on the event loop
+    for name in ("httpx2", "httpx"):
+        http = sys.modules.get(name)
+        if http is None:
+            continue
+        if isinstance(exc, http.TimeoutException):
+            return ModelTimeoutError("the model did not answer in time")
+        if isinstance(exc, http.TransportError):
+            return ModelCallError("the connection to the model broke")
     return exc

@@ -139,9 +139,15 @@ def bot_env(tg: TimedTelegram, llm: ScriptedOpenAI, data: Path, **extra: str) ->
     return env
 
 
+TAIL = 0.3  # seconds after the last answer in which a bot finishes its bookkeeping (journal, inbox) for it
+
+
 async def burst(tg: TimedTelegram, bot: BotProcess, chats: int, per_chat: int,
                 first_chat: int) -> tuple[float, list[float], float]:
-    """Send `per_chat` messages in each chat at once; wait for every answer; return (seconds, latencies, CPU s)."""
+    """Send `per_chat` messages in each chat at once; wait for every answer; return (seconds, latencies, CPU s).
+    The CPU is read `TAIL` seconds after the last answer arrived: what a bot does once an answer is sent (the
+    delivery journal, the inbox's finish and next claim) belongs to the burst, and interleaved with another bot's
+    burst it would otherwise be counted for neither."""
     sent: dict[int, list[float]] = {}
     start, cpu = time.perf_counter(), bot.cpu()
     for i in range(per_chat):
@@ -152,6 +158,7 @@ async def burst(tg: TimedTelegram, bot: BotProcess, chats: int, per_chat: int,
     await tg.wait_for(lambda: sum(len(tg.delivered.get(c, [])) for c in sent) >= total, timeout=900)
     elapsed = time.perf_counter() - start
     latencies = [d - s for c in sent for s, d in zip(sent[c], tg.delivered[c], strict=True)]
+    await asyncio.sleep(TAIL)
     return elapsed, latencies, bot.cpu() - cpu
 
 
@@ -182,6 +189,7 @@ async def settle(bot: BotProcess, quiet: float = 0.02, period: float = 0.5, limi
         await asyncio.sleep(period)
         if bot.cpu() - before < quiet:
             return
+    print(f"{bot.name} was still busy after {limit:.0f} s; measuring anyway", flush=True)
 
 
 async def rounds(bots: dict[str, tuple[BotProcess, TimedTelegram, int]], llm: ScriptedOpenAI,
@@ -191,8 +199,9 @@ async def rounds(bots: dict[str, tuple[BotProcess, TimedTelegram, int]], llm: Sc
     so both meet the same machine. This machine's speed drifts by 20% within a minute (a bare Python loop does),
     which one burst each, minutes apart, turned into the ratio. CPU per message is each bot's CPU over all its
     rounds divided by its messages: what runs now and then (the relay's full garbage collections, 0.1-0.3 s each
-    in a process holding aiogram's types; SQLite's checkpoints) is counted where it falls, as it would be in
-    production. The range of the rounds' own ratios is printed beside the ratio."""
+    in a process holding aiogram's types; SQLite's checkpoints) is counted in the round it falls in, as it would
+    be in production. The range of the rounds' own ratios is printed beside the ratio."""
+    assert args.chats < 1_000 and args.rounds < 100, "chat ids of rounds and shapes would overlap"
     figures: dict[str, dict[str, float]] = {name: {} for name in bots}
     shapes = {"short": (Text("a short answer."), args.messages), "30": (answer_text(30), args.messages),
               "300": (answer_text(300), max(args.chats, args.messages // 5))}

@@ -102,11 +102,13 @@ async def test_the_streamed_answer_is_read_whatever_the_line_ends_and_wherever_a
             b"\n\r\n", b"data:" + privet[:cut], privet[cut:] + b"\n\n",
             b"data: " + sse({"content": "!"}) + b"\r\rdata: " + sse({}, usage={"prompt_tokens": 3,
                                                                              "completion_tokens": 2}) + b"\n\n",
+            b'data: {"id": "c1", "object": "chat.completion.chunk", "created": 1,\r',  # one event, two data lines:
+            b'\ndata: "model": "scripted-1", "choices": [{"index": 0, "delta": {"content": "?"}}]}\r\n\r\n',
             b"data: [DONE]\n\n", b"data: " + sse({"content": " after done"}) + b"\n\n"]
     async with PiecewiseOpenAI() as llm:
         llm.pieces = body
         events = [event async for event in stream_text(backend(llm), HISTORY)]
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi, Привет!"
+    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi, Привет!?"
     assert events[-1] == Usage(prompt_tokens=3, completion_tokens=2)
 
 
@@ -116,10 +118,14 @@ async def test_an_error_inside_the_stream_and_a_body_cut_mid_event_fail_as_the_s
                       b'data: {"error": {"message": "The server had an error", "type": "server_error"}}\n\n']
         with pytest.raises(openai.APIError, match="The server had an error"):
             [event async for event in stream_text(backend(llm), HISTORY)]
-        # an event the body ends in before its blank line is not dispatched (the SSE standard's rule)
+        # an event the body ends in before its blank line is not dispatched (the SSE standard's rule) ...
         llm.pieces = [b"data: " + sse({"content": "Hi"}) + b"\n\n", b"data: " + sse({"content": " the"})]
         events = [event async for event in stream_text(backend(llm), HISTORY)]
-    assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi"
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi"
+        # ... but one whose blank line is the body's last CR is complete
+        llm.pieces = [b"data: " + sse({"content": "Hi"}) + b"\r\r", b"data: " + sse({"content": " there"}) + b"\r\r"]
+        events = [event async for event in stream_text(backend(llm), HISTORY)]
+        assert "".join(e.text for e in events if isinstance(e, TextDelta)) == "Hi there"
 
 
 async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None:
@@ -127,7 +133,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
     probe (`cheap_connection_probes`): an open idle connection is used again, one the server closed while idle is
     dropped for a new one. The SDK's retries are off: a request sent on the dead connection would fail."""
     async with ScriptedOpenAI() as llm:
-        llm.keepalive_timeout = 0.2
+        llm.keepalive_timeout = 0.5
         await llm.stop()
         await llm.start()  # with the short keep-alive
         model = backend(llm)
@@ -141,7 +147,7 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
 
         await ask("one")
         await ask("two")  # at once: the same connection
-        await asyncio.sleep(0.6)  # the server closes the idle connection meanwhile
+        await asyncio.sleep(1.5)  # the server closes the idle connection meanwhile
         await ask("three")
     first, second, third = llm.client_ports
     assert second == first and third != second
@@ -192,7 +198,7 @@ async def test_the_cheaper_probe_works_over_tls(tmp_path: Any) -> None:
 
     app = web.Application()
     app.router.add_get("/", hello)
-    runner = web.AppRunner(app, keepalive_timeout=0.2)
+    runner = web.AppRunner(app, keepalive_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
@@ -201,7 +207,7 @@ async def test_the_cheaper_probe_works_over_tls(tmp_path: Any) -> None:
     try:
         async with httpcore2.AsyncConnectionPool(ssl_context=client_tls, max_connections=1,
                                                  network_backend=cheap(httpcore2.AnyIOBackend())) as pool:
-            for pause in (0.0, 0.0, 0.6):
+            for pause in (0.0, 0.0, 1.5):
                 await asyncio.sleep(pause)
                 response = await pool.request("GET", f"https://127.0.0.1:{port}/")
                 assert response.status == 200 and response.content == b"hello"

@@ -256,15 +256,17 @@ async def test_a_model_silent_for_longer_than_the_turn_timeout_fails_the_turn() 
 
 
 async def test_the_turn_timeout_counts_the_models_silence_not_the_time_the_consumer_takes() -> None:
-    async def steady():
-        for i in range(8):
-            await asyncio.sleep(0.05)
+    """The model is silent for 0.5 s, longer than the timeout; but the consumer was busy for 0.4 s of it, and
+    waited only 0.1 s: no timeout (a timer from the model's last event would have fired)."""
+    async def pauses():
+        for i in range(3):
             yield TextDelta(f"{i} ")
+            await asyncio.sleep(0.5)
 
-    run = paced_brain(steady, timeout=0.3).start_turn(level="paced", model="paced", history=[], text="hi")
+    run = paced_brain(pauses, timeout=0.3).start_turn(level="paced", model="paced", history=[], text="hi")
     text = []
     async for event in run:
         assert isinstance(event, TextDelta)
         text.append(event.text)
         await asyncio.sleep(0.4)  # the consumer is slow (a Telegram send waiting out flood control, say)
-    assert "".join(text) == "".join(f"{i} " for i in range(8))
+    assert "".join(text) == "0 1 2 "

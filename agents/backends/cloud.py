@@ -165,6 +165,9 @@ class _SSEDicts:
             rest = lines.pop() + tail
             for chunk in events.feed(lines):
                 yield chunk
+        if rest.endswith(b"\r"):  # the body's last line end is a CR: that line is complete
+            for chunk in events.feed([rest[:-1]]):
+                yield chunk
         # an event the body ends in without its blank line is incomplete: not dispatched (the SSE standard's rule)
 
 
@@ -190,7 +193,10 @@ class _SSEEvents:
             if self._done or text.startswith(b"[DONE]"):
                 self._done = True
                 continue
-            chunk = json.loads(text)
+            try:
+                chunk = json.loads(text)
+            except UnicodeDecodeError:  # not UTF-8: read as a text decoder would, bad bytes replaced
+                chunk = json.loads(text.decode("utf-8", "replace"))
             if isinstance(chunk, dict) and chunk.get("error"):  # an error reported inside the stream
                 import openai
 
