@@ -132,10 +132,9 @@ async def test_a_connection_the_server_closed_while_idle_is_not_reused() -> None
     """The model client's pools answer httpcore's "has this idle connection been closed?" with the bot's cheaper
     probe (`cheap_connection_probes`): an open idle connection is used again, one the server closed while idle is
     dropped for a new one. The SDK's retries are off: a request sent on the dead connection would fail."""
-    async with ScriptedOpenAI() as llm:
-        llm.keepalive_timeout = 0.5
-        await llm.stop()
-        await llm.start()  # with the short keep-alive
+    llm = ScriptedOpenAI()
+    llm.keepalive_timeout = 0.5
+    async with llm:
         model = backend(llm)
         pool = model.root_async_client._client._transport._pool
         assert type(pool._network_backend).__name__ == "CheapProbes"
@@ -187,7 +186,7 @@ async def test_the_cheaper_probe_works_over_tls(tmp_path: Any) -> None:
     """The probing stream wraps the TLS stream httpcore upgrades to: reuse and a closed idle connection as above."""
     import httpcore2
 
-    from agents.backends.cloud import _probe_classes
+    from agents.backends.cloud import _cheap_probes_class
 
     server_tls, client_tls = self_signed(tmp_path)
     ports: list[int] = []
@@ -203,7 +202,7 @@ async def test_the_cheaper_probe_works_over_tls(tmp_path: Any) -> None:
     site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    cheap, _ = _probe_classes()
+    cheap = _cheap_probes_class()
     try:
         async with httpcore2.AsyncConnectionPool(ssl_context=client_tls, max_connections=1,
                                                  network_backend=cheap(httpcore2.AnyIOBackend())) as pool:

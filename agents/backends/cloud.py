@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langchain_core.messages import BaseMessage
 
+log = logging.getLogger(__name__)
+
 
 class CloudBackend(Backend):
     name = "cloud"
@@ -240,9 +242,6 @@ def _tracing() -> bool:
                                                                                "LANGCHAIN_TRACING_V2"))
 
 
-log = logging.getLogger(__name__)
-
-
 def cheap_connection_probes(client: Any) -> bool:
     """Give the SDK client's connection pools a network backend whose streams answer "is this idle connection
     readable?" from their socket, kept at connect; True when a pool got it.
@@ -253,7 +252,7 @@ def cheap_connection_probes(client: Any) -> bool:
     CPU of a streamed answer under bench/bench_bot.py's load (issue 17; upstream, pydantic/httpx2 PR 1169 would scan
     less). The pools are reached through private attributes; where they are not found (a later release), nothing
     changes."""
-    cheap, _ = _probe_classes()
+    cheap = _cheap_probes_class()
     http = getattr(client, "_client", None)  # the SDK's httpx client
     transports = [getattr(http, "_transport", None), *(getattr(http, "_mounts", None) or {}).values()]
     wrapped = False
@@ -282,9 +281,9 @@ def _readable(sock: socket.socket) -> bool:
 
 
 @functools.cache
-def _probe_classes() -> tuple[type, type]:
-    """The network backend and stream of `cheap_connection_probes`, on httpcore2's public base classes (imported
-    here, with the SDK, not when this module is)."""
+def _cheap_probes_class() -> type:
+    """The network backend of `cheap_connection_probes` and its stream, on httpcore2's public base classes
+    (imported here, with the SDK, not when this module is)."""
     import httpcore2
 
     class ProbedStream(httpcore2.AsyncNetworkStream):
@@ -323,4 +322,4 @@ def _probe_classes() -> tuple[type, type]:
         async def sleep(self, seconds: float) -> None:
             await self._inner.sleep(seconds)
 
-    return CheapProbes, ProbedStream
+    return CheapProbes

@@ -9,10 +9,8 @@ into backends, rescanned on every registry lookup.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
-import importlib
 import json
 import logging
 import os
@@ -27,6 +25,7 @@ from agents.backends.base import Backend
 from agents.backends.llama_worker import LlamaWorker
 from agents.backends.prompt_cache import PromptCache
 from agents.errors import ModelUnavailableError
+from agents.imports import import_off_loop
 from agents.lru import LRUCache
 
 if TYPE_CHECKING:
@@ -35,7 +34,6 @@ if TYPE_CHECKING:
     from agents.backends.llama_chat import ChatLlamaCpp
 
 log = logging.getLogger(__name__)
-_chat_class_import: asyncio.Future[Any] | None = None  # see LocalBackend.ready
 
 BUNDLED_DESCRIPTION = {
     "en": "Gemma 3 270M, bundled (a small base model, not instruction-tuned; llama.cpp)",
@@ -277,17 +275,8 @@ class LocalBackend(Backend):
 
     async def ready(self) -> None:
         """The chat model's class, and LangChain with it (about a second of imports), is imported off the event
-        loop: a bot whose first question goes to a local model does not stall on it. Every turn waits for the same
-        import (a module is in sys.modules from the moment its import starts: checking that would let a second turn
-        block the loop on the import lock)."""
-        global _chat_class_import
-        task = _chat_class_import
-        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)) or \
-                (not task.done() and task.get_loop() is not asyncio.get_running_loop()):
-            task = _chat_class_import = asyncio.ensure_future(
-                asyncio.to_thread(importlib.import_module, "agents.backends.llama_chat"))
-        if not task.done():
-            await asyncio.shield(task)  # a turn given up while it waits leaves the import to the others
+        loop: a bot whose first question goes to a local model does not stall on it."""
+        await import_off_loop("agents.backends.llama_chat")
 
     def chat_model(self) -> ChatLlamaCpp:
         if self._model is None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
-import importlib
 import json
 import logging
 import re
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agents.errors import AgentsError
+from agents.imports import import_off_loop
 
 if TYPE_CHECKING:
     import httpx
@@ -77,7 +77,9 @@ class SearchProvider(ABC):
     async def search(self, query: str) -> list[SearchResult]:
         """Run the query; raises SearchProviderError on any failure of the provider."""
         started = time.monotonic()
-        httpx = await _client_library()
+        # httpx at the first search, off the event loop: importing it takes about 150 ms and a hundred modules
+        # (its command-line tool's rich, click and pygments), which a bot that never searches does not pay
+        httpx = await import_off_loop("httpx")
         try:
             async with asyncio.timeout(self.timeout):  # the whole exchange, not just each read
                 async with self._client(httpx) as client:
@@ -184,19 +186,6 @@ class BraveProvider(SearchProvider):
     def _parse(self, payload: Any) -> list[SearchResult]:
         web = payload.get("web") or {}
         return [_result(r.get("title"), r.get("url"), r.get("description")) for r in web.get("results", [])]
-
-
-_httpx: Any = None
-
-
-async def _client_library() -> Any:
-    """httpx, imported at the first search and off the event loop. Importing it takes about 150 ms and a hundred
-    modules (its command-line tool's rich, click and pygments, when they are installed), which a bot that never
-    searches pays neither at start-up nor in memory (bench/bench_bot.py, issue 17)."""
-    global _httpx
-    if _httpx is None:
-        _httpx = await asyncio.to_thread(importlib.import_module, "httpx")
-    return _httpx
 
 
 @functools.cache
